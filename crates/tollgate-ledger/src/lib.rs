@@ -1,0 +1,79 @@
+//! Durable state for Tollgate behind one trait.
+//!
+//! Callers hold an [`Arc<dyn Ledger>`](Ledger); the embedded default is
+//! [`SqliteLedger`]. A PostgreSQL backend implements the same trait.
+#![forbid(unsafe_code)]
+
+mod error;
+mod sqlite;
+
+pub use error::LedgerError;
+pub use sqlite::{Durability, SqliteLedger};
+
+use async_trait::async_trait;
+
+/// Outcome of an attempt to claim a single-use key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// The key was free and is now held by the caller.
+    Claimed,
+    /// Someone already holds (or has spent) this key.
+    AlreadyClaimed,
+}
+
+/// A settled charge, recorded for revenue reporting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChargeRecord {
+    pub challenge_id: String,
+    pub route: String,
+    /// Integer amount in token base units, kept as a decimal string so that
+    /// amounts above `u64` survive unchanged.
+    pub amount: String,
+    pub currency: String,
+    /// Method-specific reference (the transaction hash for Tempo).
+    pub reference: String,
+    /// Unix seconds.
+    pub settled_at: i64,
+}
+
+/// Durable state used by the payment path.
+///
+/// Every write is committed before the call returns, so anything a caller
+/// acts on (serving a request, answering a client) survives a crash.
+#[async_trait]
+pub trait Ledger: Send + Sync + 'static {
+    /// Atomically claims `key` for one payment. Exactly one of any number of
+    /// concurrent callers gets [`ClaimOutcome::Claimed`].
+    async fn claim(&self, key: &str) -> Result<ClaimOutcome, LedgerError>;
+
+    /// Marks claims as spent for good.
+    async fn settle_claims(&self, keys: &[&str]) -> Result<(), LedgerError>;
+
+    /// Gives back a pending claim after a failure that moved no funds, so the
+    /// client may retry. A settled claim is never released.
+    async fn release_claim(&self, key: &str) -> Result<(), LedgerError>;
+
+    /// Records a settled charge and settles its claims in one transaction.
+    async fn record_charge(
+        &self,
+        record: &ChargeRecord,
+        claim_keys: &[&str],
+    ) -> Result<(), LedgerError>;
+
+    /// Most recent charges first.
+    async fn recent_charges(&self, limit: u32) -> Result<Vec<ChargeRecord>, LedgerError>;
+
+    /// Key-value access for the protocol SDK's store.
+    async fn kv_get(&self, key: &str) -> Result<Option<String>, LedgerError>;
+    async fn kv_put(&self, key: &str, value: &str) -> Result<(), LedgerError>;
+    async fn kv_delete(&self, key: &str) -> Result<(), LedgerError>;
+    /// Inserts only when absent; `true` when this call inserted.
+    async fn kv_put_if_absent(&self, key: &str, value: &str) -> Result<bool, LedgerError>;
+    /// Replaces `expected` by `new` (`None` = absent) atomically.
+    async fn kv_compare_exchange(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        new: Option<&str>,
+    ) -> Result<bool, LedgerError>;
+}

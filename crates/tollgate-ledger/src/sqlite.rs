@@ -1,0 +1,295 @@
+//! SQLite backend: one connection in WAL mode, driven from Tokio's blocking
+//! pool so no async worker ever waits on the disk.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::{ChargeRecord, ClaimOutcome, Ledger, LedgerError};
+
+/// Ordered, embedded schema migrations. `PRAGMA user_version` records how
+/// many have been applied.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_initial.sql")];
+
+/// How hard SQLite pushes each commit to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// fsync on every commit: survives power loss.
+    #[default]
+    Full,
+    /// WAL without per-commit fsync: survives a process crash (the commit is
+    /// in the OS page cache), may lose the last commits on power loss.
+    Normal,
+}
+
+#[derive(Clone)]
+pub struct SqliteLedger {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteLedger {
+    /// Opens (creating if needed) the database file and applies migrations.
+    pub fn open(path: &Path, durability: Durability) -> Result<Self, LedgerError> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| LedgerError::Open {
+                path: path.display().to_string(),
+                source: rusqlite::Error::InvalidPath(format!("{}: {e}", dir.display()).into()),
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|source| LedgerError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::init(conn, durability)
+    }
+
+    /// A private in-memory database, for tests and benchmarks.
+    pub fn in_memory() -> Result<Self, LedgerError> {
+        Self::init(Connection::open_in_memory()?, Durability::Full)
+    }
+
+    fn init(mut conn: Connection, durability: Durability) -> Result<Self, LedgerError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        let sync = match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", sync)?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` on the connection in the blocking pool.
+    async fn with_conn<T, F>(&self, f: F) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, LedgerError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| LedgerError::Worker("connection mutex poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| LedgerError::Worker(e.to_string()))?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
+    let applied: usize = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (index + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(migration = index + 1, "applied database migration");
+    }
+    Ok(())
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn settle_claims_in(conn: &Connection, keys: &[String], now: i64) -> Result<(), LedgerError> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO payment_claims (claim_key, state, created_at, updated_at)
+         VALUES (?1, 'settled', ?2, ?2)
+         ON CONFLICT(claim_key) DO UPDATE SET state = 'settled', updated_at = ?2",
+    )?;
+    for key in keys {
+        stmt.execute(params![key, now])?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Ledger for SqliteLedger {
+    async fn claim(&self, key: &str) -> Result<ClaimOutcome, LedgerError> {
+        let key = key.to_owned();
+        self.with_conn(move |conn| {
+            let now = now_unix();
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO payment_claims (claim_key, state, created_at, updated_at)
+                     VALUES (?1, 'pending', ?2, ?2) ON CONFLICT(claim_key) DO NOTHING",
+                )?
+                .execute(params![key, now])?;
+            Ok(if inserted == 1 {
+                ClaimOutcome::Claimed
+            } else {
+                ClaimOutcome::AlreadyClaimed
+            })
+        })
+        .await
+    }
+
+    async fn settle_claims(&self, keys: &[&str]) -> Result<(), LedgerError> {
+        let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            settle_claims_in(&tx, &keys, now_unix())?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release_claim(&self, key: &str) -> Result<(), LedgerError> {
+        let key = key.to_owned();
+        self.with_conn(move |conn| {
+            conn.prepare_cached(
+                "DELETE FROM payment_claims WHERE claim_key = ?1 AND state = 'pending'",
+            )?
+            .execute(params![key])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_charge(
+        &self,
+        record: &ChargeRecord,
+        claim_keys: &[&str],
+    ) -> Result<(), LedgerError> {
+        let record = record.clone();
+        let keys: Vec<String> = claim_keys.iter().map(|k| (*k).to_owned()).collect();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.prepare_cached(
+                "INSERT INTO charge_payments
+                 (challenge_id, route, amount, currency, reference, settled_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                record.challenge_id,
+                record.route,
+                record.amount,
+                record.currency,
+                record.reference,
+                record.settled_at
+            ])?;
+            settle_claims_in(&tx, &keys, record.settled_at)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn recent_charges(&self, limit: u32) -> Result<Vec<ChargeRecord>, LedgerError> {
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT challenge_id, route, amount, currency, reference, settled_at
+                 FROM charge_payments ORDER BY settled_at DESC, rowid DESC LIMIT ?1",
+            )?;
+            let rows = stmt.query_map(params![limit], |r| {
+                Ok(ChargeRecord {
+                    challenge_id: r.get(0)?,
+                    route: r.get(1)?,
+                    amount: r.get(2)?,
+                    currency: r.get(3)?,
+                    reference: r.get(4)?,
+                    settled_at: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn kv_get(&self, key: &str) -> Result<Option<String>, LedgerError> {
+        let key = key.to_owned();
+        self.with_conn(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT v FROM protocol_kv WHERE k = ?1")?
+                .query_row(params![key], |r| r.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn kv_put(&self, key: &str, value: &str) -> Result<(), LedgerError> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.with_conn(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO protocol_kv (k, v) VALUES (?1, ?2)
+                 ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+            )?
+            .execute(params![key, value])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn kv_delete(&self, key: &str) -> Result<(), LedgerError> {
+        let key = key.to_owned();
+        self.with_conn(move |conn| {
+            conn.prepare_cached("DELETE FROM protocol_kv WHERE k = ?1")?
+                .execute(params![key])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn kv_put_if_absent(&self, key: &str, value: &str) -> Result<bool, LedgerError> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.with_conn(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "INSERT INTO protocol_kv (k, v) VALUES (?1, ?2) ON CONFLICT(k) DO NOTHING",
+                )?
+                .execute(params![key, value])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn kv_compare_exchange(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        new: Option<&str>,
+    ) -> Result<bool, LedgerError> {
+        let key = key.to_owned();
+        let expected = expected.map(str::to_owned);
+        let new = new.map(str::to_owned);
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let current: Option<String> = tx
+                .prepare_cached("SELECT v FROM protocol_kv WHERE k = ?1")?
+                .query_row(params![key], |r| r.get(0))
+                .optional()?;
+            if current != expected {
+                return Ok(false);
+            }
+            match new {
+                Some(v) => tx
+                    .prepare_cached(
+                        "INSERT INTO protocol_kv (k, v) VALUES (?1, ?2)
+                         ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+                    )?
+                    .execute(params![key, v])?,
+                None => tx
+                    .prepare_cached("DELETE FROM protocol_kv WHERE k = ?1")?
+                    .execute(params![key])?,
+            };
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+}

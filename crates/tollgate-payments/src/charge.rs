@@ -1,0 +1,186 @@
+//! Tempo `charge` settlement through the SDK's verifier, with our own
+//! pre-broadcast simulation, RPC deadline and error mapping.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::consensus::transaction::SignerRecoverable;
+use alloy::eips::Decodable2718;
+use alloy::primitives::Address;
+use alloy::providers::Provider;
+use alloy::rpc::types::TransactionRequest;
+use alloy::signers::local::PrivateKeySigner;
+use mpp::protocol::traits::{ChargeMethod, ErrorCode, VerificationError};
+use mpp::server::{TempoChargeMethod, TempoProvider, tempo_provider};
+use mpp::{ChargeRequest, PaymentCredential};
+use tempo_alloy::rpc::TempoTransactionRequest;
+use tollgate_ledger::Ledger;
+
+use crate::offer::ChargeOffer;
+use crate::problem::{PaymentProblem, ProblemKind};
+use crate::redact::redact_hex;
+use crate::store::LedgerStore;
+
+/// What a settled charge leaves behind.
+#[derive(Debug, Clone)]
+pub struct SettledCharge {
+    /// Transaction hash (or the challenge id for a zero-amount proof).
+    pub reference: String,
+    /// `Payment-Receipt` header value.
+    pub receipt_header: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChainSettings {
+    pub rpc_url: String,
+    /// Deadline for the whole verification, broadcast included.
+    pub rpc_timeout: Duration,
+    /// Co-signs sponsored transactions when set.
+    pub fee_payer: Option<PrivateKeySigner>,
+    /// Token the sponsor pays fees in (defaults to the SDK's choice).
+    pub fee_token: Option<Address>,
+}
+
+/// Verifies and settles Tempo charge credentials on one chain.
+#[derive(Clone)]
+pub struct TempoChargeVerifier {
+    method: TempoChargeMethod<TempoProvider>,
+    provider: TempoProvider,
+    rpc_timeout: Duration,
+}
+
+impl TempoChargeVerifier {
+    pub fn new(settings: ChainSettings, ledger: Arc<dyn Ledger>) -> Result<Self, String> {
+        let provider = tempo_provider(&settings.rpc_url).map_err(|e| e.to_string())?;
+        let mut method =
+            TempoChargeMethod::new(provider.clone()).with_store(Arc::new(LedgerStore::new(ledger)));
+        if let Some(signer) = settings.fee_payer {
+            method = method.with_fee_payer(signer);
+            if let Some(token) = settings.fee_token {
+                method = method
+                    .with_fee_payer_allowed_fee_tokens(vec![token])
+                    .with_fee_payer_fee_token(token);
+            }
+        }
+        Ok(Self {
+            method,
+            provider,
+            rpc_timeout: settings.rpc_timeout,
+        })
+    }
+
+    /// Simulates, broadcasts (pull) or looks up (push), and confirms the
+    /// transfer from the receipt logs. The caller has already checked the
+    /// challenge binding and holds the challenge's single-use claim.
+    pub async fn settle(
+        &self,
+        credential: &PaymentCredential,
+        offer: &ChargeOffer,
+    ) -> Result<SettledCharge, PaymentProblem> {
+        let request: ChargeRequest = credential
+            .challenge
+            .request
+            .decode()
+            .map_err(|_| PaymentProblem::new(ProblemKind::InvalidChallenge, "bad request"))?;
+        let work = async {
+            if !offer.fee_payer {
+                self.simulate_pull(credential).await?;
+            }
+            let receipt = self
+                .method
+                .verify(credential, &request)
+                .await
+                .map_err(map_verification_error)?;
+            let receipt_header = receipt.to_header().map_err(|e| {
+                PaymentProblem::new(ProblemKind::Internal, format!("receipt: {e}"))
+            })?;
+            Ok(SettledCharge {
+                reference: receipt.reference,
+                receipt_header,
+            })
+        };
+        tokio::time::timeout(self.rpc_timeout, work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(PaymentProblem::new(
+                    ProblemKind::ChainUnavailable,
+                    "the payment network did not answer in time; nothing was served",
+                ))
+            })
+    }
+
+    /// Runs the calls of an unsponsored signed transaction as `eth_call` from
+    /// its sender, so a payer without funds is refused before anything is
+    /// mined (and before the payer spends gas on a reverting transfer).
+    async fn simulate_pull(&self, credential: &PaymentCredential) -> Result<(), PaymentProblem> {
+        let Some(signed_hex) = credential
+            .payload
+            .get("signature")
+            .and_then(|v| v.as_str())
+            .filter(|_| credential.payload.get("type").and_then(|t| t.as_str()) == Some("transaction"))
+        else {
+            return Ok(());
+        };
+        let bytes = alloy::hex::decode(signed_hex).map_err(|_| {
+            PaymentProblem::new(ProblemKind::InvalidPayload, "transaction is not hex-encoded")
+        })?;
+        if bytes.first() != Some(&0x76) {
+            // Fee-payer envelopes and other types are checked by the SDK.
+            return Ok(());
+        }
+        let signed = tempo_alloy::primitives::AASigned::decode_2718(&mut bytes.as_slice())
+            .map_err(|_| {
+                PaymentProblem::new(ProblemKind::InvalidPayload, "transaction cannot be decoded")
+            })?;
+        let sender = signed.recover_signer().map_err(|_| {
+            PaymentProblem::new(ProblemKind::VerificationFailed, "transaction signature is invalid")
+        })?;
+        let tx = signed.tx();
+        let call = TempoTransactionRequest {
+            inner: TransactionRequest::default().from(sender),
+            calls: tx.calls.clone(),
+            fee_token: tx.fee_token,
+            ..Default::default()
+        };
+        let result: Result<alloy::primitives::Bytes, _> = self
+            .provider
+            .raw_request("eth_call".into(), (call, "latest"))
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_error_resp().is_some() => Err(PaymentProblem::new(
+                ProblemKind::VerificationFailed,
+                format!(
+                    "transaction would fail on chain: {}",
+                    redact_hex(&e.to_string())
+                ),
+            )),
+            Err(_) => Err(PaymentProblem::new(
+                ProblemKind::ChainUnavailable,
+                "the payment network is unreachable; nothing was charged or served",
+            )),
+        }
+    }
+}
+
+/// Maps the SDK's verdict onto our problem kinds. Details are redacted of
+/// hex (addresses, hashes) so they are safe to log.
+fn map_verification_error(error: VerificationError) -> PaymentProblem {
+    let detail = redact_hex(&error.message);
+    let kind = match error.code {
+        Some(ErrorCode::Expired) => ProblemKind::PaymentExpired,
+        Some(ErrorCode::InvalidChallenge) => ProblemKind::InvalidChallenge,
+        Some(ErrorCode::InvalidCredential) => ProblemKind::MalformedCredential,
+        Some(ErrorCode::InvalidPayload) => ProblemKind::InvalidPayload,
+        Some(ErrorCode::CredentialReplayed) => ProblemKind::CredentialReplayed,
+        Some(ErrorCode::Internal) => ProblemKind::Internal,
+        // The node answered but refused the transaction (nonce, funds …).
+        Some(ErrorCode::NetworkError) if error.message.contains("error response") => {
+            ProblemKind::VerificationFailed
+        }
+        Some(ErrorCode::NetworkError) => ProblemKind::ChainUnavailable,
+        _ if error.retryable => ProblemKind::ChainUnavailable,
+        _ => ProblemKind::VerificationFailed,
+    };
+    PaymentProblem::new(kind, detail)
+}

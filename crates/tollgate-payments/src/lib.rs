@@ -1,0 +1,154 @@
+//! The Machine Payments Protocol for Tollgate, over the `mpp` crate.
+//!
+//! Nothing outside this crate imports `mpp`: the server sees offers,
+//! challenge header values, problems and receipt header values.
+#![forbid(unsafe_code)]
+
+mod binding;
+mod challenge;
+mod charge;
+mod keys;
+mod offer;
+mod problem;
+mod redact;
+mod store;
+
+use std::sync::Arc;
+
+use tollgate_ledger::{ChargeRecord, ClaimOutcome, Ledger};
+
+pub use binding::DEFAULT_MAX_CREDENTIAL_BYTES;
+pub use challenge::{ChallengeIssuer, IssuedChallenge};
+pub use charge::{ChainSettings, SettledCharge, TempoChargeVerifier};
+pub use keys::{ChallengeKeys, KeyError, MIN_SECRET_BYTES};
+pub use offer::{ChargeOffer, Offer, SubmissionModes, rank_offers};
+pub use problem::{PROBLEM_BASE, PaymentProblem, ProblemKind};
+pub use redact::redact_hex;
+
+/// Re-exported chain types the configuration needs.
+pub use alloy::primitives::Address;
+pub use alloy::signers::local::PrivateKeySigner;
+
+/// A request whose payment is settled and recorded.
+#[derive(Debug, Clone)]
+pub struct Paid {
+    pub challenge_id: String,
+    pub reference: String,
+    pub receipt_header: String,
+}
+
+/// Issues challenges and turns credentials into settled, recorded payments.
+pub struct PaymentGate {
+    issuer: ChallengeIssuer,
+    verifier: TempoChargeVerifier,
+    ledger: Arc<dyn Ledger>,
+    max_credential_bytes: usize,
+}
+
+impl PaymentGate {
+    pub fn new(
+        issuer: ChallengeIssuer,
+        verifier: TempoChargeVerifier,
+        ledger: Arc<dyn Ledger>,
+        max_credential_bytes: usize,
+    ) -> Self {
+        Self {
+            issuer,
+            verifier,
+            ledger,
+            max_credential_bytes,
+        }
+    }
+
+    /// Fresh challenges for `offers`, in the client's `Accept-Payment` order.
+    pub fn challenges(
+        &self,
+        offers: &[Offer],
+        scope: &str,
+        body: &[u8],
+        accept_payment: Option<&str>,
+    ) -> Result<Vec<IssuedChallenge>, PaymentProblem> {
+        rank_offers(offers, accept_payment)
+            .into_iter()
+            .map(|offer| self.issuer.issue(offer, scope, body))
+            .collect()
+    }
+
+    /// Settles the payment carried by `authorization` for this route and
+    /// body. Single use: a challenge id (and a transaction) pays once, even
+    /// under concurrent submission and across restarts.
+    pub async fn pay(
+        &self,
+        authorization: Option<&str>,
+        offers: &[Offer],
+        scope: &str,
+        body: &[u8],
+    ) -> Result<Paid, PaymentProblem> {
+        let credential = match authorization
+            .and_then(|v| binding::parse_authorization(v, self.max_credential_bytes))
+        {
+            None => {
+                return Err(PaymentProblem::new(
+                    ProblemKind::PaymentRequired,
+                    "this resource requires payment",
+                ));
+            }
+            Some(parsed) => parsed?,
+        };
+        let spend = binding::Spend {
+            realm: self.issuer.realm(),
+            scope,
+            body,
+            offers,
+        };
+        let offer = match binding::check(self.issuer.keys(), &credential, &spend)? {
+            Offer::TempoCharge(charge) => charge,
+        };
+
+        let claim = format!("challenge:{}", credential.challenge.id);
+        match self.ledger.claim(&claim).await.map_err(store_failure)? {
+            ClaimOutcome::Claimed => {}
+            ClaimOutcome::AlreadyClaimed => {
+                return Err(PaymentProblem::new(
+                    ProblemKind::InvalidChallenge,
+                    "challenge has already been used",
+                ));
+            }
+        }
+        let settled = match self.verifier.settle(&credential, offer).await {
+            Ok(settled) => settled,
+            Err(problem) => {
+                // Nothing was accepted: the client may retry this challenge.
+                // The SDK's per-transaction marker still stops a second use of
+                // a transaction that did land.
+                if let Err(e) = self.ledger.release_claim(&claim).await {
+                    tracing::warn!(error = %e, "could not release challenge claim");
+                }
+                return Err(problem);
+            }
+        };
+        let record = ChargeRecord {
+            challenge_id: credential.challenge.id.clone(),
+            route: scope.to_owned(),
+            amount: offer.amount.to_string(),
+            currency: offer.currency.to_checksum(None),
+            reference: settled.reference.clone(),
+            settled_at: time::OffsetDateTime::now_utc().unix_timestamp(),
+        };
+        let tx_claim = format!("tx:{}", settled.reference.to_ascii_lowercase());
+        self.ledger
+            .record_charge(&record, &[&claim, &tx_claim])
+            .await
+            .map_err(store_failure)?;
+        Ok(Paid {
+            challenge_id: record.challenge_id,
+            reference: settled.reference,
+            receipt_header: settled.receipt_header,
+        })
+    }
+}
+
+fn store_failure(error: tollgate_ledger::LedgerError) -> PaymentProblem {
+    tracing::error!(error = %error, "ledger failure on the payment path");
+    PaymentProblem::new(ProblemKind::Internal, "payment state could not be stored")
+}

@@ -1,0 +1,191 @@
+//! Forwarding a paid request to its upstream and streaming the answer back.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use http::{HeaderMap, HeaderValue, Method, Response, header};
+use tower::ServiceExt;
+
+use crate::headers::{is_hop_by_hop, strip_client_credentials};
+use crate::mock;
+
+/// The wire protocol an upstream speaks and how it authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamKind {
+    /// api.openai.com: `Authorization: Bearer`.
+    OpenAi,
+    /// api.anthropic.com: `x-api-key`.
+    Anthropic,
+    /// Any server speaking the OpenAI format (vLLM, llama.cpp, Ollama …).
+    OpenAiCompatible,
+    /// The built-in deterministic mock, served in-process.
+    Mock,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamTimeouts {
+    pub connect: Duration,
+    /// Longest silence between two reads of the response, first byte included.
+    pub idle: Duration,
+}
+
+impl Default for UpstreamTimeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(10),
+            idle: Duration::from_secs(120),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("upstream timed out")]
+    Timeout,
+    #[error("upstream unreachable: {0}")]
+    Unreachable(String),
+    #[error("invalid upstream request: {0}")]
+    InvalidRequest(String),
+}
+
+/// One configured upstream.
+#[derive(Clone)]
+pub struct Upstream {
+    kind: UpstreamKind,
+    base_url: String,
+    api_key: Option<HeaderValue>,
+    client: reqwest::Client,
+    mock: Option<axum::Router>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The API key is deliberately absent.
+        f.debug_struct("Upstream")
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// An HTTP upstream. `base_url` has no trailing slash; the request path
+    /// is appended to it (`https://api.openai.com` + `/v1/chat/completions`).
+    pub fn http(
+        kind: UpstreamKind,
+        base_url: &str,
+        api_key: Option<&str>,
+        timeouts: UpstreamTimeouts,
+    ) -> Result<Self, ForwardError> {
+        let api_key = api_key
+            .map(|key| {
+                let value = match kind {
+                    UpstreamKind::Anthropic => key.to_owned(),
+                    _ => format!("Bearer {key}"),
+                };
+                let mut value = HeaderValue::from_str(&value).map_err(|_| {
+                    ForwardError::InvalidRequest("API key is not a valid header value".into())
+                })?;
+                value.set_sensitive(true);
+                Ok::<_, ForwardError>(value)
+            })
+            .transpose()?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeouts.connect)
+            .read_timeout(timeouts.idle)
+            .build()
+            .map_err(|e| ForwardError::InvalidRequest(e.to_string()))?;
+        Ok(Self {
+            kind,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            api_key,
+            client,
+            mock: None,
+        })
+    }
+
+    /// The built-in mock, answered in-process without a socket.
+    pub fn mock(options: mock::MockOptions) -> Self {
+        let (router, _) = mock::router(options);
+        Self {
+            kind: UpstreamKind::Mock,
+            base_url: String::new(),
+            api_key: None,
+            client: reqwest::Client::new(),
+            mock: Some(router),
+        }
+    }
+
+    pub fn kind(&self) -> UpstreamKind {
+        self.kind
+    }
+
+    /// Sends the request upstream and returns its response with the body
+    /// streamed through untouched.
+    pub async fn forward(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        client_headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Response<Body>, ForwardError> {
+        let mut headers = strip_client_credentials(client_headers);
+        if let Some(key) = &self.api_key {
+            let name = match self.kind {
+                UpstreamKind::Anthropic => header::HeaderName::from_static("x-api-key"),
+                _ => header::AUTHORIZATION,
+            };
+            headers.insert(name, key.clone());
+        }
+        if let Some(router) = &self.mock {
+            let mut request = http::Request::builder()
+                .method(method)
+                .uri(path_and_query)
+                .body(Body::from(body))
+                .map_err(|e| ForwardError::InvalidRequest(e.to_string()))?;
+            *request.headers_mut() = headers;
+            return router
+                .clone()
+                .oneshot(request)
+                .await
+                .map_err(|e| match e {});
+        }
+        let url = format!("{}{}", self.base_url, path_and_query);
+        let response = self
+            .client
+            .request(method, url)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(into_streaming_response(response))
+    }
+}
+
+fn classify(error: reqwest::Error) -> ForwardError {
+    if error.is_timeout() {
+        ForwardError::Timeout
+    } else {
+        ForwardError::Unreachable(error.without_url().to_string())
+    }
+}
+
+fn into_streaming_response(response: reqwest::Response) -> Response<Body> {
+    let status = response.status();
+    let mut headers = HeaderMap::with_capacity(response.headers().len());
+    for (name, value) in response.headers() {
+        if !is_hop_by_hop(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let stream = response
+        .bytes_stream()
+        .map_err(|e| std::io::Error::other(e.without_url()));
+    let mut out = Response::new(Body::from_stream(stream));
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    out
+}

@@ -1,0 +1,12 @@
+//! Upstream AI providers: forwarding to real APIs and the built-in mock.
+//!
+//! This crate knows nothing about payments: it receives a request that has
+//! already been paid for (or is free) and returns the upstream's response.
+#![forbid(unsafe_code)]
+
+mod forward;
+mod headers;
+pub mod mock;
+
+pub use forward::{ForwardError, Upstream, UpstreamKind, UpstreamTimeouts};
+pub use headers::{is_hop_by_hop, strip_client_credentials};

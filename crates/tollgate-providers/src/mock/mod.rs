@@ -1,0 +1,138 @@
+//! A deterministic stand-in for the OpenAI API, for the demo, tests and
+//! benchmarks. It speaks the real wire format (JSON and SSE), reports
+//! realistic `usage`, and records what it receives so tests can assert on it.
+
+mod chat;
+mod embeddings;
+mod text;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::json;
+
+#[derive(Debug, Clone, Default)]
+pub struct MockOptions {
+    /// Delay before the response starts.
+    pub latency: Duration,
+    /// Delay between two SSE chunks.
+    pub chunk_interval: Duration,
+}
+
+/// One request as the mock received it.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: Method,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Shared log of received requests.
+#[derive(Debug, Clone, Default)]
+pub struct MockRecorder {
+    requests: Arc<Mutex<Vec<RecordedRequest>>>,
+}
+
+impl MockRecorder {
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.requests.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    pub fn count(&self) -> usize {
+        self.requests.lock().map(|r| r.len()).unwrap_or_default()
+    }
+
+    fn record(&self, request: RecordedRequest) {
+        if let Ok(mut log) = self.requests.lock() {
+            log.push(request);
+        }
+    }
+}
+
+#[derive(Clone)]
+struct MockState {
+    options: MockOptions,
+    recorder: MockRecorder,
+}
+
+/// Builds the mock's router and the recorder that watches it.
+pub fn router(options: MockOptions) -> (Router, MockRecorder) {
+    let recorder = MockRecorder::default();
+    let state = MockState {
+        options,
+        recorder: recorder.clone(),
+    };
+    let router = Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/embeddings", post(embeddings))
+        .fallback(not_found)
+        .with_state(state);
+    (router, recorder)
+}
+
+async fn chat_completions(
+    State(state): State<MockState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    record(&state, method, &uri, headers, &body);
+    tokio::time::sleep(state.options.latency).await;
+    match serde_json::from_slice(&body) {
+        Ok(request) => chat::respond(&request, state.options.chunk_interval),
+        Err(e) => openai_error(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}"), None),
+    }
+}
+
+async fn embeddings(
+    State(state): State<MockState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    record(&state, method, &uri, headers, &body);
+    tokio::time::sleep(state.options.latency).await;
+    match serde_json::from_slice(&body) {
+        Ok(request) => embeddings::respond(&request),
+        Err(e) => openai_error(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}"), None),
+    }
+}
+
+async fn not_found(uri: Uri) -> Response {
+    openai_error(
+        StatusCode::NOT_FOUND,
+        &format!("Invalid URL ({})", uri.path()),
+        None,
+    )
+}
+
+fn record(state: &MockState, method: Method, uri: &Uri, headers: HeaderMap, body: &Bytes) {
+    state.recorder.record(RecordedRequest {
+        method,
+        path: uri.path().to_owned(),
+        headers,
+        body: body.clone(),
+    });
+}
+
+/// An error in OpenAI's envelope.
+pub(crate) fn openai_error(status: StatusCode, message: &str, param: Option<&str>) -> Response {
+    let body = json!({
+        "error": {
+            "message": message,
+            "type": "invalid_request_error",
+            "param": param,
+            "code": null,
+        }
+    });
+    (status, axum::Json(body)).into_response()
+}
