@@ -1,1 +1,133 @@
+//! A local Tempo chain for development and tests: `anvil --network tempo`
+//! from the npm package `@foundry-rs/anvil-linux-amd64`, installed on first
+//! use into a cache directory.
 #![forbid(unsafe_code)]
+
+mod accounts;
+mod install;
+mod rpc;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+pub use accounts::{DEV_ACCOUNTS, DevAccount};
+pub use install::{ANVIL_PACKAGE, ANVIL_VERSION, anvil_binary, cache_dir};
+pub use rpc::{RpcClient, RpcError};
+
+/// Chain id the devnet runs with (Tempo's Moderato testnet id).
+pub const DEVNET_CHAIN_ID: u64 = 42431;
+/// pathUSD, a TIP-20 token with 6 decimals that every dev account holds.
+pub const PATH_USD: &str = "0x20c0000000000000000000000000000000000000";
+/// AlphaUSD, a second genesis TIP-20 token.
+pub const ALPHA_USD: &str = "0x20c0000000000000000000000000000000000001";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DevnetError {
+    #[error("cannot install {ANVIL_PACKAGE}@{ANVIL_VERSION}: {0}")]
+    Install(String),
+    #[error("cannot start anvil: {0}")]
+    Start(String),
+    #[error("chain RPC failed: {0}")]
+    Rpc(#[from] RpcError),
+}
+
+/// A running local chain. Dropping it stops the chain.
+pub struct Devnet {
+    child: Child,
+    port: u16,
+    rpc: RpcClient,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DevnetOptions {
+    /// Loopback port; a free one when `None`.
+    pub port: Option<u16>,
+    /// Where anvil is installed; [`cache_dir`] when `None`.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Devnet {
+    /// Installs anvil if needed, starts it and waits until it answers.
+    pub async fn start(options: DevnetOptions) -> Result<Self, DevnetError> {
+        let cache = options.cache_dir.unwrap_or_else(cache_dir);
+        let binary = install::ensure_anvil(&cache).await?;
+        let port = match options.port {
+            Some(port) => port,
+            None => free_port().map_err(|e| DevnetError::Start(e.to_string()))?,
+        };
+        let child = Command::new(&binary)
+            .args(["--network", "tempo", "--chain-id"])
+            .arg(DEVNET_CHAIN_ID.to_string())
+            .args(["--host", "127.0.0.1", "--port"])
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| DevnetError::Start(format!("{}: {e}", binary.display())))?;
+        let rpc = RpcClient::new(&format!("http://127.0.0.1:{port}"));
+        let mut devnet = Self { child, port, rpc };
+        devnet.wait_ready(Duration::from_secs(30)).await?;
+        // A fresh chain reports block timestamp 1 until a block is mined, and
+        // Tempo transactions carry a `validAfter` relative to wall-clock time.
+        devnet.rpc.call::<serde_json::Value>("evm_mine", serde_json::json!([])).await?;
+        Ok(devnet)
+    }
+
+    async fn wait_ready(&mut self, limit: Duration) -> Result<(), DevnetError> {
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(DevnetError::Start(format!("anvil exited with {status}")));
+            }
+            if let Ok(id) = self.rpc.chain_id().await {
+                if id == DEVNET_CHAIN_ID {
+                    return Ok(());
+                }
+                return Err(DevnetError::Start(format!(
+                    "port {} answers with chain id {id}, not {DEVNET_CHAIN_ID}",
+                    self.port
+                )));
+            }
+            if started.elapsed() > limit {
+                return Err(DevnetError::Start("anvil did not answer in time".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn rpc_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn rpc(&self) -> &RpcClient {
+        &self.rpc
+    }
+
+    pub fn chain_id(&self) -> u64 {
+        DEVNET_CHAIN_ID
+    }
+
+    /// Stops the chain now (also done on drop).
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// Waits until the chain process exits (for `tollgate devnet`).
+    pub async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.child.wait().await
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}

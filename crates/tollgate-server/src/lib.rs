@@ -1,1 +1,22 @@
+//! The Tollgate HTTP gateway: routes, payment gate, forwarding, receipts.
 #![forbid(unsafe_code)]
+
+mod access_log;
+mod app;
+pub mod config;
+mod handler;
+mod problem;
+
+pub use app::{BuildError, build, build_with_ledger};
+pub use config::{Config, ConfigError};
+
+/// Serves `router` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,1 +1,113 @@
-fn main() {}
+//! `tollgate`: the gateway's command line. Business logic lives in the
+//! library crates; this file only parses arguments and wires them.
+#![forbid(unsafe_code)]
+
+mod devnet_config;
+mod logging;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tollgate_devnet::{DEV_ACCOUNTS, Devnet, DevnetOptions, PATH_USD};
+use tollgate_server::Config;
+
+#[derive(Parser)]
+#[command(name = "tollgate", version, about = "A paid AI gateway speaking the Machine Payments Protocol")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Gateway config (TOML).
+        #[arg(long, required_unless_present = "devnet")]
+        config: Option<PathBuf>,
+        /// Start a local chain first and serve the config written for it.
+        #[arg(long, conflicts_with = "config")]
+        devnet: bool,
+        /// Where `--devnet` writes its config, store and secret.
+        #[arg(long, default_value = ".tollgate/devnet")]
+        devnet_dir: PathBuf,
+    },
+    /// Start a local Tempo chain and write a gateway config for it.
+    Devnet {
+        /// Loopback port for the chain RPC (a free one by default).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Where to write the gateway config.
+        #[arg(long, default_value = ".tollgate/devnet/tollgate.toml")]
+        config_out: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    logging::init();
+    match Cli::parse().command {
+        Command::Serve {
+            config: Some(path), ..
+        } => {
+            let config = Config::load(&path).with_context(|| format!("loading {}", path.display()))?;
+            serve(config).await
+        }
+        Command::Serve { devnet_dir, .. } => {
+            let devnet = start_devnet(None).await?;
+            let path = devnet_config::write(&devnet, &devnet_dir.join("tollgate.toml"))?;
+            let config = Config::load(&path)?;
+            let result = serve(config).await;
+            devnet.stop().await;
+            result
+        }
+        Command::Devnet { port, config_out } => {
+            let mut devnet = start_devnet(port).await?;
+            let path = devnet_config::write(&devnet, &config_out)?;
+            print_devnet(&devnet, &path);
+            tokio::select! {
+                status = devnet.wait() => anyhow::bail!("the chain stopped: {status:?}"),
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            devnet.stop().await;
+            Ok(())
+        }
+    }
+}
+
+async fn start_devnet(port: Option<u16>) -> anyhow::Result<Devnet> {
+    eprintln!("starting local Tempo chain (installs anvil on first use)…");
+    Devnet::start(DevnetOptions { port, cache_dir: None })
+        .await
+        .context("starting the local chain")
+}
+
+fn print_devnet(devnet: &Devnet, config: &std::path::Path) {
+    println!("Local Tempo chain");
+    println!("  rpc:      {}", devnet.rpc_url());
+    println!("  chain id: {}", devnet.chain_id());
+    println!("  token:    {PATH_USD} (pathUSD, 6 decimals)");
+    println!("Development accounts (public test keys, funded with pathUSD; never use for real funds):");
+    for (i, account) in DEV_ACCOUNTS.iter().enumerate() {
+        let role = if i == devnet_config::RECIPIENT_INDEX { "  <- gateway recipient" } else { "" };
+        println!("  #{i} {} {}{role}", account.address, account.private_key);
+    }
+    println!("Gateway config: {}", config.display());
+    println!("  run: tollgate serve --config {}", config.display());
+    println!("Press Ctrl-C to stop the chain.");
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let router = tollgate_server::build(&config)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    tracing::info!(listen = %config.listen, routes = config.routes.len(), "tollgate serving");
+    eprintln!("tollgate listening on http://{}", config.listen);
+    tollgate_server::serve(listener, router, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    Ok(())
+}

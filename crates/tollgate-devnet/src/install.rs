@@ -1,0 +1,71 @@
+//! Installing anvil from npm into a cache directory, once.
+
+use std::path::{Path, PathBuf};
+
+use tokio::process::Command;
+
+use crate::DevnetError;
+
+pub const ANVIL_PACKAGE: &str = "@foundry-rs/anvil-linux-amd64";
+pub const ANVIL_VERSION: &str = "1.7.1";
+
+/// `$TOLLGATE_CACHE_DIR`, else `$XDG_CACHE_HOME/tollgate`, else
+/// `~/.cache/tollgate`, else `./.tollgate/cache`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("TOLLGATE_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("tollgate");
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        return PathBuf::from(home).join(".cache/tollgate");
+    }
+    PathBuf::from(".tollgate/cache")
+}
+
+/// Where the binary lives once installed under `cache`.
+pub fn anvil_binary(cache: &Path) -> PathBuf {
+    cache
+        .join(format!("anvil-{ANVIL_VERSION}"))
+        .join("node_modules")
+        .join(ANVIL_PACKAGE)
+        .join("bin/anvil")
+}
+
+/// Returns the binary, running `npm install` first when it is missing.
+/// `$TOLLGATE_ANVIL_BIN` points at an existing binary instead.
+pub(crate) async fn ensure_anvil(cache: &Path) -> Result<PathBuf, DevnetError> {
+    if let Some(bin) = std::env::var_os("TOLLGATE_ANVIL_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
+    let binary = anvil_binary(cache);
+    if binary.is_file() {
+        return Ok(binary);
+    }
+    let prefix = cache.join(format!("anvil-{ANVIL_VERSION}"));
+    std::fs::create_dir_all(&prefix)
+        .map_err(|e| DevnetError::Install(format!("{}: {e}", prefix.display())))?;
+    let output = Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--prefix"])
+        .arg(&prefix)
+        .arg(format!("{ANVIL_PACKAGE}@{ANVIL_VERSION}"))
+        .output()
+        .await
+        .map_err(|e| DevnetError::Install(format!("running npm: {e}")))?;
+    if !output.status.success() {
+        return Err(DevnetError::Install(format!(
+            "npm exited with {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    if binary.is_file() {
+        Ok(binary)
+    } else {
+        Err(DevnetError::Install(format!(
+            "npm finished but {} is missing",
+            binary.display()
+        )))
+    }
+}

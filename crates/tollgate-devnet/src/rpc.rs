@@ -1,0 +1,82 @@
+//! A minimal JSON-RPC client for devnet chores (readiness, mining, balances).
+
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    #[error("transport: {0}")]
+    Transport(String),
+    #[error("rpc error {code}: {message}")]
+    Rpc { code: i64, message: String },
+    #[error("unexpected response: {0}")]
+    Decode(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct RpcClient {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl RpcClient {
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn call<T: DeserializeOwned>(&self, method: &str, params: Value) -> Result<T, RpcError> {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let response: Value = self
+            .http
+            .post(&self.url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| RpcError::Transport(e.to_string()))?
+            .json()
+            .await
+            .map_err(|e| RpcError::Transport(e.to_string()))?;
+        if let Some(error) = response.get("error") {
+            return Err(RpcError::Rpc {
+                code: error.get("code").and_then(Value::as_i64).unwrap_or_default(),
+                message: error.get("message").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            });
+        }
+        serde_json::from_value(response.get("result").cloned().unwrap_or(Value::Null))
+            .map_err(|e| RpcError::Decode(e.to_string()))
+    }
+
+    pub async fn chain_id(&self) -> Result<u64, RpcError> {
+        let hex: String = self.call("eth_chainId", json!([])).await?;
+        parse_quantity(&hex).map(|v| v as u64)
+    }
+
+    /// TIP-20 `balanceOf(holder)` in base units.
+    pub async fn token_balance(&self, token: &str, holder: &str) -> Result<u128, RpcError> {
+        let holder = holder.trim_start_matches("0x").to_ascii_lowercase();
+        let data = format!("0x70a08231{holder:0>64}");
+        let hex: String = self
+            .call("eth_call", json!([{"to": token, "data": data}, "latest"]))
+            .await?;
+        parse_quantity(&hex)
+    }
+
+    /// Moves the chain clock forward (and mines a block).
+    pub async fn increase_time(&self, seconds: u64) -> Result<(), RpcError> {
+        self.call::<Value>("evm_increaseTime", json!([seconds])).await?;
+        self.call::<Value>("evm_mine", json!([])).await?;
+        Ok(())
+    }
+}
+
+/// Parses a hex quantity or a 32-byte word; fails above `u128`.
+fn parse_quantity(hex: &str) -> Result<u128, RpcError> {
+    let digits = hex.trim_start_matches("0x").trim_start_matches('0');
+    if digits.is_empty() {
+        return Ok(0);
+    }
+    u128::from_str_radix(digits, 16).map_err(|e| RpcError::Decode(format!("{hex}: {e}")))
+}

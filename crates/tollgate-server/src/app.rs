@@ -1,0 +1,142 @@
+//! Building the gateway from its configuration.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{MethodFilter, get, on};
+use tollgate_ledger::{Ledger, SqliteLedger};
+use tollgate_payments::{
+    ChainSettings, ChallengeIssuer, ChargeOffer, Offer, PaymentGate, TempoChargeVerifier,
+};
+use tollgate_providers::mock::MockOptions;
+use tollgate_providers::{Upstream, UpstreamTimeouts};
+
+use crate::config::{Config, RouteConfig, UpstreamConfig};
+use crate::handler::{self, Gateway, Route};
+use crate::problem;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("store: {0}")]
+    Store(#[from] tollgate_ledger::LedgerError),
+    #[error("chain: {0}")]
+    Chain(String),
+    #[error("upstream `{name}`: {message}")]
+    Upstream { name: String, message: String },
+    #[error("route {scope}: {message}")]
+    Route { scope: String, message: String },
+}
+
+/// Opens the store, connects the chain verifier and wires every route.
+pub fn build(config: &Config) -> Result<Router, BuildError> {
+    let ledger: Arc<dyn Ledger> =
+        Arc::new(SqliteLedger::open(&config.store.path, config.store.durability)?);
+    build_with_ledger(config, ledger)
+}
+
+pub fn build_with_ledger(config: &Config, ledger: Arc<dyn Ledger>) -> Result<Router, BuildError> {
+    let chain = &config.chain;
+    let verifier = TempoChargeVerifier::new(
+        ChainSettings {
+            rpc_url: chain.rpc_url.clone(),
+            rpc_timeout: chain.rpc_timeout,
+            fee_payer: chain.fee_payer.as_ref().map(|f| f.signer.clone()),
+            fee_token: chain.fee_payer.as_ref().and_then(|f| f.fee_token),
+        },
+        Arc::clone(&ledger),
+    )
+    .map_err(BuildError::Chain)?;
+    let issuer = ChallengeIssuer::new(
+        config.realm.clone(),
+        config.challenge_keys.clone(),
+        config.challenge_ttl,
+    );
+    let gateway = Arc::new(Gateway {
+        gate: PaymentGate::new(issuer, verifier, ledger, config.max_credential_bytes),
+        max_body_bytes: config.max_body_bytes,
+    });
+    let upstreams = build_upstreams(config)?;
+
+    // Group routes by path: one axum route per path, one method filter each.
+    let mut by_path: BTreeMap<&str, Vec<&RouteConfig>> = BTreeMap::new();
+    for route in &config.routes {
+        by_path.entry(route.path.as_str()).or_default().push(route);
+    }
+    let mut router = Router::new().route("/healthz", get(|| async { "ok" }));
+    for (path, routes) in by_path {
+        let mut method_router = axum::routing::MethodRouter::new();
+        for route_config in routes {
+            let filter = MethodFilter::try_from(route_config.method.clone()).map_err(|e| {
+                BuildError::Route {
+                    scope: route_config.scope(),
+                    message: e.to_string(),
+                }
+            })?;
+            let route = Arc::new(Route {
+                scope: route_config.scope(),
+                upstream: upstreams[&route_config.upstream].clone(),
+                offers: route_config.charge.map(|amount| vec![charge_offer(config, route_config, amount)]),
+            });
+            let gateway = Arc::clone(&gateway);
+            method_router = method_router.merge(on(filter, move |request| {
+                handler::handle(Arc::clone(&gateway), Arc::clone(&route), request)
+            }));
+        }
+        router = router.route(path, method_router);
+    }
+    Ok(router
+        .fallback(problem::not_found)
+        .layer(axum::middleware::from_fn(crate::access_log::log_request)))
+}
+
+fn charge_offer(config: &Config, route: &RouteConfig, amount: u128) -> Offer {
+    let chain = &config.chain;
+    Offer::TempoCharge(ChargeOffer {
+        amount,
+        currency: chain.currency,
+        recipient: chain.recipient,
+        chain_id: chain.chain_id,
+        fee_payer: chain.fee_payer.is_some(),
+        modes: chain.modes,
+        description: route.description.clone(),
+    })
+}
+
+fn build_upstreams(config: &Config) -> Result<BTreeMap<String, Upstream>, BuildError> {
+    config
+        .upstreams
+        .iter()
+        .map(|(name, upstream)| {
+            let built = match upstream {
+                UpstreamConfig::Mock {
+                    latency,
+                    chunk_interval,
+                } => Upstream::mock(MockOptions {
+                    latency: *latency,
+                    chunk_interval: *chunk_interval,
+                }),
+                UpstreamConfig::Http {
+                    kind,
+                    base_url,
+                    api_key,
+                    connect_timeout,
+                    idle_timeout,
+                } => Upstream::http(
+                    *kind,
+                    base_url,
+                    api_key.as_deref(),
+                    UpstreamTimeouts {
+                        connect: *connect_timeout,
+                        idle: *idle_timeout,
+                    },
+                )
+                .map_err(|e| BuildError::Upstream {
+                    name: name.clone(),
+                    message: e.to_string(),
+                })?,
+            };
+            Ok((name.clone(), built))
+        })
+        .collect()
+}

@@ -1,0 +1,144 @@
+//! Gateway configuration: TOML on disk, `TOLLGATE__…` environment overrides,
+//! secrets from files or the environment, and validation that names the key
+//! at fault.
+
+mod overrides;
+mod raw;
+mod secrets;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tollgate_ledger::Durability;
+use tollgate_payments::{Address, ChallengeKeys, PrivateKeySigner, SubmissionModes};
+
+pub use raw::RawConfig;
+pub use secrets::SecretRef;
+
+/// A configuration problem, always naming the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("config is not valid TOML: {0}")]
+    Syntax(String),
+    #[error("invalid value for `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The validated configuration the gateway runs with.
+#[derive(Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub realm: String,
+    pub max_body_bytes: usize,
+    pub max_credential_bytes: usize,
+    pub challenge_ttl: Duration,
+    pub challenge_keys: ChallengeKeys,
+    pub chain: ChainConfig,
+    pub store: StoreConfig,
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug)]
+pub struct ChainConfig {
+    pub rpc_url: String,
+    pub chain_id: u64,
+    pub currency: Address,
+    pub recipient: Address,
+    pub rpc_timeout: Duration,
+    pub modes: SubmissionModes,
+    pub fee_payer: Option<FeePayerConfig>,
+}
+
+pub struct FeePayerConfig {
+    pub signer: PrivateKeySigner,
+    pub fee_token: Option<Address>,
+}
+
+impl std::fmt::Debug for FeePayerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeePayerConfig")
+            .field("fee_token", &self.fee_token)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+    pub durability: Durability,
+}
+
+#[derive(Debug, Clone)]
+pub enum UpstreamConfig {
+    Mock {
+        latency: Duration,
+        chunk_interval: Duration,
+    },
+    Http {
+        kind: tollgate_providers::UpstreamKind,
+        base_url: String,
+        api_key: Option<String>,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub method: http::Method,
+    pub path: String,
+    pub upstream: String,
+    /// Base units of the chain currency; `None` for a free route.
+    pub charge: Option<u128>,
+    pub description: Option<String>,
+}
+
+impl RouteConfig {
+    /// The route's identity inside challenges (`opaque`): method and path.
+    pub fn scope(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+}
+
+impl Config {
+    /// Reads `path`, applies `TOLLGATE__…` overrides from the process
+    /// environment, resolves secrets and validates everything.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let base_dir = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml(&text, base_dir, std::env::vars())
+    }
+
+    /// Parses `text`; relative paths resolve against `base_dir`.
+    pub fn from_toml(
+        text: &str,
+        base_dir: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let mut document: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        overrides::apply(&mut document, &env)?;
+        let raw: RawConfig = toml::Value::Table(document)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))?;
+        raw.validate(base_dir, &secrets::Environment::new(env))
+    }
+}

@@ -1,0 +1,422 @@
+//! The config file as written, and its validation into [`Config`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tollgate_ledger::Durability;
+use tollgate_payments::{Address, ChallengeKeys, PrivateKeySigner, SubmissionModes};
+use tollgate_providers::UpstreamKind;
+
+use super::secrets::{Environment, SecretRef};
+use super::{
+    ChainConfig, Config, ConfigError, FeePayerConfig, RouteConfig, StoreConfig, UpstreamConfig,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    payments: RawPayments,
+    chain: RawChain,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    upstreams: BTreeMap<String, RawUpstream>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    listen: String,
+    realm: Option<String>,
+    max_body_bytes: u64,
+    max_credential_bytes: u64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8402".into(),
+            realm: None,
+            max_body_bytes: 1024 * 1024,
+            max_credential_bytes: tollgate_payments::DEFAULT_MAX_CREDENTIAL_BYTES as u64,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPayments {
+    challenge_secrets: Vec<SecretRef>,
+    #[serde(default = "default_challenge_ttl")]
+    challenge_ttl_secs: u64,
+}
+
+fn default_challenge_ttl() -> u64 {
+    300
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChain {
+    rpc_url: String,
+    chain_id: u64,
+    currency: String,
+    recipient: String,
+    #[serde(default = "default_rpc_timeout")]
+    rpc_timeout_secs: u64,
+    #[serde(default = "default_modes")]
+    submission_modes: Vec<String>,
+    fee_payer: Option<RawFeePayer>,
+}
+
+fn default_rpc_timeout() -> u64 {
+    30
+}
+
+fn default_modes() -> Vec<String> {
+    vec!["pull".into(), "push".into()]
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFeePayer {
+    private_key: SecretRef,
+    fee_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStore {
+    kind: String,
+    path: String,
+    durability: String,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        Self {
+            kind: "sqlite".into(),
+            path: "tollgate.db".into(),
+            durability: "full".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    kind: String,
+    base_url: Option<String>,
+    api_key: Option<SecretRef>,
+    #[serde(default = "default_connect_timeout")]
+    connect_timeout_secs: u64,
+    #[serde(default = "default_idle_timeout")]
+    idle_timeout_secs: u64,
+    #[serde(default)]
+    latency_ms: u64,
+    #[serde(default)]
+    chunk_interval_ms: u64,
+}
+
+fn default_connect_timeout() -> u64 {
+    10
+}
+
+fn default_idle_timeout() -> u64 {
+    120
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    method: String,
+    path: String,
+    upstream: String,
+    charge: Option<toml::Value>,
+    #[serde(default)]
+    free: bool,
+    description: Option<String>,
+}
+
+impl RawConfig {
+    pub(super) fn validate(self, base_dir: &Path, env: &Environment) -> Result<Config, ConfigError> {
+        let listen = self
+            .server
+            .listen
+            .parse()
+            .map_err(|_| ConfigError::invalid("server.listen", "expected host:port, e.g. 127.0.0.1:8402"))?;
+        let realm = match self.server.realm {
+            Some(realm) if realm.trim().is_empty() || realm.contains('"') => {
+                return Err(ConfigError::invalid("server.realm", "must be non-empty and contain no quotes"));
+            }
+            Some(realm) => realm,
+            None => self.server.listen.clone(),
+        };
+        let max_body_bytes = positive("server.max_body_bytes", self.server.max_body_bytes)? as usize;
+        let max_credential_bytes = self.server.max_credential_bytes as usize;
+        if max_credential_bytes < 4096 {
+            return Err(ConfigError::invalid(
+                "server.max_credential_bytes",
+                "must be at least 4096 (the protocol requires accepting 4 KiB credentials)",
+            ));
+        }
+
+        let secrets = self
+            .payments
+            .challenge_secrets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| s.resolve(&format!("payments.challenge_secrets[{i}]"), base_dir, env))
+            .collect::<Result<Vec<_>, _>>()?;
+        let challenge_keys = ChallengeKeys::new(secrets).map_err(|e| {
+            let key = match e {
+                tollgate_payments::KeyError::TooShort { index, .. } => {
+                    format!("payments.challenge_secrets[{index}]")
+                }
+                tollgate_payments::KeyError::Empty => "payments.challenge_secrets".into(),
+            };
+            ConfigError::invalid(key, e.to_string())
+        })?;
+        let ttl = positive("payments.challenge_ttl_secs", self.payments.challenge_ttl_secs)?;
+
+        let chain = validate_chain(self.chain, base_dir, env)?;
+        let store = validate_store(self.store, base_dir)?;
+        let upstreams = self
+            .upstreams
+            .into_iter()
+            .map(|(name, raw)| Ok((name.clone(), validate_upstream(&name, raw, base_dir, env)?)))
+            .collect::<Result<BTreeMap<_, _>, ConfigError>>()?;
+        let routes = validate_routes(self.routes, &upstreams)?;
+
+        Ok(Config {
+            listen,
+            realm,
+            max_body_bytes,
+            max_credential_bytes,
+            challenge_ttl: Duration::from_secs(ttl),
+            challenge_keys,
+            chain,
+            store,
+            upstreams,
+            routes,
+        })
+    }
+}
+
+fn positive(key: &str, value: u64) -> Result<u64, ConfigError> {
+    if value == 0 {
+        Err(ConfigError::invalid(key, "must be greater than zero"))
+    } else {
+        Ok(value)
+    }
+}
+
+fn address(key: &str, text: &str) -> Result<Address, ConfigError> {
+    let hex = text.strip_prefix("0x").unwrap_or("");
+    if hex.len() != 40 {
+        return Err(ConfigError::invalid(key, "expected a 0x-prefixed 20-byte hex address"));
+    }
+    Address::from_str(text)
+        .map_err(|_| ConfigError::invalid(key, "expected a 0x-prefixed 20-byte hex address"))
+}
+
+fn http_url(key: &str, text: &str) -> Result<String, ConfigError> {
+    let url = reqwest::Url::parse(text)
+        .map_err(|e| ConfigError::invalid(key, format!("not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(ConfigError::invalid(key, "expected an http(s) URL"));
+    }
+    Ok(text.trim_end_matches('/').to_owned())
+}
+
+fn validate_chain(raw: RawChain, base_dir: &Path, env: &Environment) -> Result<ChainConfig, ConfigError> {
+    let rpc_url = http_url("chain.rpc_url", &raw.rpc_url)?;
+    let chain_id = positive("chain.chain_id", raw.chain_id)?;
+    let currency = address("chain.currency", &raw.currency)?;
+    let recipient = address("chain.recipient", &raw.recipient)?;
+    if recipient == Address::ZERO {
+        return Err(ConfigError::invalid("chain.recipient", "the zero address cannot receive payments"));
+    }
+    let rpc_timeout = positive("chain.rpc_timeout_secs", raw.rpc_timeout_secs)?;
+    let mut modes = SubmissionModes { pull: false, push: false };
+    for mode in &raw.submission_modes {
+        match mode.as_str() {
+            "pull" => modes.pull = true,
+            "push" => modes.push = true,
+            other => {
+                return Err(ConfigError::invalid(
+                    "chain.submission_modes",
+                    format!("unknown mode {other:?}; expected \"pull\" and/or \"push\""),
+                ));
+            }
+        }
+    }
+    if !modes.pull && !modes.push {
+        return Err(ConfigError::invalid("chain.submission_modes", "at least one mode is required"));
+    }
+    let fee_payer = raw
+        .fee_payer
+        .map(|fp| {
+            let key = fp.private_key.resolve("chain.fee_payer.private_key", base_dir, env)?;
+            let signer = PrivateKeySigner::from_str(key.trim()).map_err(|_| {
+                ConfigError::invalid("chain.fee_payer.private_key", "not a 32-byte hex private key")
+            })?;
+            let fee_token = fp
+                .fee_token
+                .as_deref()
+                .map(|t| address("chain.fee_payer.fee_token", t))
+                .transpose()?;
+            Ok::<_, ConfigError>(FeePayerConfig { signer, fee_token })
+        })
+        .transpose()?;
+    Ok(ChainConfig {
+        rpc_url,
+        chain_id,
+        currency,
+        recipient,
+        rpc_timeout: Duration::from_secs(rpc_timeout),
+        modes,
+        fee_payer,
+    })
+}
+
+fn validate_store(raw: RawStore, base_dir: &Path) -> Result<StoreConfig, ConfigError> {
+    if raw.kind != "sqlite" {
+        return Err(ConfigError::invalid(
+            "store.kind",
+            format!("unknown store {:?}; this build supports \"sqlite\"", raw.kind),
+        ));
+    }
+    if raw.path.trim().is_empty() {
+        return Err(ConfigError::invalid("store.path", "must not be empty"));
+    }
+    let durability = match raw.durability.as_str() {
+        "full" => Durability::Full,
+        "normal" => Durability::Normal,
+        other => {
+            return Err(ConfigError::invalid(
+                "store.durability",
+                format!("unknown durability {other:?}; expected \"full\" or \"normal\""),
+            ));
+        }
+    };
+    Ok(StoreConfig {
+        path: base_dir.join(raw.path),
+        durability,
+    })
+}
+
+fn validate_upstream(
+    name: &str,
+    raw: RawUpstream,
+    base_dir: &Path,
+    env: &Environment,
+) -> Result<UpstreamConfig, ConfigError> {
+    let key = |field: &str| format!("upstreams.{name}.{field}");
+    let kind = match raw.kind.as_str() {
+        "mock" => {
+            return Ok(UpstreamConfig::Mock {
+                latency: Duration::from_millis(raw.latency_ms),
+                chunk_interval: Duration::from_millis(raw.chunk_interval_ms),
+            });
+        }
+        "openai" => UpstreamKind::OpenAi,
+        "anthropic" => UpstreamKind::Anthropic,
+        "openai_compatible" => UpstreamKind::OpenAiCompatible,
+        other => {
+            return Err(ConfigError::invalid(
+                key("kind"),
+                format!("unknown kind {other:?}; expected openai, anthropic, openai_compatible or mock"),
+            ));
+        }
+    };
+    let base_url = raw.base_url.as_deref().map(|u| http_url(&key("base_url"), u)).transpose()?;
+    let base_url = match (base_url, kind) {
+        (Some(url), _) => url,
+        (None, UpstreamKind::OpenAi) => "https://api.openai.com".into(),
+        (None, UpstreamKind::Anthropic) => "https://api.anthropic.com".into(),
+        (None, _) => return Err(ConfigError::invalid(key("base_url"), "required for this kind")),
+    };
+    let api_key = raw
+        .api_key
+        .map(|s| s.resolve(&key("api_key"), base_dir, env))
+        .transpose()?;
+    if api_key.is_none() && matches!(kind, UpstreamKind::OpenAi | UpstreamKind::Anthropic) {
+        return Err(ConfigError::invalid(key("api_key"), "required for this kind"));
+    }
+    Ok(UpstreamConfig::Http {
+        kind,
+        base_url,
+        api_key,
+        connect_timeout: Duration::from_secs(positive(&key("connect_timeout_secs"), raw.connect_timeout_secs)?),
+        idle_timeout: Duration::from_secs(positive(&key("idle_timeout_secs"), raw.idle_timeout_secs)?),
+    })
+}
+
+fn validate_routes(
+    raw: Vec<RawRoute>,
+    upstreams: &BTreeMap<String, UpstreamConfig>,
+) -> Result<Vec<RouteConfig>, ConfigError> {
+    let mut seen = std::collections::HashSet::new();
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let key = |field: &str| format!("routes[{i}].{field}");
+            let method = http::Method::from_str(&r.method.to_ascii_uppercase())
+                .map_err(|_| ConfigError::invalid(key("method"), "not an HTTP method"))?;
+            if !r.path.starts_with('/') || r.path.contains(['{', '}', '*', ' ']) {
+                return Err(ConfigError::invalid(key("path"), "expected a literal path starting with /"));
+            }
+            if !upstreams.contains_key(&r.upstream) {
+                return Err(ConfigError::invalid(
+                    key("upstream"),
+                    format!("unknown upstream {:?}; declare it under [upstreams.{}]", r.upstream, r.upstream),
+                ));
+            }
+            let charge = match (r.charge, r.free) {
+                (Some(_), true) => {
+                    return Err(ConfigError::invalid(key("free"), "a route is either free or has a charge"));
+                }
+                (None, false) => {
+                    return Err(ConfigError::invalid(
+                        key("charge"),
+                        "missing: set a charge in base units, or free = true",
+                    ));
+                }
+                (None, true) => None,
+                (Some(value), false) => Some(base_units(&key("charge"), &value)?),
+            };
+            if !seen.insert((method.clone(), r.path.clone())) {
+                return Err(ConfigError::invalid(key("path"), "route declared twice"));
+            }
+            Ok(RouteConfig {
+                method,
+                path: r.path,
+                upstream: r.upstream,
+                charge,
+                description: r.description,
+            })
+        })
+        .collect()
+}
+
+/// An amount in integer base units, as a TOML integer or a decimal string.
+fn base_units(key: &str, value: &toml::Value) -> Result<u128, ConfigError> {
+    let parsed = match value {
+        toml::Value::Integer(i) if *i >= 0 => Some(*i as u128),
+        toml::Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            s.parse().ok()
+        }
+        _ => None,
+    };
+    parsed.ok_or_else(|| {
+        ConfigError::invalid(key, "expected a non-negative integer amount in base units (no decimals)")
+    })
+}

@@ -1,0 +1,142 @@
+//! The paid-route handler: read the body, settle the payment, forward.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use bytes::Bytes;
+use tollgate_payments::{Offer, PaymentGate, PaymentProblem, ProblemKind};
+use tollgate_providers::{ForwardError, Upstream};
+
+use crate::problem::{payment_problem, problem};
+
+/// Shared by every route.
+pub struct Gateway {
+    pub gate: PaymentGate,
+    pub max_body_bytes: usize,
+}
+
+/// One configured method + path.
+pub struct Route {
+    pub scope: String,
+    pub upstream: Upstream,
+    /// `None` for a free route.
+    pub offers: Option<Vec<Offer>>,
+}
+
+pub async fn handle(gateway: Arc<Gateway>, route: Arc<Route>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = match read_body(body, &parts.headers, gateway.max_body_bytes).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or(parts.uri.path(), |p| p.as_str())
+        .to_owned();
+
+    let Some(offers) = &route.offers else {
+        return forward(&route, parts.method, &path_and_query, &parts.headers, body).await;
+    };
+
+    let authorization = match parts.headers.get(header::AUTHORIZATION).map(HeaderValue::to_str) {
+        None => None,
+        Some(Ok(value)) => Some(value),
+        Some(Err(_)) => {
+            let bad = PaymentProblem::new(
+                ProblemKind::MalformedCredential,
+                "Authorization header is not visible ASCII",
+            );
+            return refuse(&gateway, &route, offers, &parts.headers, &body, &bad);
+        }
+    };
+    let paid = match gateway.gate.pay(authorization, offers, &route.scope, &body).await {
+        Ok(paid) => paid,
+        Err(problem) => return refuse(&gateway, &route, offers, &parts.headers, &body, &problem),
+    };
+    tracing::info!(route = %route.scope, "payment settled");
+
+    let mut response = forward(&route, parts.method, &path_and_query, &parts.headers, body).await;
+    if response.status().is_success() {
+        if let Ok(receipt) = HeaderValue::from_str(&paid.receipt_header) {
+            let headers = response.headers_mut();
+            headers.insert("payment-receipt", receipt);
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+        }
+    } else {
+        tracing::warn!(
+            route = %route.scope,
+            status = response.status().as_u16(),
+            "upstream failed after the payment settled"
+        );
+    }
+    response
+}
+
+/// Answers a failed or missing payment, with fresh challenges when it is a 402.
+fn refuse(
+    gateway: &Gateway,
+    route: &Route,
+    offers: &[Offer],
+    headers: &HeaderMap,
+    body: &[u8],
+    refusal: &PaymentProblem,
+) -> Response {
+    if refusal.kind != ProblemKind::PaymentRequired {
+        tracing::info!(route = %route.scope, problem = refusal.kind.slug(), detail = %refusal.detail, "payment refused");
+    }
+    if !refusal.kind.carries_challenge() {
+        return payment_problem(refusal, &[]);
+    }
+    let accept = headers.get("accept-payment").and_then(|v| v.to_str().ok());
+    match gateway.gate.challenges(offers, &route.scope, body, accept) {
+        Ok(challenges) => payment_problem(refusal, &challenges),
+        Err(internal) => payment_problem(&internal, &[]),
+    }
+}
+
+async fn forward(
+    route: &Route,
+    method: axum::http::Method,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
+    match route.upstream.forward(method, path_and_query, headers, body).await {
+        Ok(response) => response,
+        Err(ForwardError::Timeout) => problem(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream-timeout",
+            "the upstream did not answer in time",
+        ),
+        Err(ForwardError::Unreachable(_)) => problem(
+            StatusCode::BAD_GATEWAY,
+            "upstream-unavailable",
+            "the upstream could not be reached",
+        ),
+        Err(ForwardError::InvalidRequest(message)) => {
+            problem(StatusCode::BAD_GATEWAY, "upstream-request-invalid", message)
+        }
+    }
+}
+
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, Response> {
+    let too_large = || {
+        problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            format!("request body exceeds {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|_| too_large())
+}

@@ -1,0 +1,92 @@
+//! The gateway config `tollgate devnet` writes: the running chain, a dev
+//! account as recipient, SQLite beside the config, the mock upstream, and
+//! paid demo routes.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use tollgate_devnet::{DEV_ACCOUNTS, Devnet, PATH_USD};
+
+/// Dev account #1 receives payments; #0 is left to the payer.
+pub const RECIPIENT_INDEX: usize = 1;
+const SECRET_FILE: &str = "challenge.secret";
+
+/// Writes the config (and a fresh challenge secret beside it) and returns
+/// the config path.
+pub fn write(devnet: &Devnet, path: &Path) -> anyhow::Result<PathBuf> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    write_secret(&dir.join(SECRET_FILE))?;
+    let text = render(&devnet.rpc_url(), devnet.chain_id(), free_listen_port()?);
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path.to_path_buf())
+}
+
+pub fn render(rpc_url: &str, chain_id: u64, port: u16) -> String {
+    let recipient = DEV_ACCOUNTS[RECIPIENT_INDEX].address;
+    format!(
+        r#"# Written by `tollgate devnet`. Every key is documented in docs/configuration.md.
+[server]
+listen = "127.0.0.1:{port}"
+realm = "tollgate.local"
+
+[payments]
+challenge_secrets = [{{ file = "{SECRET_FILE}" }}]
+challenge_ttl_secs = 300
+
+[chain]
+rpc_url = "{rpc_url}"
+chain_id = {chain_id}
+currency = "{PATH_USD}"
+recipient = "{recipient}"
+
+[store]
+path = "tollgate.db"
+
+[upstreams.mock]
+kind = "mock"
+
+[[routes]]
+method = "POST"
+path = "/v1/chat/completions"
+upstream = "mock"
+charge = 10000
+description = "Chat completion (mock model)"
+
+[[routes]]
+method = "POST"
+path = "/v1/embeddings"
+upstream = "mock"
+charge = 1000
+description = "Embeddings (mock model)"
+"#
+    )
+}
+
+fn write_secret(path: &Path) -> anyhow::Result<()> {
+    if path.is_file() {
+        return Ok(());
+    }
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom")?;
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(path, secret).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+fn free_listen_port() -> anyhow::Result<u16> {
+    let preferred = std::net::TcpListener::bind("127.0.0.1:8402");
+    let listener = match preferred {
+        Ok(l) => l,
+        Err(_) => std::net::TcpListener::bind("127.0.0.1:0")?,
+    };
+    Ok(listener.local_addr()?.port())
+}
