@@ -72,6 +72,7 @@ pub fn router(options: MockOptions) -> (Router, MockRecorder) {
     let router = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/embeddings", post(embeddings))
+        .route("/v1/models", axum::routing::get(models))
         .fallback(not_found)
         .with_state(state);
     (router, recorder)
@@ -105,6 +106,20 @@ async fn embeddings(
         Ok(request) => embeddings::respond(&request),
         Err(e) => openai_error(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}"), None),
     }
+}
+
+async fn models(
+    State(state): State<MockState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    record(&state, method, &uri, headers, &Bytes::new());
+    let data: Vec<_> = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"]
+        .iter()
+        .map(|id| json!({"id": id, "object": "model", "created": 1_715_367_049, "owned_by": "tollgate-mock"}))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
 }
 
 async fn not_found(uri: Uri) -> Response {

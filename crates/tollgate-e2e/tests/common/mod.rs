@@ -1,0 +1,297 @@
+//! Harness: a real local Tempo chain, the gateway on loopback, and a
+//! loopback OpenAI-format upstream that records what it receives.
+#![allow(dead_code)]
+
+pub mod logs;
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+
+use alloy::signers::local::PrivateKeySigner;
+use mpp::client::PaymentProvider;
+use mpp::{PaymentChallenge, PaymentCredential};
+use tollgate_devnet::{DEV_ACCOUNTS, Devnet, DevnetOptions, PATH_USD};
+use tollgate_providers::mock::{MockOptions, MockRecorder};
+
+pub const UPSTREAM_KEY: &str = "sk-upstream-test-key-0123456789";
+pub const SECRET: &str = "e2e-challenge-secret-that-is-long-enough-0001";
+pub const PAYER: usize = 0;
+pub const RECIPIENT: usize = 1;
+pub const SPONSOR: usize = 2;
+pub const CHAT_PRICE: u128 = 10_000;
+pub const EMBED_PRICE: u128 = 1_000;
+
+#[derive(Clone)]
+pub struct Options {
+    pub fee_payer: bool,
+    pub modes: &'static str,
+    /// Points the gateway at this RPC instead of the devnet's.
+    pub rpc_url: Option<String>,
+    pub ttl_secs: u64,
+    /// Reuse this database (restart tests).
+    pub db_path: Option<PathBuf>,
+    pub secrets: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            fee_payer: false,
+            modes: r#"["pull", "push"]"#,
+            rpc_url: None,
+            ttl_secs: 300,
+            db_path: None,
+            secrets: vec![SECRET.to_owned()],
+        }
+    }
+}
+
+pub struct Gateway {
+    pub url: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Gateway {
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = self.task.await;
+    }
+}
+
+pub struct Harness {
+    pub devnet: Devnet,
+    pub upstream_url: String,
+    pub upstream: MockRecorder,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+impl Harness {
+    pub async fn start() -> Self {
+        logs::install();
+        let devnet = Devnet::start(DevnetOptions::default()).await.expect("devnet starts");
+        let (router, upstream) = tollgate_providers::mock::router(MockOptions::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream_url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Self {
+            devnet,
+            upstream_url,
+            upstream,
+            dir: tempfile::tempdir().unwrap(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn config_text(&self, options: &Options) -> String {
+        let rpc = options.rpc_url.clone().unwrap_or_else(|| self.devnet.rpc_url());
+        let db = options
+            .db_path
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("tollgate.db"));
+        let secrets: Vec<String> = options
+            .secrets
+            .iter()
+            .enumerate()
+            .map(|(i, _)| format!("{{ env = \"E2E_SECRET_{i}\" }}"))
+            .collect();
+        let fee_payer = if options.fee_payer {
+            "[chain.fee_payer]\nprivate_key = { env = \"E2E_SPONSOR_KEY\" }\n"
+        } else {
+            ""
+        };
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+realm = "tollgate.test"
+max_body_bytes = 65536
+
+[payments]
+challenge_secrets = [{secrets}]
+challenge_ttl_secs = {ttl}
+
+[chain]
+rpc_url = "{rpc}"
+chain_id = 42431
+currency = "{PATH_USD}"
+recipient = "{recipient}"
+rpc_timeout_secs = 10
+submission_modes = {modes}
+{fee_payer}
+[store]
+path = "{db}"
+
+[upstreams.openai]
+kind = "openai_compatible"
+base_url = "{upstream}"
+api_key = {{ env = "E2E_UPSTREAM_KEY" }}
+
+[[routes]]
+method = "POST"
+path = "/v1/chat/completions"
+upstream = "openai"
+charge = {CHAT_PRICE}
+description = "Chat completion"
+
+[[routes]]
+method = "POST"
+path = "/v1/embeddings"
+upstream = "openai"
+charge = {EMBED_PRICE}
+
+[[routes]]
+method = "GET"
+path = "/v1/models"
+upstream = "openai"
+charge = 0
+"#,
+            secrets = secrets.join(", "),
+            ttl = options.ttl_secs,
+            recipient = DEV_ACCOUNTS[RECIPIENT].address,
+            modes = options.modes,
+            db = db.display(),
+            upstream = self.upstream_url,
+        )
+    }
+
+    pub async fn gateway(&self, options: &Options) -> Gateway {
+        let mut env: Vec<(String, String)> = options
+            .secrets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("E2E_SECRET_{i}"), s.clone()))
+            .collect();
+        env.push(("E2E_UPSTREAM_KEY".into(), UPSTREAM_KEY.into()));
+        env.push(("E2E_SPONSOR_KEY".into(), DEV_ACCOUNTS[SPONSOR].private_key.into()));
+        let config = tollgate_server::Config::from_toml(&self.config_text(options), self.dir.path(), env)
+            .expect("valid config");
+        let router = tollgate_server::build(&config).expect("gateway builds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = tollgate_server::serve(listener, router, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        Gateway {
+            url,
+            shutdown: Some(tx),
+            task,
+        }
+    }
+
+    pub async fn balance(&self, account: &str) -> u128 {
+        self.devnet.rpc().token_balance(PATH_USD, account).await.unwrap()
+    }
+}
+
+pub fn chat_body() -> String {
+    r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Explain payment channels in one line."}],"max_tokens":64}"#.to_owned()
+}
+
+pub async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    body: &str,
+    authorization: Option<&str>,
+) -> reqwest::Response {
+    let mut request = http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(auth) = authorization {
+        request = request.header("authorization", auth);
+    }
+    request.send().await.unwrap()
+}
+
+/// The challenges of a 402, parsed (asserting the response shape).
+pub fn challenges(response: &reqwest::Response) -> Vec<PaymentChallenge> {
+    assert_eq!(response.status(), 402);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    assert!(response.headers().get("payment-receipt").is_none());
+    let values: Vec<&str> = response
+        .headers()
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert!(!values.is_empty(), "a 402 carries at least one challenge");
+    values
+        .iter()
+        .map(|v| mpp::parse_www_authenticate(v).expect("challenge parses"))
+        .collect()
+}
+
+/// Asserts a problem+json body and returns it.
+pub async fn problem(response: reqwest::Response, status: u16, slug: &str) -> serde_json::Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert!(response.headers().get("payment-receipt").is_none());
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    assert_eq!(
+        body["type"],
+        format!("https://paymentauth.org/problems/{slug}"),
+        "problem body: {body}"
+    );
+    body
+}
+
+pub fn signer(index: usize) -> PrivateKeySigner {
+    PrivateKeySigner::from_str(DEV_ACCOUNTS[index].private_key).unwrap()
+}
+
+/// Pays `challenge` the way an SDK user would (pull mode, or a proof for a
+/// zero amount), returning the `Authorization` value.
+pub async fn pay(challenge: &PaymentChallenge, payer: PrivateKeySigner, rpc_url: &str) -> String {
+    let provider = mpp::client::TempoProvider::new(payer, rpc_url)
+        .unwrap()
+        .with_expected_chain_id(42431);
+    let credential = provider.pay(challenge).await.expect("client pays");
+    mpp::format_authorization(&credential).unwrap()
+}
+
+/// Signs a transfer for `signed_for` (a possibly altered copy of the
+/// challenge) but presents it as an answer to `presented`.
+pub async fn pay_altered(
+    presented: &PaymentChallenge,
+    signed_for: &PaymentChallenge,
+    payer: PrivateKeySigner,
+    rpc_url: &str,
+) -> String {
+    let signed = mpp::client::tempo::charge::TempoCharge::from_challenge(signed_for)
+        .unwrap()
+        .sign_with_options(
+            &payer,
+            mpp::client::tempo::charge::SignOptions {
+                rpc_url: Some(rpc_url.to_owned()),
+                gas_limit: Some(300_000),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("signs");
+    let mut credential: PaymentCredential = signed.into_credential();
+    credential.challenge = presented.to_echo();
+    mpp::format_authorization(&credential).unwrap()
+}
+
+/// The challenge with its request object edited by `edit` (id unchanged).
+pub fn with_request(challenge: &PaymentChallenge, edit: impl FnOnce(&mut serde_json::Value)) -> PaymentChallenge {
+    let mut request = challenge.request.decode_value().unwrap();
+    edit(&mut request);
+    let mut altered = challenge.clone();
+    altered.request = mpp::Base64UrlJson::from_value(&request).unwrap();
+    altered
+}
+
