@@ -135,31 +135,44 @@ impl TempoChargeVerifier {
         let sender = signed.recover_signer().map_err(|_| {
             PaymentProblem::new(ProblemKind::VerificationFailed, "transaction signature is invalid")
         })?;
-        let tx = signed.tx();
-        let call = TempoTransactionRequest {
-            inner: TransactionRequest::default().from(sender),
-            calls: tx.calls.clone(),
-            fee_token: tx.fee_token,
-            ..Default::default()
-        };
-        let result: Result<alloy::primitives::Bytes, _> = self
-            .provider
-            .raw_request("eth_call".into(), (call, "latest"))
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_error_resp().is_some() => Err(PaymentProblem::new(
-                ProblemKind::VerificationFailed,
-                format!(
-                    "transaction would fail on chain: {}",
-                    redact_hex(&e.to_string())
-                ),
-            )),
-            Err(_) => Err(PaymentProblem::new(
-                ProblemKind::ChainUnavailable,
-                "the payment network is unreachable; nothing was charged or served",
-            )),
+        // Each call on its own, as plain `eth_call`s: every node understands
+        // them (anvil ignores the `calls` list of a Tempo call request).
+        for call in &signed.tx().calls {
+            let Some(to) = call.to.to().copied() else {
+                continue;
+            };
+            let request = TempoTransactionRequest {
+                inner: TransactionRequest::default()
+                    .from(sender)
+                    .to(to)
+                    .value(call.value)
+                    .input(call.input.clone().into()),
+                ..Default::default()
+            };
+            let result: Result<alloy::primitives::Bytes, _> = self
+                .provider
+                .raw_request("eth_call".into(), (request, "latest"))
+                .await;
+            match result {
+                Ok(_) => {}
+                Err(e) if e.as_error_resp().is_some() => {
+                    return Err(PaymentProblem::new(
+                        ProblemKind::VerificationFailed,
+                        format!(
+                            "transaction would fail on chain: {}",
+                            redact_hex(&e.to_string())
+                        ),
+                    ));
+                }
+                Err(_) => {
+                    return Err(PaymentProblem::new(
+                        ProblemKind::ChainUnavailable,
+                        "the payment network is unreachable; nothing was charged or served",
+                    ));
+                }
+            }
         }
+        Ok(())
     }
 }
 
