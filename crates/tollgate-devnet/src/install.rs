@@ -40,16 +40,23 @@ pub(crate) async fn ensure_anvil(cache: &Path) -> Result<PathBuf, DevnetError> {
         return Ok(PathBuf::from(bin));
     }
     let binary = anvil_binary(cache);
-    if binary.is_file() {
-        return Ok(binary);
-    }
     let prefix = cache.join(format!("anvil-{ANVIL_VERSION}"));
-    std::fs::create_dir_all(&prefix)
+    npm_install(&prefix, &[&format!("{ANVIL_PACKAGE}@{ANVIL_VERSION}")], &binary).await?;
+    Ok(binary)
+}
+
+/// Installs npm `packages` under `prefix` unless `probe` (a file the install
+/// creates) already exists. Used for anvil and for the interop clients.
+pub async fn npm_install(prefix: &Path, packages: &[&str], probe: &Path) -> Result<(), DevnetError> {
+    if probe.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(prefix)
         .map_err(|e| DevnetError::Install(format!("{}: {e}", prefix.display())))?;
     let output = Command::new("npm")
         .args(["install", "--no-audit", "--no-fund", "--prefix"])
-        .arg(&prefix)
-        .arg(format!("{ANVIL_PACKAGE}@{ANVIL_VERSION}"))
+        .arg(prefix)
+        .args(packages)
         .output()
         .await
         .map_err(|e| DevnetError::Install(format!("running npm: {e}")))?;
@@ -60,12 +67,12 @@ pub(crate) async fn ensure_anvil(cache: &Path) -> Result<PathBuf, DevnetError> {
             String::from_utf8_lossy(&output.stderr)
         )));
     }
-    if binary.is_file() {
-        Ok(binary)
+    if probe.exists() {
+        Ok(())
     } else {
         Err(DevnetError::Install(format!(
             "npm finished but {} is missing",
-            binary.display()
+            probe.display()
         )))
     }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 
 pub use accounts::{DEV_ACCOUNTS, DevAccount};
-pub use install::{ANVIL_PACKAGE, ANVIL_VERSION, anvil_binary, cache_dir};
+pub use install::{ANVIL_PACKAGE, ANVIL_VERSION, anvil_binary, cache_dir, npm_install};
 pub use rpc::{RpcClient, RpcError};
 
 /// Chain id the devnet runs with (Tempo's Moderato testnet id).
