@@ -2,11 +2,9 @@
 //! this body and this price. Pure: no I/O.
 
 use mpp::PaymentCredential;
-use mpp::protocol::core::compute_challenge_id_with_header;
-use subtle_free::constant_time_eq;
 
 use crate::challenge::{body_digest, route_opaque};
-use crate::keys::ChallengeKeys;
+use crate::keys::{BoundFields, ChallengeKeys};
 use crate::offer::Offer;
 use crate::problem::{PaymentProblem, ProblemKind};
 
@@ -62,20 +60,17 @@ pub fn check<'a>(
     if challenge.realm != spend.realm {
         return Err(invalid("challenge was issued for another realm"));
     }
-    let issued_here = keys.all().any(|secret| {
-        let expected = compute_challenge_id_with_header(
-            secret,
-            &challenge.realm,
-            challenge.method.as_str(),
-            challenge.intent.as_str(),
-            challenge.request.raw(),
-            challenge.expires.as_deref(),
-            challenge.digest.as_deref(),
-            challenge.opaque.as_ref().map(|o| o.raw()),
-            challenge.header.as_deref(),
-        );
-        constant_time_eq(challenge.id.as_bytes(), expected.as_bytes())
-    });
+    let fields = BoundFields {
+        realm: &challenge.realm,
+        method: challenge.method.as_str(),
+        intent: challenge.intent.as_str(),
+        request: challenge.request.raw(),
+        expires: challenge.expires.as_deref(),
+        digest: challenge.digest.as_deref(),
+        opaque: challenge.opaque.as_ref().map(|o| o.raw()),
+        header: challenge.header.as_deref(),
+    };
+    let issued_here = keys.verifies(&fields, &challenge.id);
     if !issued_here {
         return Err(invalid("challenge id is unknown or the challenge was altered"));
     }
@@ -128,12 +123,3 @@ pub fn check<'a>(
         .ok_or_else(|| invalid("challenge no longer matches what this route charges"))
 }
 
-/// Constant-time comparison without pulling in another crate.
-mod subtle_free {
-    pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-        if a.len() != b.len() {
-            return false;
-        }
-        a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-    }
-}

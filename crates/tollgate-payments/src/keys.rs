@@ -42,9 +42,53 @@ impl ChallengeKeys {
         &self.secrets[0]
     }
 
-    pub(crate) fn all(&self) -> impl Iterator<Item = &str> {
-        self.secrets.iter().map(String::as_str)
+    /// The id the signing secret gives these fields.
+    pub fn sign(&self, fields: &BoundFields<'_>) -> String {
+        fields.id_under(self.signing())
     }
+
+    /// Whether any configured secret gives `id` to these fields
+    /// (constant-time per secret).
+    pub fn verifies(&self, fields: &BoundFields<'_>, id: &str) -> bool {
+        self.secrets
+            .iter()
+            .any(|secret| constant_time_eq(fields.id_under(secret).as_bytes(), id.as_bytes()))
+    }
+}
+
+/// The challenge parameters an id binds, exactly as they appear on the wire
+/// (`request` and `opaque` still base64url-encoded).
+#[derive(Debug, Clone, Copy)]
+pub struct BoundFields<'a> {
+    pub realm: &'a str,
+    pub method: &'a str,
+    pub intent: &'a str,
+    pub request: &'a str,
+    pub expires: Option<&'a str>,
+    pub digest: Option<&'a str>,
+    pub opaque: Option<&'a str>,
+    /// Advertised credential header; `Authorization` (the default) is not bound.
+    pub header: Option<&'a str>,
+}
+
+impl BoundFields<'_> {
+    fn id_under(&self, secret: &str) -> String {
+        mpp::compute_challenge_id_with_header(
+            secret,
+            self.realm,
+            self.method,
+            self.intent,
+            self.request,
+            self.expires,
+            self.digest,
+            self.opaque,
+            self.header,
+        )
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl fmt::Debug for ChallengeKeys {

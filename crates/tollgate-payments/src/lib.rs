@@ -4,7 +4,7 @@
 //! challenge header values, problems and receipt header values.
 #![forbid(unsafe_code)]
 
-mod binding;
+pub mod binding;
 mod challenge;
 mod charge;
 mod keys;
@@ -20,7 +20,7 @@ use tollgate_ledger::{ChargeRecord, ClaimOutcome, Ledger};
 pub use binding::DEFAULT_MAX_CREDENTIAL_BYTES;
 pub use challenge::{ChallengeIssuer, IssuedChallenge};
 pub use charge::{ChainSettings, SettledCharge, TempoChargeVerifier};
-pub use keys::{ChallengeKeys, KeyError, MIN_SECRET_BYTES};
+pub use keys::{BoundFields, ChallengeKeys, KeyError, MIN_SECRET_BYTES};
 pub use offer::{ChargeOffer, Offer, SubmissionModes, rank_offers};
 pub use problem::{PROBLEM_BASE, PaymentProblem, ProblemKind};
 pub use redact::redact_hex;
