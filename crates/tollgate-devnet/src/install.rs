@@ -47,32 +47,49 @@ pub(crate) async fn ensure_anvil(cache: &Path) -> Result<PathBuf, DevnetError> {
 
 /// Installs npm `packages` under `prefix` unless `probe` (a file the install
 /// creates) already exists. Used for anvil and for the interop clients.
+///
+/// The install happens in a private directory that is then renamed into
+/// place, so concurrent installers (parallel tests, several processes) never
+/// see a half-installed package: the first rename wins, the others discard
+/// their copy.
 pub async fn npm_install(prefix: &Path, packages: &[&str], probe: &Path) -> Result<(), DevnetError> {
     if probe.exists() {
         return Ok(());
     }
-    std::fs::create_dir_all(prefix)
-        .map_err(|e| DevnetError::Install(format!("{}: {e}", prefix.display())))?;
+    let fail = |what: String| DevnetError::Install(what);
+    let parent = prefix.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| fail(format!("{}: {e}", parent.display())))?;
+    let staging = parent.join(format!(
+        ".{}.{}-{}",
+        prefix.file_name().and_then(|n| n.to_str()).unwrap_or("npm"),
+        std::process::id(),
+        STAGING_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&staging).map_err(|e| fail(format!("{}: {e}", staging.display())))?;
     let output = Command::new("npm")
         .args(["install", "--no-audit", "--no-fund", "--prefix"])
-        .arg(prefix)
+        .arg(&staging)
         .args(packages)
         .output()
         .await
-        .map_err(|e| DevnetError::Install(format!("running npm: {e}")))?;
+        .map_err(|e| fail(format!("running npm (is Node.js installed?): {e}")))?;
     if !output.status.success() {
-        return Err(DevnetError::Install(format!(
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(fail(format!(
             "npm exited with {}: {}",
             output.status,
             String::from_utf8_lossy(&output.stderr)
         )));
     }
+    if std::fs::rename(&staging, prefix).is_err() {
+        // Someone else finished first; theirs is as good as ours.
+        let _ = std::fs::remove_dir_all(&staging);
+    }
     if probe.exists() {
         Ok(())
     } else {
-        Err(DevnetError::Install(format!(
-            "npm finished but {} is missing",
-            probe.display()
-        )))
+        Err(fail(format!("npm finished but {} is missing", probe.display())))
     }
 }
+
+static STAGING_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
