@@ -41,7 +41,12 @@ pub(crate) async fn ensure_anvil(cache: &Path) -> Result<PathBuf, DevnetError> {
     }
     let binary = anvil_binary(cache);
     let prefix = cache.join(format!("anvil-{ANVIL_VERSION}"));
-    npm_install(&prefix, &[&format!("{ANVIL_PACKAGE}@{ANVIL_VERSION}")], &binary).await?;
+    npm_install(
+        &prefix,
+        &[&format!("{ANVIL_PACKAGE}@{ANVIL_VERSION}")],
+        &binary,
+    )
+    .await?;
     Ok(binary)
 }
 
@@ -52,7 +57,11 @@ pub(crate) async fn ensure_anvil(cache: &Path) -> Result<PathBuf, DevnetError> {
 /// place, so concurrent installers (parallel tests, several processes) never
 /// see a half-installed package: the first rename wins, the others discard
 /// their copy.
-pub async fn npm_install(prefix: &Path, packages: &[&str], probe: &Path) -> Result<(), DevnetError> {
+pub async fn npm_install(
+    prefix: &Path,
+    packages: &[&str],
+    probe: &Path,
+) -> Result<(), DevnetError> {
     if probe.exists() {
         return Ok(());
     }
@@ -88,7 +97,10 @@ pub async fn npm_install(prefix: &Path, packages: &[&str], probe: &Path) -> Resu
     if probe.exists() {
         Ok(())
     } else {
-        Err(fail(format!("npm finished but {} is missing", probe.display())))
+        Err(fail(format!(
+            "npm finished but {} is missing",
+            probe.display()
+        )))
     }
 }
 

@@ -75,7 +75,10 @@ impl Devnet {
         devnet.wait_ready(Duration::from_secs(30)).await?;
         // A fresh chain reports block timestamp 1 until a block is mined, and
         // Tempo transactions carry a `validAfter` relative to wall-clock time.
-        devnet.rpc.call::<serde_json::Value>("evm_mine", serde_json::json!([])).await?;
+        devnet
+            .rpc
+            .call::<serde_json::Value>("evm_mine", serde_json::json!([]))
+            .await?;
         Ok(devnet)
     }
 

@@ -27,7 +27,11 @@ impl RpcClient {
         }
     }
 
-    pub async fn call<T: DeserializeOwned>(&self, method: &str, params: Value) -> Result<T, RpcError> {
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        params: Value,
+    ) -> Result<T, RpcError> {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
         let response: Value = self
             .http
@@ -41,8 +45,15 @@ impl RpcClient {
             .map_err(|e| RpcError::Transport(e.to_string()))?;
         if let Some(error) = response.get("error") {
             return Err(RpcError::Rpc {
-                code: error.get("code").and_then(Value::as_i64).unwrap_or_default(),
-                message: error.get("message").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                code: error
+                    .get("code")
+                    .and_then(Value::as_i64)
+                    .unwrap_or_default(),
+                message: error
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
             });
         }
         serde_json::from_value(response.get("result").cloned().unwrap_or(Value::Null))
@@ -66,7 +77,8 @@ impl RpcClient {
 
     /// Moves the chain clock forward (and mines a block).
     pub async fn increase_time(&self, seconds: u64) -> Result<(), RpcError> {
-        self.call::<Value>("evm_increaseTime", json!([seconds])).await?;
+        self.call::<Value>("evm_increaseTime", json!([seconds]))
+            .await?;
         self.call::<Value>("evm_mine", json!([])).await?;
         Ok(())
     }

@@ -38,11 +38,21 @@ impl Case {
     }
 
     async fn nothing_happened(self) {
-        assert_eq!(self.h.upstream.count(), 0, "the upstream must not be called");
-        assert_eq!(self.h.balance(DEV_ACCOUNTS[RECIPIENT].address).await, self.before);
+        assert_eq!(
+            self.h.upstream.count(),
+            0,
+            "the upstream must not be called"
+        );
+        assert_eq!(
+            self.h.balance(DEV_ACCOUNTS[RECIPIENT].address).await,
+            self.before
+        );
         self.gw.stop().await;
     }
 }
+
+/// A change to a challenge's `request` object.
+type RequestEdit = Box<dyn Fn(&mut serde_json::Value)>;
 
 fn b64(text: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
@@ -91,12 +101,20 @@ async fn forged_expired_and_misdirected_challenges_are_refused() {
     // Unknown id.
     let mut unknown = case.challenge().await;
     unknown.id = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into();
-    case.refused(&pay(&unknown, signer(PAYER), &rpc).await, "invalid-challenge").await;
+    case.refused(
+        &pay(&unknown, signer(PAYER), &rpc).await,
+        "invalid-challenge",
+    )
+    .await;
 
     // Tampered: a lower price under the original id.
     let original = case.challenge().await;
     let cheaper = with_request(&original, |r| r["amount"] = "1".into());
-    case.refused(&pay_altered(&cheaper, &cheaper, signer(PAYER), &rpc).await, "invalid-challenge").await;
+    case.refused(
+        &pay_altered(&cheaper, &cheaper, signer(PAYER), &rpc).await,
+        "invalid-challenge",
+    )
+    .await;
 
     // Expired: correctly signed by our secret, but its time has passed.
     let live = case.challenge().await;
@@ -112,15 +130,26 @@ async fn forged_expired_and_misdirected_challenges_are_refused() {
         live.opaque.clone(),
         None,
     );
-    case.refused(&pay_altered(&expired, &live, signer(PAYER), &rpc).await, "payment-expired").await;
+    case.refused(
+        &pay_altered(&expired, &live, signer(PAYER), &rpc).await,
+        "payment-expired",
+    )
+    .await;
 
     // Issued for another route (same body, same price table entry aside).
     let embeddings = format!("{}/v1/embeddings", case.gw.url);
-    let other_route = challenges(&post(&case.h.http, &embeddings, &chat_body(), None).await).remove(0);
+    let other_route =
+        challenges(&post(&case.h.http, &embeddings, &chat_body(), None).await).remove(0);
     let body = case
-        .refused(&pay(&other_route, signer(PAYER), &rpc).await, "invalid-challenge")
+        .refused(
+            &pay(&other_route, signer(PAYER), &rpc).await,
+            "invalid-challenge",
+        )
         .await;
-    assert!(body["detail"].as_str().unwrap().contains("another route"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("another route"),
+        "{body}"
+    );
 
     // Body changed after the challenge was issued.
     let challenge = case.challenge().await;
@@ -139,20 +168,36 @@ async fn transactions_that_pay_the_wrong_thing_are_refused() {
     let rpc = case.h.devnet.rpc_url();
     let payer = DEV_ACCOUNTS[PAYER].address;
     let payer_before = case.h.balance(payer).await;
-    let edits: [(&str, Box<dyn Fn(&mut serde_json::Value)>); 4] = [
-        ("amount", Box::new(|r| r["amount"] = (CHAT_PRICE - 1).to_string().into())),
+    let edits: [(&str, RequestEdit); 4] = [
+        (
+            "amount",
+            Box::new(|r| r["amount"] = (CHAT_PRICE - 1).to_string().into()),
+        ),
         ("token", Box::new(|r| r["currency"] = ALPHA_USD.into())),
-        ("recipient", Box::new(|r| r["recipient"] = DEV_ACCOUNTS[3].address.into())),
-        ("chain", Box::new(|r| r["methodDetails"]["chainId"] = 4217.into())),
+        (
+            "recipient",
+            Box::new(|r| r["recipient"] = DEV_ACCOUNTS[3].address.into()),
+        ),
+        (
+            "chain",
+            Box::new(|r| r["methodDetails"]["chainId"] = 4217.into()),
+        ),
     ];
     for (what, edit) in edits {
         let challenge = case.challenge().await;
         let wrong = with_request(&challenge, edit);
         let auth = pay_altered(&challenge, &wrong, signer(PAYER), &rpc).await;
         let body = case.refused(&auth, "verification-failed").await;
-        assert!(!body["detail"].as_str().unwrap().contains("0x70997970"), "wrong {what}: {body}");
+        assert!(
+            !body["detail"].as_str().unwrap().contains("0x70997970"),
+            "wrong {what}: {body}"
+        );
     }
-    assert_eq!(case.h.balance(payer).await, payer_before, "no refused transfer was mined");
+    assert_eq!(
+        case.h.balance(payer).await,
+        payer_before,
+        "no refused transfer was mined"
+    );
     case.nothing_happened().await;
 }
 
@@ -163,7 +208,10 @@ async fn a_payer_without_funds_is_refused_before_anything_is_mined() {
     let challenge = case.challenge().await;
     let auth = pay_altered(&challenge, &challenge, broke, &case.h.devnet.rpc_url()).await;
     let body = case.refused(&auth, "verification-failed").await;
-    assert!(body["detail"].as_str().unwrap().contains("would fail"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("would fail"),
+        "{body}"
+    );
     case.nothing_happened().await;
 }
 
@@ -172,7 +220,11 @@ async fn an_unreachable_chain_serves_nothing_and_the_challenge_stays_usable() {
     let h = Harness::start().await;
     let db = h.dir.path().join("outage.db");
     let down = h
-        .gateway(&Options { rpc_url: Some("http://127.0.0.1:9".into()), db_path: Some(db.clone()), ..Options::default() })
+        .gateway(&Options {
+            rpc_url: Some("http://127.0.0.1:9".into()),
+            db_path: Some(db.clone()),
+            ..Options::default()
+        })
         .await;
     let url = format!("{}/v1/chat/completions", down.url);
     let challenge = challenges(&post(&h.http, &url, &chat_body(), None).await).remove(0);
@@ -185,9 +237,19 @@ async fn an_unreachable_chain_serves_nothing_and_the_challenge_stays_usable() {
     down.stop().await;
 
     // Once the chain is back, the same credential pays (it was never spent).
-    let up = h.gateway(&Options { db_path: Some(db), ..Options::default() }).await;
+    let up = h
+        .gateway(&Options {
+            db_path: Some(db),
+            ..Options::default()
+        })
+        .await;
     let url = format!("{}/v1/chat/completions", up.url);
-    assert_eq!(post(&h.http, &url, &chat_body(), Some(&auth)).await.status(), 200);
+    assert_eq!(
+        post(&h.http, &url, &chat_body(), Some(&auth))
+            .await
+            .status(),
+        200
+    );
     assert_eq!(h.upstream.count(), 1);
     up.stop().await;
 }
@@ -195,20 +257,33 @@ async fn an_unreachable_chain_serves_nothing_and_the_challenge_stays_usable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_unknown_routes_and_accept_payment() {
     let case = Case::start(Options::default()).await;
-    let huge = format!(r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(70_000));
+    let huge = format!(
+        r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(70_000)
+    );
     let response = post(&case.h.http, &case.url, &huge, None).await;
     assert_eq!(response.status(), 413);
     assert!(response.headers().get("www-authenticate").is_none());
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["code"], "body-too-large");
 
-    let response = post(&case.h.http, &format!("{}/v1/nope", case.gw.url), "{}", None).await;
+    let response = post(
+        &case.h.http,
+        &format!("{}/v1/nope", case.gw.url),
+        "{}",
+        None,
+    )
+    .await;
     assert_eq!(response.status(), 404);
 
     // A client that accepts only another method still gets our offer (the
     // spec lets servers ignore a header that matches nothing); one that
     // accepts ours gets exactly it.
-    for accept in ["stripe/charge", "tempo/charge, stripe/charge;q=0.5", "tempo/*"] {
+    for accept in [
+        "stripe/charge",
+        "tempo/charge, stripe/charge;q=0.5",
+        "tempo/*",
+    ] {
         let response = case
             .h
             .http

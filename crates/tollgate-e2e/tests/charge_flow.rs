@@ -18,8 +18,18 @@ async fn pull_payment_serves_once_and_moves_exactly_the_price() {
     let challenge = challenges(&unpaid).remove(0);
     let body = problem(unpaid, 402, "payment-required").await;
     assert_eq!(body["challengeId"], challenge.id.as_str());
-    assert_eq!(h.upstream.count(), 0, "an unpaid request never reaches the upstream");
-    assert!(challenge.digest.as_deref().unwrap().starts_with("sha-256=:"));
+    assert_eq!(
+        h.upstream.count(),
+        0,
+        "an unpaid request never reaches the upstream"
+    );
+    assert!(
+        challenge
+            .digest
+            .as_deref()
+            .unwrap()
+            .starts_with("sha-256=:")
+    );
     assert!(challenge.expires.is_some() && challenge.opaque.is_some());
     let request = challenge.request.decode_value().unwrap();
     assert_eq!(request["amount"], CHAT_PRICE.to_string());
@@ -41,9 +51,17 @@ async fn pull_payment_serves_once_and_moves_exactly_the_price() {
     let seen = h.upstream.requests();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].path, "/v1/chat/completions");
-    assert_eq!(seen[0].headers["authorization"], format!("Bearer {UPSTREAM_KEY}"));
+    assert_eq!(
+        seen[0].headers["authorization"],
+        format!("Bearer {UPSTREAM_KEY}")
+    );
     assert_eq!(seen[0].body, chat_body().as_bytes());
-    assert!(seen[0].headers.keys().all(|k| !k.as_str().starts_with("payment")));
+    assert!(
+        seen[0]
+            .headers
+            .keys()
+            .all(|k| !k.as_str().starts_with("payment"))
+    );
 
     // Replaying the very same credential is refused with a fresh challenge.
     let replay = post(&h.http, &url, &chat_body(), Some(&auth)).await;
@@ -99,7 +117,8 @@ async fn push_payment_is_confirmed_from_the_receipt_logs() {
         .await
         .unwrap();
     let hash = format!("{:#x}", keccak256(signed.tx_bytes()));
-    let credential = mpp::PaymentCredential::new(challenge.to_echo(), mpp::PaymentPayload::hash(&hash));
+    let credential =
+        mpp::PaymentCredential::new(challenge.to_echo(), mpp::PaymentPayload::hash(&hash));
     let auth = mpp::format_authorization(&credential).unwrap();
 
     let paid = post(&h.http, &url, body, Some(&auth)).await;
@@ -109,11 +128,21 @@ async fn push_payment_is_confirmed_from_the_receipt_logs() {
     assert_eq!(h.balance(recipient).await - before, EMBED_PRICE);
 
     // Same hash again, and the same hash under a brand-new challenge: both refused.
-    problem(post(&h.http, &url, body, Some(&auth)).await, 402, "invalid-challenge").await;
+    problem(
+        post(&h.http, &url, body, Some(&auth)).await,
+        402,
+        "invalid-challenge",
+    )
+    .await;
     let other = challenges(&post(&h.http, &url, body, None).await).remove(0);
     let reuse = mpp::PaymentCredential::new(other.to_echo(), mpp::PaymentPayload::hash(&hash));
     let reuse = mpp::format_authorization(&reuse).unwrap();
-    problem(post(&h.http, &url, body, Some(&reuse)).await, 402, "verification-failed").await;
+    problem(
+        post(&h.http, &url, body, Some(&reuse)).await,
+        402,
+        "verification-failed",
+    )
+    .await;
     assert_eq!(h.upstream.count(), 1);
     assert_eq!(h.balance(recipient).await - before, EMBED_PRICE);
     logs::assert_absent(&[&auth, &hash, DEV_ACCOUNTS[PAYER].address]);
@@ -131,25 +160,49 @@ async fn zero_amount_route_takes_a_signed_proof_once() {
     assert!(challenge.digest.is_none(), "no body, no digest");
 
     let auth = pay(&challenge, signer(PAYER), &h.devnet.rpc_url()).await;
-    let paid = h.http.get(&url).header("authorization", &auth).send().await.unwrap();
+    let paid = h
+        .http
+        .get(&url)
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(paid.status(), 200);
     let receipt = mpp::parse_receipt(paid.headers()["payment-receipt"].to_str().unwrap()).unwrap();
     assert_eq!(receipt.reference, challenge.id);
 
-    let replay = h.http.get(&url).header("authorization", &auth).send().await.unwrap();
+    let replay = h
+        .http
+        .get(&url)
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
     problem(replay, 402, "invalid-challenge").await;
     // A proof signed by someone other than the claimed source is refused.
     let forged = {
-        let mut credential = mpp::parse_authorization(&pay(
-            &challenges(&h.http.get(&url).send().await.unwrap()).remove(0),
-            signer(3),
-            &h.devnet.rpc_url(),
-        ).await)
+        let mut credential = mpp::parse_authorization(
+            &pay(
+                &challenges(&h.http.get(&url).send().await.unwrap()).remove(0),
+                signer(3),
+                &h.devnet.rpc_url(),
+            )
+            .await,
+        )
         .unwrap();
-        credential.source = Some(format!("did:pkh:eip155:42431:{}", DEV_ACCOUNTS[PAYER].address));
+        credential.source = Some(format!(
+            "did:pkh:eip155:42431:{}",
+            DEV_ACCOUNTS[PAYER].address
+        ));
         mpp::format_authorization(&credential).unwrap()
     };
-    let refused = h.http.get(&url).header("authorization", &forged).send().await.unwrap();
+    let refused = h
+        .http
+        .get(&url)
+        .header("authorization", &forged)
+        .send()
+        .await
+        .unwrap();
     problem(refused, 402, "verification-failed").await;
     assert_eq!(h.upstream.count(), 1);
     gw.stop().await;
@@ -158,19 +211,31 @@ async fn zero_amount_route_takes_a_signed_proof_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sponsored_payment_costs_the_payer_exactly_the_price() {
     let h = Harness::start().await;
-    let gw = h.gateway(&Options { fee_payer: true, ..Options::default() }).await;
+    let gw = h
+        .gateway(&Options {
+            fee_payer: true,
+            ..Options::default()
+        })
+        .await;
     let url = format!("{}/v1/chat/completions", gw.url);
     let payer = DEV_ACCOUNTS[PAYER].address;
     let recipient = DEV_ACCOUNTS[RECIPIENT].address;
     let (payer_before, recipient_before) = (h.balance(payer).await, h.balance(recipient).await);
 
     let challenge = challenges(&post(&h.http, &url, &chat_body(), None).await).remove(0);
-    assert_eq!(challenge.request.decode_value().unwrap()["methodDetails"]["feePayer"], true);
+    assert_eq!(
+        challenge.request.decode_value().unwrap()["methodDetails"]["feePayer"],
+        true
+    );
     let auth = pay(&challenge, signer(PAYER), &h.devnet.rpc_url()).await;
     let paid = post(&h.http, &url, &chat_body(), Some(&auth)).await;
     assert_eq!(paid.status(), 200, "{:?}", paid.text().await);
     assert_eq!(h.balance(recipient).await - recipient_before, CHAT_PRICE);
-    assert_eq!(payer_before - h.balance(payer).await, CHAT_PRICE, "the sponsor paid the fee");
+    assert_eq!(
+        payer_before - h.balance(payer).await,
+        CHAT_PRICE,
+        "the sponsor paid the fee"
+    );
     gw.stop().await;
 }
 
@@ -186,15 +251,27 @@ async fn concurrent_submissions_of_one_credential_have_exactly_one_success() {
 
     let attempts = (0..12).map(|_| {
         let (http, url, auth) = (h.http.clone(), url.clone(), auth.clone());
-        tokio::spawn(async move { post(&http, &url, &chat_body(), Some(&auth)).await.status().as_u16() })
+        tokio::spawn(async move {
+            post(&http, &url, &chat_body(), Some(&auth))
+                .await
+                .status()
+                .as_u16()
+        })
     });
     let statuses: Vec<u16> = futures::future::join_all(attempts)
         .await
         .into_iter()
         .map(Result::unwrap)
         .collect();
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
-    assert!(statuses.iter().all(|s| *s == 200 || *s == 402), "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 402),
+        "{statuses:?}"
+    );
     assert_eq!(h.upstream.count(), 1);
     assert_eq!(h.balance(recipient).await - before, CHAT_PRICE);
     gw.stop().await;
@@ -211,12 +288,22 @@ async fn a_spent_credential_stays_spent_after_a_restart() {
     let url = format!("{}/v1/chat/completions", gw.url);
     let challenge = challenges(&post(&h.http, &url, &chat_body(), None).await).remove(0);
     let auth = pay(&challenge, signer(PAYER), &h.devnet.rpc_url()).await;
-    assert_eq!(post(&h.http, &url, &chat_body(), Some(&auth)).await.status(), 200);
+    assert_eq!(
+        post(&h.http, &url, &chat_body(), Some(&auth))
+            .await
+            .status(),
+        200
+    );
     gw.stop().await;
 
     let restarted = h.gateway(&options).await;
     let url = format!("{}/v1/chat/completions", restarted.url);
-    problem(post(&h.http, &url, &chat_body(), Some(&auth)).await, 402, "invalid-challenge").await;
+    problem(
+        post(&h.http, &url, &chat_body(), Some(&auth)).await,
+        402,
+        "invalid-challenge",
+    )
+    .await;
     assert_eq!(h.upstream.count(), 1);
     restarted.stop().await;
 }
@@ -232,21 +319,42 @@ async fn a_rotated_in_secret_keeps_live_challenges_valid() {
 
     let new_secret = "rotated-secret-that-is-also-long-enough-0002".to_owned();
     let rotated = h
-        .gateway(&Options { secrets: vec![new_secret.clone(), SECRET.to_owned()], ..Options::default() })
+        .gateway(&Options {
+            secrets: vec![new_secret.clone(), SECRET.to_owned()],
+            ..Options::default()
+        })
         .await;
     let url = format!("{}/v1/chat/completions", rotated.url);
     let fresh = challenges(&post(&h.http, &url, &chat_body(), None).await).remove(0);
-    assert!(fresh.verify(&new_secret), "the first secret signs new challenges");
+    assert!(
+        fresh.verify(&new_secret),
+        "the first secret signs new challenges"
+    );
     assert!(!fresh.verify(SECRET));
     let auth = pay(&challenge, signer(PAYER), &h.devnet.rpc_url()).await;
-    assert_eq!(post(&h.http, &url, &chat_body(), Some(&auth)).await.status(), 200);
+    assert_eq!(
+        post(&h.http, &url, &chat_body(), Some(&auth))
+            .await
+            .status(),
+        200
+    );
     rotated.stop().await;
 
     // Once the old secret is retired, its challenges are unknown.
-    let retired = h.gateway(&Options { secrets: vec![new_secret], ..Options::default() }).await;
+    let retired = h
+        .gateway(&Options {
+            secrets: vec![new_secret],
+            ..Options::default()
+        })
+        .await;
     let url = format!("{}/v1/chat/completions", retired.url);
     let auth = pay(&second, signer(PAYER), &h.devnet.rpc_url()).await;
-    problem(post(&h.http, &url, &chat_body(), Some(&auth)).await, 402, "invalid-challenge").await;
+    problem(
+        post(&h.http, &url, &chat_body(), Some(&auth)).await,
+        402,
+        "invalid-challenge",
+    )
+    .await;
     assert_eq!(h.upstream.count(), 1);
     retired.stop().await;
 }

@@ -14,7 +14,9 @@ const VIEM: &str = "viem@2.57.0";
 async fn mppx_cli() -> std::path::PathBuf {
     let prefix = cache_dir().join("mppx-0.11.0");
     let bin = prefix.join("node_modules/.bin/mppx");
-    npm_install(&prefix, &[MPPX, VIEM], &bin).await.expect("mppx installs from npm");
+    npm_install(&prefix, &[MPPX, VIEM], &bin)
+        .await
+        .expect("mppx installs from npm");
     bin
 }
 

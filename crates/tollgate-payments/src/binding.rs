@@ -72,18 +72,18 @@ pub fn check<'a>(
     };
     let issued_here = keys.verifies(&fields, &challenge.id);
     if !issued_here {
-        return Err(invalid("challenge id is unknown or the challenge was altered"));
+        return Err(invalid(
+            "challenge id is unknown or the challenge was altered",
+        ));
     }
 
     let expires = challenge
         .expires
         .as_deref()
         .ok_or_else(|| invalid("challenge has no expiry"))?;
-    let expires_at = time::OffsetDateTime::parse(
-        expires,
-        &time::format_description::well_known::Rfc3339,
-    )
-    .map_err(|_| invalid("challenge expiry is not an RFC 3339 timestamp"))?;
+    let expires_at =
+        time::OffsetDateTime::parse(expires, &time::format_description::well_known::Rfc3339)
+            .map_err(|_| invalid("challenge expiry is not an RFC 3339 timestamp"))?;
     if expires_at <= time::OffsetDateTime::now_utc() {
         return Err(PaymentProblem::new(
             ProblemKind::PaymentExpired,
@@ -122,4 +122,3 @@ pub fn check<'a>(
         })
         .ok_or_else(|| invalid("challenge no longer matches what this route charges"))
 }
-

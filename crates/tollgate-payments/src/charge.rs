@@ -91,9 +91,9 @@ impl TempoChargeVerifier {
                 .verify(credential, &request)
                 .await
                 .map_err(map_verification_error)?;
-            let receipt_header = receipt.to_header().map_err(|e| {
-                PaymentProblem::new(ProblemKind::Internal, format!("receipt: {e}"))
-            })?;
+            let receipt_header = receipt
+                .to_header()
+                .map_err(|e| PaymentProblem::new(ProblemKind::Internal, format!("receipt: {e}")))?;
             Ok(SettledCharge {
                 reference: receipt.reference,
                 receipt_header,
@@ -117,12 +117,17 @@ impl TempoChargeVerifier {
             .payload
             .get("signature")
             .and_then(|v| v.as_str())
-            .filter(|_| credential.payload.get("type").and_then(|t| t.as_str()) == Some("transaction"))
+            .filter(|_| {
+                credential.payload.get("type").and_then(|t| t.as_str()) == Some("transaction")
+            })
         else {
             return Ok(());
         };
         let bytes = alloy::hex::decode(signed_hex).map_err(|_| {
-            PaymentProblem::new(ProblemKind::InvalidPayload, "transaction is not hex-encoded")
+            PaymentProblem::new(
+                ProblemKind::InvalidPayload,
+                "transaction is not hex-encoded",
+            )
         })?;
         if bytes.first() != Some(&0x76) {
             // Fee-payer envelopes and other types are checked by the SDK.
@@ -133,7 +138,10 @@ impl TempoChargeVerifier {
                 PaymentProblem::new(ProblemKind::InvalidPayload, "transaction cannot be decoded")
             })?;
         let sender = signed.recover_signer().map_err(|_| {
-            PaymentProblem::new(ProblemKind::VerificationFailed, "transaction signature is invalid")
+            PaymentProblem::new(
+                ProblemKind::VerificationFailed,
+                "transaction signature is invalid",
+            )
         })?;
         // Each call on its own, as plain `eth_call`s: every node understands
         // them (anvil ignores the `calls` list of a Tempo call request).

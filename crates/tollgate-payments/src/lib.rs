@@ -101,9 +101,8 @@ impl PaymentGate {
             body,
             offers,
         };
-        let offer = match binding::check(self.issuer.keys(), &credential, &spend)? {
-            Offer::TempoCharge(charge) => charge,
-        };
+        // One variant today; sessions will add a second arm.
+        let Offer::TempoCharge(offer) = binding::check(self.issuer.keys(), &credential, &spend)?;
 
         let claim = format!("challenge:{}", credential.challenge.id);
         match self.ledger.claim(&claim).await.map_err(store_failure)? {

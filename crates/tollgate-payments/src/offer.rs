@@ -131,7 +131,10 @@ mod tests {
         assert_eq!(both["amount"], "10");
         assert_eq!(both["methodDetails"]["chainId"], 42431);
 
-        let pull_only = SubmissionModes { pull: true, push: false };
+        let pull_only = SubmissionModes {
+            pull: true,
+            push: false,
+        };
         let only = offer(10, pull_only, true).request_json();
         assert_eq!(only["methodDetails"]["supportedModes"], json!(["pull"]));
         assert_eq!(only["methodDetails"]["feePayer"], true);
@@ -143,7 +146,11 @@ mod tests {
 
     #[test]
     fn accept_payment_filters_and_falls_back() {
-        let offers = vec![Offer::TempoCharge(offer(1, SubmissionModes::default(), false))];
+        let offers = vec![Offer::TempoCharge(offer(
+            1,
+            SubmissionModes::default(),
+            false,
+        ))];
         assert_eq!(rank_offers(&offers, None).len(), 1);
         assert_eq!(rank_offers(&offers, Some("tempo/charge")).len(), 1);
         assert_eq!(rank_offers(&offers, Some("tempo/*;q=0.5")).len(), 1);

@@ -49,8 +49,12 @@ fn vectors_dir() -> PathBuf {
 
 fn load(file: &str) -> Value {
     let path = vectors_dir().join(file);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("conformance vectors must be present at {}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "conformance vectors must be present at {}: {e}",
+            path.display()
+        )
+    });
     serde_json::from_str(&text).unwrap()
 }
 
@@ -61,7 +65,10 @@ fn applies_to_us(scenario: &Value) -> bool {
     {
         return false;
     }
-    match scenario.pointer("/sdkVersions/rust").and_then(Value::as_str) {
+    match scenario
+        .pointer("/sdkVersions/rust")
+        .and_then(Value::as_str)
+    {
         None => true,
         Some(range) => version_matches(range),
     }
@@ -73,7 +80,11 @@ fn version_matches(range: &str) -> bool {
         .find_map(|op| range.strip_prefix(op).map(|v| (*op, v.trim())))
         .unwrap_or(("=", range.trim()));
     let parts: Vec<u64> = version.split('.').map(|p| p.parse().unwrap_or(0)).collect();
-    let wanted = (parts[0], *parts.get(1).unwrap_or(&0), *parts.get(2).unwrap_or(&0));
+    let wanted = (
+        parts[0],
+        *parts.get(1).unwrap_or(&0),
+        *parts.get(2).unwrap_or(&0),
+    );
     match op {
         "<=" => RUST_SDK <= wanted,
         ">=" => RUST_SDK >= wanted,
@@ -90,7 +101,12 @@ fn wire(value: &Value) -> String {
         Value::Object(o) => {
             let part = |k: &str| o.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
             let count = o.get("count").and_then(Value::as_u64).unwrap_or(0) as usize;
-            format!("{}{}{}", part("prefix"), part("repeat").repeat(count), part("suffix"))
+            format!(
+                "{}{}{}",
+                part("prefix"),
+                part("repeat").repeat(count),
+                part("suffix")
+            )
         }
         other => panic!("unexpected wire {other}"),
     }
@@ -110,7 +126,11 @@ fn challenge_json(c: &mpp::PaymentChallenge) -> Value {
         "id": c.id, "realm": c.realm, "method": c.method.as_str(), "intent": c.intent.as_str(),
         "request": c.request.decode_value().unwrap_or(Value::Null),
     });
-    for (key, field) in [("description", &c.description), ("digest", &c.digest), ("expires", &c.expires)] {
+    for (key, field) in [
+        ("description", &c.description),
+        ("digest", &c.digest),
+        ("expires", &c.expires),
+    ] {
         if let Some(value) = field {
             v[key] = json!(value);
         }
@@ -145,7 +165,10 @@ struct Tally {
 #[test]
 fn www_authenticate_vectors() {
     let file = load("www-authenticate.json");
-    let mut tally = Tally { ran: 0, filtered: 0 };
+    let mut tally = Tally {
+        ran: 0,
+        filtered: 0,
+    };
     for s in file["scenarios"].as_array().unwrap() {
         let name = s["name"].as_str().unwrap();
         if !applies_to_us(s) {
@@ -175,7 +198,12 @@ fn www_authenticate_vectors() {
         }
         tally.ran += 1;
     }
-    assert!(tally.ran >= 25, "ran {} filtered {}", tally.ran, tally.filtered);
+    assert!(
+        tally.ran >= 25,
+        "ran {} filtered {}",
+        tally.ran,
+        tally.filtered
+    );
 }
 
 fn credential_json(c: &mpp::PaymentCredential) -> Value {
@@ -212,9 +240,14 @@ fn authorization_vectors() {
         }
         if let Some(ok) = expectation(s, "parse") {
             // The gateway's own entry point: scheme check, size limit, decode.
-            let parsed = tollgate_payments::binding::parse_authorization(&wire(&s["wire"]), 16 * 1024)
-                .unwrap_or_else(|| Err(tollgate_payments::PaymentProblem::new(
-                    tollgate_payments::ProblemKind::PaymentRequired, "not the Payment scheme")));
+            let parsed =
+                tollgate_payments::binding::parse_authorization(&wire(&s["wire"]), 16 * 1024)
+                    .unwrap_or_else(|| {
+                        Err(tollgate_payments::PaymentProblem::new(
+                            tollgate_payments::ProblemKind::PaymentRequired,
+                            "not the Payment scheme",
+                        ))
+                    });
             assert_eq!(parsed.is_ok(), ok, "{name}: parse");
             if let Ok(c) = parsed {
                 assert_eq!(credential_json(&c), s["object"], "{name}: parsed object");
@@ -224,14 +257,21 @@ fn authorization_vectors() {
             let object = &s["object"];
             let credential = mpp::PaymentCredential {
                 challenge: challenge_from_json(&object["challenge"]).to_echo(),
-                source: object.get("source").and_then(Value::as_str).map(str::to_owned),
+                source: object
+                    .get("source")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
                 payload: object["payload"].clone(),
             };
             let text = mpp::format_authorization(&credential).unwrap();
             let back = mpp::parse_authorization(&text).unwrap();
             assert_eq!(credential_json(&back), *object, "{name}: format/roundtrip");
             let theirs = mpp::parse_authorization(&wire(&s["wire"])).unwrap();
-            assert_eq!(credential_json(&back), credential_json(&theirs), "{name}: wire");
+            assert_eq!(
+                credential_json(&back),
+                credential_json(&theirs),
+                "{name}: wire"
+            );
         }
         ran += 1;
     }
@@ -255,7 +295,11 @@ fn base64url_vectors() {
         }
         if expectation(s, "format") == Some(true) {
             let text = s["decoded"].as_str().unwrap();
-            assert_eq!(mpp::base64url_encode(text.as_bytes()), encoded, "{name}: encode");
+            assert_eq!(
+                mpp::base64url_encode(text.as_bytes()),
+                encoded,
+                "{name}: encode"
+            );
         }
     }
 }
@@ -298,11 +342,18 @@ fn divergences_are_still_real() {
     // If the snapshot moves to the version the SDKs use, drop the divergence.
     let proof = load("tempo-proof.json");
     let domain = &proof["scenarios"][0]["expected"]["value"]["domain"];
-    assert_eq!(domain["version"], "2", "tempo-proof vector changed: revisit DIVERGENCES");
+    assert_eq!(
+        domain["version"], "2",
+        "tempo-proof vector changed: revisit DIVERGENCES"
+    );
     for (file, name, reason) in DIVERGENCES {
         let vectors = load(file);
         assert!(
-            vectors["scenarios"].as_array().unwrap().iter().any(|s| s["name"] == *name),
+            vectors["scenarios"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["name"] == *name),
             "{file}:{name} no longer exists"
         );
         println!("divergence {file}:{name}: {reason}");

@@ -10,13 +10,18 @@ use axum::Json;
 use axum::routing::post;
 use serde_json::{Value, json};
 use tollgate_ledger::SqliteLedger;
-use tollgate_payments::{Address, ChainSettings, ChargeOffer, ProblemKind, SubmissionModes, TempoChargeVerifier};
+use tollgate_payments::{
+    Address, ChainSettings, ChargeOffer, ProblemKind, SubmissionModes, TempoChargeVerifier,
+};
 
 fn vectors() -> Value {
     let dir = std::env::var_os("TOLLGATE_CONFORMANCE_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/vectors"));
-    let text = std::fs::read_to_string(dir.join("tempo-receipt-verification.json")).expect("vectors present");
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/vectors")
+        });
+    let text = std::fs::read_to_string(dir.join("tempo-receipt-verification.json"))
+        .expect("vectors present");
     serde_json::from_str(&text).unwrap()
 }
 
@@ -92,22 +97,40 @@ async fn receipt_verification_vectors() {
         let name = scenario["name"].as_str().unwrap();
         let input = &scenario["input"];
         let request = &input["credential"]["challenge"]["request"];
-        let chain_id = request.pointer("/methodDetails/chainId").and_then(Value::as_u64).unwrap_or(4217);
+        let chain_id = request
+            .pointer("/methodDetails/chainId")
+            .and_then(Value::as_u64)
+            .unwrap_or(4217);
         let url = rpc_stub(chain_id, full_receipt(&input["receipt"])).await;
         let verifier = TempoChargeVerifier::new(
-            ChainSettings { rpc_url: url, rpc_timeout: Duration::from_secs(5), fee_payer: None, fee_token: None },
+            ChainSettings {
+                rpc_url: url,
+                rpc_timeout: Duration::from_secs(5),
+                fee_payer: None,
+                fee_token: None,
+            },
             Arc::new(SqliteLedger::in_memory().unwrap()),
         )
         .unwrap();
 
         let mut echo = input["credential"]["challenge"].clone();
         echo["request"] = json!(mpp::Base64UrlJson::from_value(request).unwrap().raw());
-        let credential: mpp::PaymentCredential =
-            serde_json::from_value(json!({"challenge": echo, "payload": input["credential"]["payload"]})).unwrap();
+        let credential: mpp::PaymentCredential = serde_json::from_value(
+            json!({"challenge": echo, "payload": input["credential"]["payload"]}),
+        )
+        .unwrap();
         let offer = ChargeOffer {
             amount: request["amount"].as_str().unwrap().parse().unwrap(),
-            currency: request["currency"].as_str().unwrap().parse::<Address>().unwrap(),
-            recipient: request["recipient"].as_str().unwrap().parse::<Address>().unwrap(),
+            currency: request["currency"]
+                .as_str()
+                .unwrap()
+                .parse::<Address>()
+                .unwrap(),
+            recipient: request["recipient"]
+                .as_str()
+                .unwrap()
+                .parse::<Address>()
+                .unwrap(),
             chain_id,
             fee_payer: false,
             modes: SubmissionModes::default(),
@@ -117,17 +140,31 @@ async fn receipt_verification_vectors() {
         let expected = &scenario["expected"];
         if expected["ok"] == true {
             let settled = outcome.unwrap_or_else(|p| panic!("{name}: {p}"));
-            assert_eq!(settled.reference, expected["value"]["reference"].as_str().unwrap(), "{name}");
+            assert_eq!(
+                settled.reference,
+                expected["value"]["reference"].as_str().unwrap(),
+                "{name}"
+            );
             let receipt = mpp::parse_receipt(&settled.receipt_header).unwrap();
-            assert_eq!(receipt.status.to_string().to_ascii_lowercase(), "success", "{name}");
+            assert_eq!(
+                receipt.status.to_string().to_ascii_lowercase(),
+                "success",
+                "{name}"
+            );
         } else {
             let problem = outcome.expect_err(name);
             println!("{name}: refused: {problem}");
             assert!(
-                matches!(problem.kind, ProblemKind::VerificationFailed | ProblemKind::CredentialReplayed),
+                matches!(
+                    problem.kind,
+                    ProblemKind::VerificationFailed | ProblemKind::CredentialReplayed
+                ),
                 "{name}: {problem}"
             );
-            if let Some(fragment) = expected.pointer("/error/messageContains").and_then(Value::as_str) {
+            if let Some(fragment) = expected
+                .pointer("/error/messageContains")
+                .and_then(Value::as_str)
+            {
                 assert!(problem.detail.contains(fragment), "{name}: {problem}");
             }
         }

@@ -30,8 +30,10 @@ pub enum BuildError {
 
 /// Opens the store, connects the chain verifier and wires every route.
 pub fn build(config: &Config) -> Result<Router, BuildError> {
-    let ledger: Arc<dyn Ledger> =
-        Arc::new(SqliteLedger::open(&config.store.path, config.store.durability)?);
+    let ledger: Arc<dyn Ledger> = Arc::new(SqliteLedger::open(
+        &config.store.path,
+        config.store.durability,
+    )?);
     build_with_ledger(config, ledger)
 }
 
@@ -76,7 +78,9 @@ pub fn build_with_ledger(config: &Config, ledger: Arc<dyn Ledger>) -> Result<Rou
             let route = Arc::new(Route {
                 scope: route_config.scope(),
                 upstream: upstreams[&route_config.upstream].clone(),
-                offers: route_config.charge.map(|amount| vec![charge_offer(config, route_config, amount)]),
+                offers: route_config
+                    .charge
+                    .map(|amount| vec![charge_offer(config, route_config, amount)]),
             });
             let gateway = Arc::clone(&gateway);
             method_router = method_router.merge(on(filter, move |request| {

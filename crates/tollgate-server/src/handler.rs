@@ -42,7 +42,11 @@ pub async fn handle(gateway: Arc<Gateway>, route: Arc<Route>, request: Request) 
         return forward(&route, parts.method, &path_and_query, &parts.headers, body).await;
     };
 
-    let authorization = match parts.headers.get(header::AUTHORIZATION).map(HeaderValue::to_str) {
+    let authorization = match parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::to_str)
+    {
         None => None,
         Some(Ok(value)) => Some(value),
         Some(Err(_)) => {
@@ -53,7 +57,11 @@ pub async fn handle(gateway: Arc<Gateway>, route: Arc<Route>, request: Request) 
             return refuse(&gateway, &route, offers, &parts.headers, &body, &bad);
         }
     };
-    let paid = match gateway.gate.pay(authorization, offers, &route.scope, &body).await {
+    let paid = match gateway
+        .gate
+        .pay(authorization, offers, &route.scope, &body)
+        .await
+    {
         Ok(paid) => paid,
         Err(problem) => return refuse(&gateway, &route, offers, &parts.headers, &body, &problem),
     };
@@ -105,7 +113,11 @@ async fn forward(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Response {
-    match route.upstream.forward(method, path_and_query, headers, body).await {
+    match route
+        .upstream
+        .forward(method, path_and_query, headers, body)
+        .await
+    {
         Ok(response) => response,
         Err(ForwardError::Timeout) => problem(
             StatusCode::GATEWAY_TIMEOUT,
@@ -138,5 +150,7 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limit).await.map_err(|_| too_large())
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())
 }

@@ -23,7 +23,8 @@ pub fn problem(status: StatusCode, code: &str, detail: impl Into<String>) -> Res
 /// A payment problem; when it is a 402 it carries `challenges`, one
 /// `WWW-Authenticate` header each, and names the first in `challengeId`.
 pub fn payment_problem(problem: &PaymentProblem, challenges: &[IssuedChallenge]) -> Response {
-    let status = StatusCode::from_u16(problem.kind.status()).unwrap_or(StatusCode::PAYMENT_REQUIRED);
+    let status =
+        StatusCode::from_u16(problem.kind.status()).unwrap_or(StatusCode::PAYMENT_REQUIRED);
     let mut body = problem.to_json(challenges.first().map(|c| c.id.as_str()));
     body["code"] = Value::String(problem.kind.slug().to_owned());
     let mut response = json_response(status, PROBLEM_JSON, &body);
@@ -51,5 +52,9 @@ fn json_response(status: StatusCode, content_type: &'static str, body: &Value) -
 
 /// 404 for paths no route declares.
 pub async fn not_found() -> impl IntoResponse {
-    problem(StatusCode::NOT_FOUND, "route-not-found", "no route is configured for this path")
+    problem(
+        StatusCode::NOT_FOUND,
+        "route-not-found",
+        "no route is configured for this path",
+    )
 }

@@ -15,7 +15,10 @@ const SECRET_FILE: &str = "challenge.secret";
 /// Writes the config (and a fresh challenge secret beside it) and returns
 /// the config path.
 pub fn write(devnet: &Devnet, path: &Path) -> anyhow::Result<PathBuf> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     write_secret(&dir.join(SECRET_FILE))?;
     let text = render(&devnet.rpc_url(), devnet.chain_id(), free_listen_port()?);

@@ -13,7 +13,11 @@ use tollgate_devnet::{DEV_ACCOUNTS, Devnet, DevnetOptions, PATH_USD};
 use tollgate_server::Config;
 
 #[derive(Parser)]
-#[command(name = "tollgate", version, about = "A paid AI gateway speaking the Machine Payments Protocol")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "A paid AI gateway speaking the Machine Payments Protocol"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -51,7 +55,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve {
             config: Some(path), ..
         } => {
-            let config = Config::load(&path).with_context(|| format!("loading {}", path.display()))?;
+            let config =
+                Config::load(&path).with_context(|| format!("loading {}", path.display()))?;
             serve(config).await
         }
         Command::Serve { devnet_dir, .. } => {
@@ -78,9 +83,12 @@ async fn main() -> anyhow::Result<()> {
 
 async fn start_devnet(port: Option<u16>) -> anyhow::Result<Devnet> {
     eprintln!("starting local Tempo chain (installs anvil on first use)…");
-    Devnet::start(DevnetOptions { port, cache_dir: None })
-        .await
-        .context("starting the local chain")
+    Devnet::start(DevnetOptions {
+        port,
+        cache_dir: None,
+    })
+    .await
+    .context("starting the local chain")
 }
 
 fn print_devnet(devnet: &Devnet, config: &std::path::Path) {
@@ -88,9 +96,15 @@ fn print_devnet(devnet: &Devnet, config: &std::path::Path) {
     println!("  rpc:      {}", devnet.rpc_url());
     println!("  chain id: {}", devnet.chain_id());
     println!("  token:    {PATH_USD} (pathUSD, 6 decimals)");
-    println!("Development accounts (public test keys, funded with pathUSD; never use for real funds):");
+    println!(
+        "Development accounts (public test keys, funded with pathUSD; never use for real funds):"
+    );
     for (i, account) in DEV_ACCOUNTS.iter().enumerate() {
-        let role = if i == devnet_config::RECIPIENT_INDEX { "  <- gateway recipient" } else { "" };
+        let role = if i == devnet_config::RECIPIENT_INDEX {
+            "  <- gateway recipient"
+        } else {
+            ""
+        };
         println!("  #{i} {} {}{role}", account.address, account.private_key);
     }
     println!("Gateway config: {}", config.display());

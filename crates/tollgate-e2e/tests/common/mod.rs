@@ -7,7 +7,6 @@ pub mod logs;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-
 use alloy::signers::local::PrivateKeySigner;
 use mpp::client::PaymentProvider;
 use mpp::{PaymentChallenge, PaymentCredential};
@@ -73,7 +72,9 @@ pub struct Harness {
 impl Harness {
     pub async fn start() -> Self {
         logs::install();
-        let devnet = Devnet::start(DevnetOptions::default()).await.expect("devnet starts");
+        let devnet = Devnet::start(DevnetOptions::default())
+            .await
+            .expect("devnet starts");
         let (router, upstream) = tollgate_providers::mock::router(MockOptions::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let upstream_url = format!("http://{}", listener.local_addr().unwrap());
@@ -90,7 +91,10 @@ impl Harness {
     }
 
     pub fn config_text(&self, options: &Options) -> String {
-        let rpc = options.rpc_url.clone().unwrap_or_else(|| self.devnet.rpc_url());
+        let rpc = options
+            .rpc_url
+            .clone()
+            .unwrap_or_else(|| self.devnet.rpc_url());
         let db = options
             .db_path
             .clone()
@@ -169,9 +173,13 @@ charge = 0
             .map(|(i, s)| (format!("E2E_SECRET_{i}"), s.clone()))
             .collect();
         env.push(("E2E_UPSTREAM_KEY".into(), UPSTREAM_KEY.into()));
-        env.push(("E2E_SPONSOR_KEY".into(), DEV_ACCOUNTS[SPONSOR].private_key.into()));
-        let config = tollgate_server::Config::from_toml(&self.config_text(options), self.dir.path(), env)
-            .expect("valid config");
+        env.push((
+            "E2E_SPONSOR_KEY".into(),
+            DEV_ACCOUNTS[SPONSOR].private_key.into(),
+        ));
+        let config =
+            tollgate_server::Config::from_toml(&self.config_text(options), self.dir.path(), env)
+                .expect("valid config");
         let router = tollgate_server::build(&config).expect("gateway builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -190,7 +198,11 @@ charge = 0
     }
 
     pub async fn balance(&self, account: &str) -> u128 {
-        self.devnet.rpc().token_balance(PATH_USD, account).await.unwrap()
+        self.devnet
+            .rpc()
+            .token_balance(PATH_USD, account)
+            .await
+            .unwrap()
     }
 }
 
@@ -235,7 +247,10 @@ pub fn challenges(response: &reqwest::Response) -> Vec<PaymentChallenge> {
 /// Asserts a problem+json body and returns it.
 pub async fn problem(response: reqwest::Response, status: u16, slug: &str) -> serde_json::Value {
     assert_eq!(response.status(), status);
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
     assert!(response.headers().get("payment-receipt").is_none());
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["status"], status);
@@ -287,11 +302,13 @@ pub async fn pay_altered(
 }
 
 /// The challenge with its request object edited by `edit` (id unchanged).
-pub fn with_request(challenge: &PaymentChallenge, edit: impl FnOnce(&mut serde_json::Value)) -> PaymentChallenge {
+pub fn with_request(
+    challenge: &PaymentChallenge,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> PaymentChallenge {
     let mut request = challenge.request.decode_value().unwrap();
     edit(&mut request);
     let mut altered = challenge.clone();
     altered.request = mpp::Base64UrlJson::from_value(&request).unwrap();
     altered
 }
-

@@ -16,10 +16,18 @@ const DEFAULT_ANSWER_TOKENS: u64 = 24;
 
 pub fn respond(request: &Value, chunk_interval: Duration) -> Response {
     let Some(model) = request.get("model").and_then(Value::as_str) else {
-        return openai_error(StatusCode::BAD_REQUEST, "you must provide a model parameter", Some("model"));
+        return openai_error(
+            StatusCode::BAD_REQUEST,
+            "you must provide a model parameter",
+            Some("model"),
+        );
     };
     let Some(messages) = request.get("messages").and_then(Value::as_array) else {
-        return openai_error(StatusCode::BAD_REQUEST, "'messages' is a required property", Some("messages"));
+        return openai_error(
+            StatusCode::BAD_REQUEST,
+            "'messages' is a required property",
+            Some("messages"),
+        );
     };
     let prompt_tokens = prompt_tokens(messages);
     let cap = request
@@ -28,8 +36,16 @@ pub fn respond(request: &Value, chunk_interval: Duration) -> Response {
         .and_then(Value::as_u64)
         .unwrap_or(DEFAULT_ANSWER_TOKENS);
     let answer_tokens = DEFAULT_ANSWER_TOKENS.min(cap).max(1);
-    let finish_reason = if cap < DEFAULT_ANSWER_TOKENS { "length" } else { "stop" };
-    let seed = seed(serde_json::to_string(messages).unwrap_or_default().as_bytes());
+    let finish_reason = if cap < DEFAULT_ANSWER_TOKENS {
+        "length"
+    } else {
+        "stop"
+    };
+    let seed = seed(
+        serde_json::to_string(messages)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
     let answer = words(&seed, answer_tokens as usize);
     let usage = json!({
         "prompt_tokens": prompt_tokens,
@@ -46,7 +62,14 @@ pub fn respond(request: &Value, chunk_interval: Duration) -> Response {
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
             == Some(true);
-        let chunks = stream_chunks(&id, created, model, &answer, finish_reason, include_usage.then_some(usage));
+        let chunks = stream_chunks(
+            &id,
+            created,
+            model,
+            &answer,
+            finish_reason,
+            include_usage.then_some(usage),
+        );
         return sse_response(chunks, chunk_interval);
     }
     let body = json!({
@@ -103,9 +126,16 @@ fn stream_chunks(
         }
         c
     };
-    let mut chunks = vec![chunk(json!({"role": "assistant", "content": "", "refusal": null}), Value::Null)];
+    let mut chunks = vec![chunk(
+        json!({"role": "assistant", "content": "", "refusal": null}),
+        Value::Null,
+    )];
     for (i, word) in answer.iter().enumerate() {
-        let piece = if i == 0 { (*word).to_owned() } else { format!(" {word}") };
+        let piece = if i == 0 {
+            (*word).to_owned()
+        } else {
+            format!(" {word}")
+        };
         chunks.push(chunk(json!({"content": piece}), Value::Null));
     }
     chunks.push(chunk(json!({}), json!(finish_reason)));

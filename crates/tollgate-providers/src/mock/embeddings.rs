@@ -12,7 +12,11 @@ const DEFAULT_DIMENSIONS: usize = 256;
 
 pub fn respond(request: &Value) -> Response {
     let Some(model) = request.get("model").and_then(Value::as_str) else {
-        return openai_error(StatusCode::BAD_REQUEST, "you must provide a model parameter", Some("model"));
+        return openai_error(
+            StatusCode::BAD_REQUEST,
+            "you must provide a model parameter",
+            Some("model"),
+        );
     };
     let inputs: Vec<String> = match request.get("input") {
         Some(Value::String(s)) => vec![s.clone()],
@@ -24,7 +28,11 @@ pub fn respond(request: &Value) -> Response {
             })
             .collect(),
         _ => {
-            return openai_error(StatusCode::BAD_REQUEST, "'input' must be a non-empty string or array", Some("input"));
+            return openai_error(
+                StatusCode::BAD_REQUEST,
+                "'input' must be a non-empty string or array",
+                Some("input"),
+            );
         }
     };
     let dimensions = request
@@ -61,6 +69,11 @@ fn unit_vector(text: &str, dimensions: usize) -> Vec<f32> {
     let raw: Vec<f32> = (0..dimensions)
         .map(|i| f32::from(seed[i % 32].wrapping_mul(i as u8 | 1)) - 127.5)
         .collect();
-    let norm = raw.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::EPSILON);
+    let norm = raw
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::EPSILON);
     raw.into_iter().map(|x| x / norm).collect()
 }

@@ -89,7 +89,11 @@ async fn chat_completions(
     tokio::time::sleep(state.options.latency).await;
     match serde_json::from_slice(&body) {
         Ok(request) => chat::respond(&request, state.options.chunk_interval),
-        Err(e) => openai_error(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}"), None),
+        Err(e) => openai_error(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid JSON body: {e}"),
+            None,
+        ),
     }
 }
 
@@ -104,7 +108,11 @@ async fn embeddings(
     tokio::time::sleep(state.options.latency).await;
     match serde_json::from_slice(&body) {
         Ok(request) => embeddings::respond(&request),
-        Err(e) => openai_error(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}"), None),
+        Err(e) => openai_error(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid JSON body: {e}"),
+            None,
+        ),
     }
 }
 

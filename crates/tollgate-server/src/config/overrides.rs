@@ -7,7 +7,10 @@ use super::ConfigError;
 
 pub const PREFIX: &str = "TOLLGATE__";
 
-pub(crate) fn apply(document: &mut toml::Table, env: &[(String, String)]) -> Result<(), ConfigError> {
+pub(crate) fn apply(
+    document: &mut toml::Table,
+    env: &[(String, String)],
+) -> Result<(), ConfigError> {
     for (name, value) in env {
         let Some(path) = name.strip_prefix(PREFIX) else {
             continue;
@@ -23,7 +26,10 @@ pub(crate) fn apply(document: &mut toml::Table, env: &[(String, String)]) -> Res
 
 fn scalar(text: &str) -> toml::Value {
     let probe = format!("v = {text}");
-    match toml::from_str::<toml::Table>(&probe).ok().and_then(|mut t| t.remove("v")) {
+    match toml::from_str::<toml::Table>(&probe)
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+    {
         Some(v @ (toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_))) => v,
         _ => toml::Value::String(text.to_owned()),
     }
@@ -35,15 +41,17 @@ fn set(
     value: toml::Value,
     name: &str,
 ) -> Result<(), ConfigError> {
-    let (last, parents) = segments.split_last().ok_or_else(|| ConfigError::invalid(name, "empty path"))?;
+    let (last, parents) = segments
+        .split_last()
+        .ok_or_else(|| ConfigError::invalid(name, "empty path"))?;
     let mut current = table;
     for segment in parents {
         let entry = current
             .entry(segment.clone())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        current = entry.as_table_mut().ok_or_else(|| {
-            ConfigError::invalid(name, format!("`{segment}` is not a table"))
-        })?;
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| ConfigError::invalid(name, format!("`{segment}` is not a table")))?;
     }
     current.insert(last.clone(), value);
     Ok(())
@@ -58,8 +66,14 @@ mod tests {
         let mut doc: toml::Table = toml::from_str("[chain]\nrpc_url = \"a\"").unwrap();
         let env = vec![
             ("TOLLGATE__CHAIN__RPC_URL".to_owned(), "http://x".to_owned()),
-            ("TOLLGATE__CHAIN__RPC_TIMEOUT_SECS".to_owned(), "7".to_owned()),
-            ("TOLLGATE__SERVER__LISTEN".to_owned(), "127.0.0.1:1".to_owned()),
+            (
+                "TOLLGATE__CHAIN__RPC_TIMEOUT_SECS".to_owned(),
+                "7".to_owned(),
+            ),
+            (
+                "TOLLGATE__SERVER__LISTEN".to_owned(),
+                "127.0.0.1:1".to_owned(),
+            ),
             ("UNRELATED".to_owned(), "1".to_owned()),
         ];
         apply(&mut doc, &env).unwrap();

@@ -146,20 +146,26 @@ struct RawRoute {
 }
 
 impl RawConfig {
-    pub(super) fn validate(self, base_dir: &Path, env: &Environment) -> Result<Config, ConfigError> {
-        let listen = self
-            .server
-            .listen
-            .parse()
-            .map_err(|_| ConfigError::invalid("server.listen", "expected host:port, e.g. 127.0.0.1:8402"))?;
+    pub(super) fn validate(
+        self,
+        base_dir: &Path,
+        env: &Environment,
+    ) -> Result<Config, ConfigError> {
+        let listen = self.server.listen.parse().map_err(|_| {
+            ConfigError::invalid("server.listen", "expected host:port, e.g. 127.0.0.1:8402")
+        })?;
         let realm = match self.server.realm {
             Some(realm) if realm.trim().is_empty() || realm.contains('"') => {
-                return Err(ConfigError::invalid("server.realm", "must be non-empty and contain no quotes"));
+                return Err(ConfigError::invalid(
+                    "server.realm",
+                    "must be non-empty and contain no quotes",
+                ));
             }
             Some(realm) => realm,
             None => self.server.listen.clone(),
         };
-        let max_body_bytes = positive("server.max_body_bytes", self.server.max_body_bytes)? as usize;
+        let max_body_bytes =
+            positive("server.max_body_bytes", self.server.max_body_bytes)? as usize;
         let max_credential_bytes = self.server.max_credential_bytes as usize;
         if max_credential_bytes < 4096 {
             return Err(ConfigError::invalid(
@@ -184,7 +190,10 @@ impl RawConfig {
             };
             ConfigError::invalid(key, e.to_string())
         })?;
-        let ttl = positive("payments.challenge_ttl_secs", self.payments.challenge_ttl_secs)?;
+        let ttl = positive(
+            "payments.challenge_ttl_secs",
+            self.payments.challenge_ttl_secs,
+        )?;
 
         let chain = validate_chain(self.chain, base_dir, env)?;
         let store = validate_store(self.store, base_dir)?;
@@ -221,7 +230,10 @@ fn positive(key: &str, value: u64) -> Result<u64, ConfigError> {
 fn address(key: &str, text: &str) -> Result<Address, ConfigError> {
     let hex = text.strip_prefix("0x").unwrap_or("");
     if hex.len() != 40 {
-        return Err(ConfigError::invalid(key, "expected a 0x-prefixed 20-byte hex address"));
+        return Err(ConfigError::invalid(
+            key,
+            "expected a 0x-prefixed 20-byte hex address",
+        ));
     }
     Address::from_str(text)
         .map_err(|_| ConfigError::invalid(key, "expected a 0x-prefixed 20-byte hex address"))
@@ -236,16 +248,26 @@ fn http_url(key: &str, text: &str) -> Result<String, ConfigError> {
     Ok(text.trim_end_matches('/').to_owned())
 }
 
-fn validate_chain(raw: RawChain, base_dir: &Path, env: &Environment) -> Result<ChainConfig, ConfigError> {
+fn validate_chain(
+    raw: RawChain,
+    base_dir: &Path,
+    env: &Environment,
+) -> Result<ChainConfig, ConfigError> {
     let rpc_url = http_url("chain.rpc_url", &raw.rpc_url)?;
     let chain_id = positive("chain.chain_id", raw.chain_id)?;
     let currency = address("chain.currency", &raw.currency)?;
     let recipient = address("chain.recipient", &raw.recipient)?;
     if recipient == Address::ZERO {
-        return Err(ConfigError::invalid("chain.recipient", "the zero address cannot receive payments"));
+        return Err(ConfigError::invalid(
+            "chain.recipient",
+            "the zero address cannot receive payments",
+        ));
     }
     let rpc_timeout = positive("chain.rpc_timeout_secs", raw.rpc_timeout_secs)?;
-    let mut modes = SubmissionModes { pull: false, push: false };
+    let mut modes = SubmissionModes {
+        pull: false,
+        push: false,
+    };
     for mode in &raw.submission_modes {
         match mode.as_str() {
             "pull" => modes.pull = true,
@@ -259,14 +281,22 @@ fn validate_chain(raw: RawChain, base_dir: &Path, env: &Environment) -> Result<C
         }
     }
     if !modes.pull && !modes.push {
-        return Err(ConfigError::invalid("chain.submission_modes", "at least one mode is required"));
+        return Err(ConfigError::invalid(
+            "chain.submission_modes",
+            "at least one mode is required",
+        ));
     }
     let fee_payer = raw
         .fee_payer
         .map(|fp| {
-            let key = fp.private_key.resolve("chain.fee_payer.private_key", base_dir, env)?;
+            let key = fp
+                .private_key
+                .resolve("chain.fee_payer.private_key", base_dir, env)?;
             let signer = PrivateKeySigner::from_str(key.trim()).map_err(|_| {
-                ConfigError::invalid("chain.fee_payer.private_key", "not a 32-byte hex private key")
+                ConfigError::invalid(
+                    "chain.fee_payer.private_key",
+                    "not a 32-byte hex private key",
+                )
             })?;
             let fee_token = fp
                 .fee_token
@@ -291,7 +321,10 @@ fn validate_store(raw: RawStore, base_dir: &Path) -> Result<StoreConfig, ConfigE
     if raw.kind != "sqlite" {
         return Err(ConfigError::invalid(
             "store.kind",
-            format!("unknown store {:?}; this build supports \"sqlite\"", raw.kind),
+            format!(
+                "unknown store {:?}; this build supports \"sqlite\"",
+                raw.kind
+            ),
         ));
     }
     if raw.path.trim().is_empty() {
@@ -333,30 +366,50 @@ fn validate_upstream(
         other => {
             return Err(ConfigError::invalid(
                 key("kind"),
-                format!("unknown kind {other:?}; expected openai, anthropic, openai_compatible or mock"),
+                format!(
+                    "unknown kind {other:?}; expected openai, anthropic, openai_compatible or mock"
+                ),
             ));
         }
     };
-    let base_url = raw.base_url.as_deref().map(|u| http_url(&key("base_url"), u)).transpose()?;
+    let base_url = raw
+        .base_url
+        .as_deref()
+        .map(|u| http_url(&key("base_url"), u))
+        .transpose()?;
     let base_url = match (base_url, kind) {
         (Some(url), _) => url,
         (None, UpstreamKind::OpenAi) => "https://api.openai.com".into(),
         (None, UpstreamKind::Anthropic) => "https://api.anthropic.com".into(),
-        (None, _) => return Err(ConfigError::invalid(key("base_url"), "required for this kind")),
+        (None, _) => {
+            return Err(ConfigError::invalid(
+                key("base_url"),
+                "required for this kind",
+            ));
+        }
     };
     let api_key = raw
         .api_key
         .map(|s| s.resolve(&key("api_key"), base_dir, env))
         .transpose()?;
     if api_key.is_none() && matches!(kind, UpstreamKind::OpenAi | UpstreamKind::Anthropic) {
-        return Err(ConfigError::invalid(key("api_key"), "required for this kind"));
+        return Err(ConfigError::invalid(
+            key("api_key"),
+            "required for this kind",
+        ));
     }
     Ok(UpstreamConfig::Http {
         kind,
         base_url,
         api_key,
-        connect_timeout: Duration::from_secs(positive(&key("connect_timeout_secs"), raw.connect_timeout_secs)?),
-        idle_timeout: Duration::from_secs(positive(&key("idle_timeout_secs"), raw.idle_timeout_secs)?),
+        connect_timeout: Duration::from_secs(positive(
+            &key("connect_timeout_secs"),
+            raw.connect_timeout_secs,
+        )?),
+        idle_timeout: Duration::from_secs(positive(
+            &key("idle_timeout_secs"),
+            raw.idle_timeout_secs,
+        )?),
     })
 }
 
@@ -372,17 +425,26 @@ fn validate_routes(
             let method = http::Method::from_str(&r.method.to_ascii_uppercase())
                 .map_err(|_| ConfigError::invalid(key("method"), "not an HTTP method"))?;
             if !r.path.starts_with('/') || r.path.contains(['{', '}', '*', ' ']) {
-                return Err(ConfigError::invalid(key("path"), "expected a literal path starting with /"));
+                return Err(ConfigError::invalid(
+                    key("path"),
+                    "expected a literal path starting with /",
+                ));
             }
             if !upstreams.contains_key(&r.upstream) {
                 return Err(ConfigError::invalid(
                     key("upstream"),
-                    format!("unknown upstream {:?}; declare it under [upstreams.{}]", r.upstream, r.upstream),
+                    format!(
+                        "unknown upstream {:?}; declare it under [upstreams.{}]",
+                        r.upstream, r.upstream
+                    ),
                 ));
             }
             let charge = match (r.charge, r.free) {
                 (Some(_), true) => {
-                    return Err(ConfigError::invalid(key("free"), "a route is either free or has a charge"));
+                    return Err(ConfigError::invalid(
+                        key("free"),
+                        "a route is either free or has a charge",
+                    ));
                 }
                 (None, false) => {
                     return Err(ConfigError::invalid(
@@ -417,6 +479,9 @@ fn base_units(key: &str, value: &toml::Value) -> Result<u128, ConfigError> {
         _ => None,
     };
     parsed.ok_or_else(|| {
-        ConfigError::invalid(key, "expected a non-negative integer amount in base units (no decimals)")
+        ConfigError::invalid(
+            key,
+            "expected a non-negative integer amount in base units (no decimals)",
+        )
     })
 }
