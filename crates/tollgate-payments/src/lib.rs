@@ -35,6 +35,8 @@ pub struct Paid {
     pub challenge_id: String,
     pub reference: String,
     pub receipt_header: String,
+    /// Time spent on the chain (simulation, broadcast, receipt).
+    pub chain_time: std::time::Duration,
 }
 
 /// Issues challenges and turns credentials into settled, recorded payments.
@@ -114,6 +116,7 @@ impl PaymentGate {
                 ));
             }
         }
+        let chain_started = std::time::Instant::now();
         let settled = match self.verifier.settle(&credential, offer).await {
             Ok(settled) => settled,
             Err(problem) => {
@@ -126,6 +129,7 @@ impl PaymentGate {
                 return Err(problem);
             }
         };
+        let chain_time = chain_started.elapsed();
         let record = ChargeRecord {
             challenge_id: credential.challenge.id.clone(),
             route: scope.to_owned(),
@@ -143,6 +147,7 @@ impl PaymentGate {
             challenge_id: record.challenge_id,
             reference: settled.reference,
             receipt_header: settled.receipt_header,
+            chain_time,
         })
     }
 }

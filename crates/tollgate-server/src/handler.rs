@@ -1,6 +1,7 @@
 //! The paid-route handler: read the body, settle the payment, forward.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -57,6 +58,7 @@ pub async fn handle(gateway: Arc<Gateway>, route: Arc<Route>, request: Request) 
             return refuse(&gateway, &route, offers, &parts.headers, &body, &bad);
         }
     };
+    let payment_started = Instant::now();
     let paid = match gateway
         .gate
         .pay(authorization, offers, &route.scope, &body)
@@ -65,9 +67,25 @@ pub async fn handle(gateway: Arc<Gateway>, route: Arc<Route>, request: Request) 
         Ok(paid) => paid,
         Err(problem) => return refuse(&gateway, &route, offers, &parts.headers, &body, &problem),
     };
-    tracing::info!(route = %route.scope, "payment settled");
+    let payment_time = payment_started.elapsed();
+    tracing::info!(
+        route = %route.scope,
+        chain_us = paid.chain_time.as_micros() as u64,
+        payment_us = payment_time.as_micros() as u64,
+        "payment settled"
+    );
 
+    let upstream_started = Instant::now();
     let mut response = forward(&route, parts.method, &path_and_query, &parts.headers, body).await;
+    let timing = format!(
+        "payment;dur={:.3}, chain;dur={:.3}, upstream;dur={:.3}",
+        millis(payment_time),
+        millis(paid.chain_time),
+        millis(upstream_started.elapsed())
+    );
+    if let Ok(value) = HeaderValue::from_str(&timing) {
+        response.headers_mut().insert("server-timing", value);
+    }
     if response.status().is_success() {
         if let Ok(receipt) = HeaderValue::from_str(&paid.receipt_header) {
             let headers = response.headers_mut();
@@ -82,6 +100,10 @@ pub async fn handle(gateway: Arc<Gateway>, route: Arc<Route>, request: Request) 
         );
     }
     response
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
 }
 
 /// Answers a failed or missing payment, with fresh challenges when it is a 402.

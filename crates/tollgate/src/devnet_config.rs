@@ -93,3 +93,31 @@ fn free_listen_port() -> anyhow::Result<u16> {
     };
     Ok(listener.local_addr()?.port())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_written_config_loads_and_offers_the_paid_demo_routes() {
+        let dir = tempfile::tempdir().unwrap();
+        write_secret(&dir.path().join(SECRET_FILE)).unwrap();
+        let secret = std::fs::read_to_string(dir.path().join(SECRET_FILE)).unwrap();
+        assert_eq!(secret.len(), 64);
+        let text = render("http://127.0.0.1:1234", 42431, 8402);
+        let config = tollgate_server::Config::from_toml(&text, dir.path(), Vec::new()).unwrap();
+        assert_eq!(config.chain.rpc_url, "http://127.0.0.1:1234");
+        assert_eq!(
+            config.chain.recipient.to_string(),
+            DEV_ACCOUNTS[RECIPIENT_INDEX].address
+        );
+        let paid: Vec<_> = config
+            .routes
+            .iter()
+            .filter(|r| r.charge.is_some_and(|c| c > 0))
+            .map(|r| r.scope())
+            .collect();
+        assert_eq!(paid, ["POST /v1/chat/completions", "POST /v1/embeddings"]);
+        assert!(!text.contains(&secret), "the secret lives in its own file");
+    }
+}

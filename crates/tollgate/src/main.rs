@@ -62,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve { devnet_dir, .. } => {
             let devnet = start_devnet(None).await?;
             let path = devnet_config::write(&devnet, &devnet_dir.join("tollgate.toml"))?;
+            print_devnet(&devnet, &path, false);
             let config = Config::load(&path)?;
             let result = serve(config).await;
             devnet.stop().await;
@@ -70,7 +71,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Devnet { port, config_out } => {
             let mut devnet = start_devnet(port).await?;
             let path = devnet_config::write(&devnet, &config_out)?;
-            print_devnet(&devnet, &path);
+            print_devnet(&devnet, &path, true);
             tokio::select! {
                 status = devnet.wait() => anyhow::bail!("the chain stopped: {status:?}"),
                 _ = tokio::signal::ctrl_c() => {}
@@ -91,7 +92,7 @@ async fn start_devnet(port: Option<u16>) -> anyhow::Result<Devnet> {
     .context("starting the local chain")
 }
 
-fn print_devnet(devnet: &Devnet, config: &std::path::Path) {
+fn print_devnet(devnet: &Devnet, config: &std::path::Path, standalone: bool) {
     println!("Local Tempo chain");
     println!("  rpc:      {}", devnet.rpc_url());
     println!("  chain id: {}", devnet.chain_id());
@@ -108,8 +109,10 @@ fn print_devnet(devnet: &Devnet, config: &std::path::Path) {
         println!("  #{i} {} {}{role}", account.address, account.private_key);
     }
     println!("Gateway config: {}", config.display());
-    println!("  run: tollgate serve --config {}", config.display());
-    println!("Press Ctrl-C to stop the chain.");
+    if standalone {
+        println!("  run: tollgate serve --config {}", config.display());
+        println!("Press Ctrl-C to stop the chain.");
+    }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -31,6 +31,8 @@ pub struct Options {
     /// Reuse this database (restart tests).
     pub db_path: Option<PathBuf>,
     pub secrets: Vec<String>,
+    /// Serve the chat route for free (to measure forwarding alone).
+    pub free_chat: bool,
 }
 
 impl Default for Options {
@@ -42,6 +44,7 @@ impl Default for Options {
             ttl_secs: 300,
             db_path: None,
             secrets: vec![SECRET.to_owned()],
+            free_chat: false,
         }
     }
 }
@@ -141,7 +144,7 @@ api_key = {{ env = "E2E_UPSTREAM_KEY" }}
 method = "POST"
 path = "/v1/chat/completions"
 upstream = "openai"
-charge = {CHAT_PRICE}
+{chat_price}
 description = "Chat completion"
 
 [[routes]]
@@ -162,6 +165,11 @@ charge = 0
             modes = options.modes,
             db = db.display(),
             upstream = self.upstream_url,
+            chat_price = if options.free_chat {
+                "free = true".to_owned()
+            } else {
+                format!("charge = {CHAT_PRICE}")
+            },
         )
     }
 

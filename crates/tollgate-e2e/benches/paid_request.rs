@@ -1,0 +1,116 @@
+//! Whole-request latency through the gateway on loopback, with the chain
+//! round trip separated out via `Server-Timing`.
+//!
+//! Run: `cargo bench -p tollgate-e2e --bench paid_request`
+//! Prints p50/p99 for: a 402 challenge, a free route forwarded to the mock
+//! upstream, the upstream called directly, and a paid (pull) request split
+//! into total, chain and gateway overhead (total − chain − upstream).
+
+#[path = "../tests/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const ROUNDS: usize = 200;
+const PAID_ROUNDS: usize = 150;
+const BATCH: usize = 25;
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    let index = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[index]
+}
+
+fn report(name: &str, samples: &mut [Duration]) {
+    println!(
+        "{name:<34} n={:<4} p50={:>9.3} ms  p99={:>9.3} ms",
+        samples.len(),
+        percentile(samples, 0.50).as_secs_f64() * 1e3,
+        percentile(samples, 0.99).as_secs_f64() * 1e3
+    );
+}
+
+fn timing(response: &reqwest::Response, metric: &str) -> Duration {
+    let header = response.headers()["server-timing"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let value = header
+        .split(',')
+        .map(str::trim)
+        .find_map(|part| part.strip_prefix(&format!("{metric};dur=")))
+        .unwrap();
+    Duration::from_secs_f64(value.parse::<f64>().unwrap() / 1e3)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let h = Harness::start().await;
+    let paid = h.gateway(&Options::default()).await;
+    let free = h
+        .gateway(&Options {
+            free_chat: true,
+            ..Options::default()
+        })
+        .await;
+    let paid_url = format!("{}/v1/chat/completions", paid.url);
+    let free_url = format!("{}/v1/chat/completions", free.url);
+    let direct_url = format!("{}/v1/chat/completions", h.upstream_url);
+    let body = chat_body();
+
+    for _ in 0..50 {
+        post(&h.http, &paid_url, &body, None).await;
+        post(&h.http, &free_url, &body, None).await;
+    }
+
+    let mut challenge_402 = Vec::new();
+    for _ in 0..ROUNDS {
+        let started = Instant::now();
+        let response = post(&h.http, &paid_url, &body, None).await;
+        let _ = response.bytes().await;
+        challenge_402.push(started.elapsed());
+    }
+    let (mut forwarded, mut direct) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let started = Instant::now();
+        let _ = post(&h.http, &free_url, &body, None).await.bytes().await;
+        forwarded.push(started.elapsed());
+        let started = Instant::now();
+        let _ = post(&h.http, &direct_url, &body, None).await.bytes().await;
+        direct.push(started.elapsed());
+    }
+
+    let (mut total, mut chain, mut overhead) = (Vec::new(), Vec::new(), Vec::new());
+    while total.len() < PAID_ROUNDS {
+        // Sign a batch first (signing is the client's cost), then submit.
+        let mut credentials = Vec::new();
+        for _ in 0..BATCH {
+            let challenge = challenges(&post(&h.http, &paid_url, &body, None).await).remove(0);
+            credentials.push(pay(&challenge, signer(PAYER), &h.devnet.rpc_url()).await);
+        }
+        for auth in credentials {
+            let started = Instant::now();
+            let response = post(&h.http, &paid_url, &body, Some(&auth)).await;
+            let elapsed = started.elapsed();
+            assert_eq!(response.status(), 200);
+            let (on_chain, upstream) = (timing(&response, "chain"), timing(&response, "upstream"));
+            let _ = response.bytes().await;
+            total.push(elapsed);
+            chain.push(on_chain);
+            overhead.push(elapsed.saturating_sub(on_chain + upstream));
+        }
+    }
+
+    println!("\nTollgate on loopback, 2-core machine, debug=false release build");
+    report("402 challenge (HTTP round trip)", &mut challenge_402);
+    report("upstream mock called directly", &mut direct);
+    report("free route via gateway", &mut forwarded);
+    report("paid request: total", &mut total);
+    report("paid request: chain part", &mut chain);
+    report("paid request: overhead w/o chain", &mut overhead);
+    paid.stop().await;
+    free.stop().await;
+}
