@@ -7,7 +7,6 @@
 //! into total, chain and gateway overhead (total − chain − upstream).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::time::{Duration, Instant};
