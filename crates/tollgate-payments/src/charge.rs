@@ -143,6 +143,20 @@ impl TempoChargeVerifier {
                 "transaction signature is invalid",
             )
         })?;
+        let expires = credential
+            .challenge
+            .expires
+            .as_deref()
+            .and_then(|e| {
+                time::OffsetDateTime::parse(e, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .map(|t| t.unix_timestamp().max(0) as u64);
+        check_validity_window(
+            signed.tx().valid_before.map(|v| v.get()),
+            signed.tx().valid_after.map(|v| v.get()),
+            unix_now(),
+            expires,
+        )?;
         // Each call on its own, as plain `eth_call`s: every node understands
         // them (anvil ignores the `calls` list of a Tempo call request).
         for call in &signed.tx().calls {
@@ -184,6 +198,44 @@ impl TempoChargeVerifier {
     }
 }
 
+/// Clock skew tolerated between us, the client and the chain.
+const CLOCK_SKEW_SECS: u64 = 5;
+/// How far past the challenge's expiry a transaction may stay valid (the
+/// reference client signs `validBefore = expires + 1`).
+const VALID_BEFORE_SLACK_SECS: u64 = 60;
+
+/// A transaction must be valid now, and must not stay valid long after the
+/// challenge it answers (the spec asks `validBefore` ≤ `expires`).
+fn check_validity_window(
+    valid_before: Option<u64>,
+    valid_after: Option<u64>,
+    now: u64,
+    challenge_expires: Option<u64>,
+) -> Result<(), PaymentProblem> {
+    let refuse = |detail: &str| PaymentProblem::new(ProblemKind::VerificationFailed, detail);
+    if let Some(before) = valid_before {
+        if before <= now {
+            return Err(refuse("transaction validity window has passed"));
+        }
+        if challenge_expires.is_some_and(|exp| before > exp + VALID_BEFORE_SLACK_SECS) {
+            return Err(refuse(
+                "transaction stays valid long after the challenge expires",
+            ));
+        }
+    }
+    if valid_after.is_some_and(|after| after > now + CLOCK_SKEW_SECS) {
+        return Err(refuse("transaction is not valid yet"));
+    }
+    Ok(())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// Maps the SDK's verdict onto our problem kinds. Details are redacted of
 /// hex (addresses, hashes) so they are safe to log.
 fn map_verification_error(error: VerificationError) -> PaymentProblem {
@@ -204,4 +256,67 @@ fn map_verification_error(error: VerificationError) -> PaymentProblem {
         _ => ProblemKind::VerificationFailed,
     };
     PaymentProblem::new(kind, detail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validity_window_rules() {
+        let now = 1_000;
+        assert!(check_validity_window(None, None, now, Some(1_300)).is_ok());
+        assert!(check_validity_window(Some(1_025), Some(900), now, Some(1_300)).is_ok());
+        assert!(check_validity_window(Some(1_301), None, now, Some(1_300)).is_ok());
+        for (before, after) in [
+            (Some(1_000), None),
+            (Some(999), None),
+            (Some(1_361), None),
+            (None, Some(1_006)),
+        ] {
+            let problem = check_validity_window(before, after, now, Some(1_300)).unwrap_err();
+            assert_eq!(
+                problem.kind,
+                ProblemKind::VerificationFailed,
+                "{before:?} {after:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn sdk_errors_map_to_stable_problem_kinds() {
+        let kind = |code, message: &str| {
+            let mut error = VerificationError::new(message);
+            error.code = code;
+            map_verification_error(error).kind
+        };
+        assert_eq!(
+            kind(Some(ErrorCode::Expired), "x"),
+            ProblemKind::PaymentExpired
+        );
+        assert_eq!(
+            kind(Some(ErrorCode::CredentialReplayed), "x"),
+            ProblemKind::CredentialReplayed
+        );
+        assert_eq!(
+            kind(Some(ErrorCode::NetworkError), "error sending request"),
+            ProblemKind::ChainUnavailable
+        );
+        assert_eq!(
+            kind(
+                Some(ErrorCode::NetworkError),
+                "server returned an error response: nonce too low"
+            ),
+            ProblemKind::VerificationFailed
+        );
+        assert_eq!(
+            kind(None, "memo is not bound"),
+            ProblemKind::VerificationFailed
+        );
+        let detail = map_verification_error(VerificationError::new(
+            "sender 0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266 mismatch",
+        ))
+        .detail;
+        assert!(!detail.contains("f39Fd6"), "{detail}");
+    }
 }

@@ -292,6 +292,17 @@ pub async fn pay_altered(
     payer: PrivateKeySigner,
     rpc_url: &str,
 ) -> String {
+    pay_signed(presented, signed_for, payer, rpc_url, None).await
+}
+
+/// Like [`pay_altered`], with an explicit transaction `validBefore`.
+pub async fn pay_signed(
+    presented: &PaymentChallenge,
+    signed_for: &PaymentChallenge,
+    payer: PrivateKeySigner,
+    rpc_url: &str,
+    valid_before: Option<u64>,
+) -> String {
     let signed = mpp::client::tempo::charge::TempoCharge::from_challenge(signed_for)
         .unwrap()
         .sign_with_options(
@@ -299,6 +310,7 @@ pub async fn pay_altered(
             mpp::client::tempo::charge::SignOptions {
                 rpc_url: Some(rpc_url.to_owned()),
                 gas_limit: Some(300_000),
+                valid_before,
                 ..Default::default()
             },
         )
