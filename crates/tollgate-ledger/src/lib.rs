@@ -36,6 +36,26 @@ pub struct ChargeRecord {
     pub settled_at: i64,
 }
 
+/// What one paid call used, and what that usage costs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRecord {
+    /// The challenge that paid for the call (`None` for unpaid calls).
+    pub challenge_id: Option<String>,
+    pub route: String,
+    pub model: String,
+    /// The worst-case amount asked up front.
+    pub quoted: u128,
+    pub input_tokens: u64,
+    pub cached_tokens: u64,
+    pub output_tokens: u64,
+    /// Usage priced by the table (markup and minimum applied).
+    pub actual_cost: u128,
+    /// Whether the upstream reported usage (else the quote stands in).
+    pub usage_reported: bool,
+    /// Unix seconds.
+    pub recorded_at: i64,
+}
+
 /// Durable state used by the payment path.
 ///
 /// Every write is committed before the call returns, so anything a caller
@@ -62,6 +82,12 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// Most recent charges first.
     async fn recent_charges(&self, limit: u32) -> Result<Vec<ChargeRecord>, LedgerError>;
+
+    /// Appends a usage record.
+    async fn record_usage(&self, record: &UsageRecord) -> Result<(), LedgerError>;
+
+    /// Usage records paid by one challenge, oldest first.
+    async fn usage_for(&self, challenge_id: &str) -> Result<Vec<UsageRecord>, LedgerError>;
 
     /// Key-value access for the protocol SDK's store.
     async fn kv_get(&self, key: &str) -> Result<Option<String>, LedgerError>;

@@ -8,11 +8,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::{ChargeRecord, ClaimOutcome, Ledger, LedgerError};
+use crate::{ChargeRecord, ClaimOutcome, Ledger, LedgerError, UsageRecord};
 
 /// Ordered, embedded schema migrations. `PRAGMA user_version` records how
 /// many have been applied.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_initial.sql"),
+    include_str!("../migrations/0002_usage.sql"),
+];
 
 /// How hard SQLite pushes each commit to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -205,6 +208,68 @@ impl Ledger for SqliteLedger {
                     currency: r.get(3)?,
                     reference: r.get(4)?,
                     settled_at: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn record_usage(&self, record: &UsageRecord) -> Result<(), LedgerError> {
+        let r = record.clone();
+        self.with_conn(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO usage_records (challenge_id, route, model, quoted, input_tokens,
+                 cached_tokens, output_tokens, actual_cost, usage_reported, recorded_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                r.challenge_id,
+                r.route,
+                r.model,
+                r.quoted.to_string(),
+                r.input_tokens as i64,
+                r.cached_tokens as i64,
+                r.output_tokens as i64,
+                r.actual_cost.to_string(),
+                r.usage_reported,
+                r.recorded_at
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn usage_for(&self, challenge_id: &str) -> Result<Vec<UsageRecord>, LedgerError> {
+        let id = challenge_id.to_owned();
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT challenge_id, route, model, quoted, input_tokens, cached_tokens,
+                 output_tokens, actual_cost, usage_reported, recorded_at
+                 FROM usage_records WHERE challenge_id = ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map(params![id], |r| {
+                let amount = |i: usize| -> rusqlite::Result<u128> {
+                    let text: String = r.get(i)?;
+                    text.parse().map_err(|_| {
+                        rusqlite::Error::InvalidColumnType(
+                            i,
+                            "amount".into(),
+                            rusqlite::types::Type::Text,
+                        )
+                    })
+                };
+                Ok(UsageRecord {
+                    challenge_id: r.get(0)?,
+                    route: r.get(1)?,
+                    model: r.get(2)?,
+                    quoted: amount(3)?,
+                    input_tokens: r.get::<_, i64>(4)? as u64,
+                    cached_tokens: r.get::<_, i64>(5)? as u64,
+                    output_tokens: r.get::<_, i64>(6)? as u64,
+                    actual_cost: amount(7)?,
+                    usage_reported: r.get(8)?,
+                    recorded_at: r.get(9)?,
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)

@@ -1,9 +1,41 @@
 //! Price tables and quotes: what a request costs at most, and what it cost.
 #![forbid(unsafe_code)]
 
+pub mod cost;
 pub mod quote;
 pub mod table;
 pub mod tokens;
 
+pub use cost::{Usage, actual_cost};
 pub use quote::{Quote, QuoteError};
 pub use table::{BUILTIN_TABLE, PriceTable, TableError, per_million};
+
+/// Which quote function prices a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Chat,
+    Embeddings,
+    Images,
+    Speech,
+}
+
+impl Endpoint {
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "chat" => Self::Chat,
+            "embeddings" => Self::Embeddings,
+            "images" => Self::Images,
+            "speech" => Self::Speech,
+            _ => return None,
+        })
+    }
+
+    pub fn quote(self, table: &PriceTable, body: &serde_json::Value) -> Result<Quote, QuoteError> {
+        match self {
+            Self::Chat => quote::chat(table, body),
+            Self::Embeddings => quote::embeddings(table, body),
+            Self::Images => quote::images(table, body),
+            Self::Speech => quote::speech(table, body),
+        }
+    }
+}

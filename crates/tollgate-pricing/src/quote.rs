@@ -59,7 +59,7 @@ fn object(body: &Value) -> Result<&serde_json::Map<String, Value>, QuoteError> {
     })
 }
 
-fn model_name<'a>(body: &'a serde_json::Map<String, Value>) -> Result<&'a str, QuoteError> {
+fn model_name(body: &serde_json::Map<String, Value>) -> Result<&str, QuoteError> {
     match body.get("model") {
         Some(Value::String(m)) if !m.is_empty() => Ok(m),
         Some(_) => Err(bad(

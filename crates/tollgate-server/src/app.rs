@@ -9,11 +9,13 @@ use tollgate_ledger::{Ledger, SqliteLedger};
 use tollgate_payments::{
     ChainSettings, ChallengeIssuer, ChargeOffer, Offer, PaymentGate, TempoChargeVerifier,
 };
+use tollgate_pricing::PriceTable;
 use tollgate_providers::mock::MockOptions;
 use tollgate_providers::{Upstream, UpstreamTimeouts};
 
-use crate::config::{Config, RouteConfig, UpstreamConfig};
+use crate::config::{Config, RouteConfig, RoutePrice, UpstreamConfig};
 use crate::handler::{self, Gateway, Route};
+use crate::pricing::Pricing;
 use crate::problem;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,10 +57,18 @@ pub fn build_with_ledger(config: &Config, ledger: Arc<dyn Ledger>) -> Result<Rou
         config.challenge_ttl,
     );
     let gateway = Arc::new(Gateway {
-        gate: PaymentGate::new(issuer, verifier, ledger, config.max_credential_bytes),
+        gate: PaymentGate::new(
+            issuer,
+            verifier,
+            Arc::clone(&ledger),
+            config.max_credential_bytes,
+        ),
+        ledger,
         max_body_bytes: config.max_body_bytes,
     });
     let upstreams = build_upstreams(config)?;
+    let table = Arc::new(config.pricing.table.clone());
+    tollgate_pricing::tokens::warm_up();
 
     // Group routes by path: one axum route per path, one method filter each.
     let mut by_path: BTreeMap<&str, Vec<&RouteConfig>> = BTreeMap::new();
@@ -78,9 +88,7 @@ pub fn build_with_ledger(config: &Config, ledger: Arc<dyn Ledger>) -> Result<Rou
             let route = Arc::new(Route {
                 scope: route_config.scope(),
                 upstream: upstreams[&route_config.upstream].clone(),
-                offers: route_config
-                    .charge
-                    .map(|amount| vec![charge_offer(config, route_config, amount)]),
+                pricing: route_pricing(config, route_config, &table),
             });
             let gateway = Arc::clone(&gateway);
             method_router = method_router.merge(on(filter, move |request| {
@@ -94,9 +102,23 @@ pub fn build_with_ledger(config: &Config, ledger: Arc<dyn Ledger>) -> Result<Rou
         .layer(axum::middleware::from_fn(crate::access_log::log_request)))
 }
 
-fn charge_offer(config: &Config, route: &RouteConfig, amount: u128) -> Offer {
+fn route_pricing(config: &Config, route: &RouteConfig, table: &Arc<PriceTable>) -> Pricing {
+    match route.price {
+        RoutePrice::Free => Pricing::Free,
+        RoutePrice::Fixed(amount) => Pricing::Fixed(vec![Offer::TempoCharge(charge_offer(
+            config, route, amount,
+        ))]),
+        RoutePrice::Quoted(endpoint) => Pricing::Quoted {
+            endpoint,
+            table: Arc::clone(table),
+            template: charge_offer(config, route, 0),
+        },
+    }
+}
+
+fn charge_offer(config: &Config, route: &RouteConfig, amount: u128) -> ChargeOffer {
     let chain = &config.chain;
-    Offer::TempoCharge(ChargeOffer {
+    ChargeOffer {
         amount,
         currency: chain.currency,
         recipient: chain.recipient,
@@ -104,7 +126,7 @@ fn charge_offer(config: &Config, route: &RouteConfig, amount: u128) -> Offer {
         fee_payer: chain.fee_payer.is_some(),
         modes: chain.modes,
         description: route.description.clone(),
-    })
+    }
 }
 
 fn build_upstreams(config: &Config) -> Result<BTreeMap<String, Upstream>, BuildError> {

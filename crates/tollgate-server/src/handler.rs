@@ -8,14 +8,18 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
+use tollgate_ledger::Ledger;
 use tollgate_payments::{Offer, PaymentGate, PaymentProblem, ProblemKind};
 use tollgate_providers::{ForwardError, Upstream};
 
-use crate::problem::{payment_problem, problem};
+use crate::metering::Metering;
+use crate::pricing::Pricing;
+use crate::problem::{invalid_request, payment_problem, problem};
 
 /// Shared by every route.
 pub struct Gateway {
     pub gate: PaymentGate,
+    pub ledger: Arc<dyn Ledger>,
     pub max_body_bytes: usize,
 }
 
@@ -23,8 +27,7 @@ pub struct Gateway {
 pub struct Route {
     pub scope: String,
     pub upstream: Upstream,
-    /// `None` for a free route.
-    pub offers: Option<Vec<Offer>>,
+    pub pricing: Pricing,
 }
 
 pub async fn handle(gateway: Arc<Gateway>, route: Arc<Route>, request: Request) -> Response {
@@ -39,9 +42,14 @@ pub async fn handle(gateway: Arc<Gateway>, route: Arc<Route>, request: Request) 
         .map_or(parts.uri.path(), |p| p.as_str())
         .to_owned();
 
-    let Some(offers) = &route.offers else {
-        return forward(&route, parts.method, &path_and_query, &parts.headers, body).await;
+    let priced = match route.pricing.price(&body) {
+        Ok(Some(priced)) => priced,
+        Ok(None) => {
+            return forward(&route, parts.method, &path_and_query, &parts.headers, body).await;
+        }
+        Err(e) => return invalid_request(e.code, &e.message, e.param),
     };
+    let offers = priced.offers.as_ref();
 
     let authorization = match parts
         .headers
@@ -75,8 +83,22 @@ pub async fn handle(gateway: Arc<Gateway>, route: Arc<Route>, request: Request) 
         "payment settled"
     );
 
+    let metering = priced
+        .quoted
+        .map(|call| Metering::new(call, &route.scope, &paid.challenge_id));
+    let upstream_body = match &metering {
+        Some(m) => m.upstream_body(body),
+        None => body,
+    };
     let upstream_started = Instant::now();
-    let mut response = forward(&route, parts.method, &path_and_query, &parts.headers, body).await;
+    let mut response = forward(
+        &route,
+        parts.method,
+        &path_and_query,
+        &parts.headers,
+        upstream_body,
+    )
+    .await;
     let timing = format!(
         "payment;dur={:.3}, chain;dur={:.3}, upstream;dur={:.3}",
         millis(payment_time),
@@ -91,6 +113,11 @@ pub async fn handle(gateway: Arc<Gateway>, route: Arc<Route>, request: Request) 
             let headers = response.headers_mut();
             headers.insert("payment-receipt", receipt);
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+        }
+        if let Some(metering) = metering {
+            response = metering
+                .observe(response, Arc::clone(&gateway.ledger))
+                .await;
         }
     } else {
         tracing::warn!(

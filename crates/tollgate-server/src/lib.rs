@@ -5,6 +5,8 @@ mod access_log;
 mod app;
 pub mod config;
 mod handler;
+mod metering;
+mod pricing;
 mod problem;
 
 pub use app::{BuildError, build, build_with_ledger};

@@ -20,6 +20,26 @@ pub fn problem(status: StatusCode, code: &str, detail: impl Into<String>) -> Res
     json_response(status, PROBLEM_JSON, &body)
 }
 
+/// A request the gateway cannot price or serve (400): problem+json that
+/// also carries OpenAI's `error` object, so OpenAI SDKs show the message.
+pub fn invalid_request(code: &str, message: &str, param: Option<&str>) -> Response {
+    let status = StatusCode::BAD_REQUEST;
+    let body = json!({
+        "type": "about:blank",
+        "title": "Bad Request",
+        "status": 400,
+        "code": code,
+        "detail": message,
+        "error": {
+            "message": message,
+            "type": "invalid_request_error",
+            "param": param,
+            "code": code,
+        },
+    });
+    json_response(status, PROBLEM_JSON, &body)
+}
+
 /// A payment problem; when it is a 402 it carries `challenges`, one
 /// `WWW-Authenticate` header each, and names the first in `challengeId`.
 pub fn payment_problem(problem: &PaymentProblem, challenges: &[IssuedChallenge]) -> Response {

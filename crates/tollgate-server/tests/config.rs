@@ -53,7 +53,10 @@ fn a_minimal_config_loads_with_documented_defaults() {
     assert!(config.chain.modes.pull && config.chain.modes.push);
     assert!(config.chain.fee_payer.is_none());
     assert_eq!(config.routes[0].method, http::Method::POST);
-    assert_eq!(config.routes[0].charge, Some(10_000));
+    assert_eq!(
+        config.routes[0].price,
+        tollgate_server::config::RoutePrice::Fixed(10_000)
+    );
     assert_eq!(config.routes[0].scope(), "POST /v1/chat/completions");
 }
 
@@ -85,6 +88,12 @@ fn each_bad_value_is_refused_naming_its_key() {
         ("charge = 10000", "charge = 0.5", "routes[0].charge"),
         ("charge = 10000", "charge = \"1.5\"", "routes[0].charge"),
         ("charge = 10000", "free = false", "routes[0].charge"),
+        ("charge = 10000", "quote = \"poetry\"", "routes[0].quote"),
+        (
+            "charge = 10000",
+            "charge = 1\nquote = \"chat\"",
+            "routes[0].free",
+        ),
         (
             "charge = 10000",
             "charge = 1\nfree = true",
@@ -159,6 +168,14 @@ fn short_secrets_unknown_keys_and_bad_sections_are_refused() {
         base()
     );
     assert!(error_for(&dup).contains("`routes[1].path`"));
+
+    let pricing = error_for(&format!(
+        "{}\n[pricing]\ntable = \"missing.toml\"\n",
+        base()
+    ));
+    assert!(pricing.contains("`pricing.table`"), "{pricing}");
+    let markup = error_for(&format!("{}\n[pricing]\nmarkup_bps = 200000\n", base()));
+    assert!(markup.contains("`pricing.markup_bps`"), "{markup}");
 
     let openai = format!("{}\n[upstreams.openai]\nkind = \"openai\"\n", base());
     assert!(error_for(&openai).contains("`upstreams.openai.api_key`"));

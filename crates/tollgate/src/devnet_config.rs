@@ -50,19 +50,24 @@ path = "tollgate.db"
 [upstreams.mock]
 kind = "mock"
 
+# Priced per request from the shipped price table (`tollgate prices`).
 [[routes]]
 method = "POST"
 path = "/v1/chat/completions"
 upstream = "mock"
-charge = 10000
-description = "Chat completion (mock model)"
+quote = "chat"
 
 [[routes]]
 method = "POST"
 path = "/v1/embeddings"
 upstream = "mock"
-charge = 1000
-description = "Embeddings (mock model)"
+quote = "embeddings"
+
+[[routes]]
+method = "POST"
+path = "/v1/images/generations"
+upstream = "mock"
+quote = "images"
 "#
     )
 }
@@ -114,10 +119,17 @@ mod tests {
         let paid: Vec<_> = config
             .routes
             .iter()
-            .filter(|r| r.charge.is_some_and(|c| c > 0))
+            .filter(|r| r.price != tollgate_server::config::RoutePrice::Free)
             .map(|r| r.scope())
             .collect();
-        assert_eq!(paid, ["POST /v1/chat/completions", "POST /v1/embeddings"]);
+        assert_eq!(
+            paid,
+            [
+                "POST /v1/chat/completions",
+                "POST /v1/embeddings",
+                "POST /v1/images/generations"
+            ]
+        );
         assert!(!text.contains(&secret), "the secret lives in its own file");
     }
 }

@@ -33,6 +33,8 @@ pub struct Options {
     pub secrets: Vec<String>,
     /// Serve the chat route for free (to measure forwarding alone).
     pub free_chat: bool,
+    /// Price chat, embeddings and images from the price table per request.
+    pub quoted: bool,
 }
 
 impl Default for Options {
@@ -45,6 +47,7 @@ impl Default for Options {
             db_path: None,
             secrets: vec![SECRET.to_owned()],
             free_chat: false,
+            quoted: false,
         }
     }
 }
@@ -151,7 +154,13 @@ description = "Chat completion"
 method = "POST"
 path = "/v1/embeddings"
 upstream = "openai"
-charge = {EMBED_PRICE}
+{embed_price}
+
+[[routes]]
+method = "POST"
+path = "/v1/images/generations"
+upstream = "openai"
+quote = "images"
 
 [[routes]]
 method = "GET"
@@ -165,10 +174,15 @@ charge = 0
             modes = options.modes,
             db = db.display(),
             upstream = self.upstream_url,
-            chat_price = if options.free_chat {
-                "free = true".to_owned()
+            chat_price = match (options.free_chat, options.quoted) {
+                (true, _) => "free = true".to_owned(),
+                (false, true) => "quote = \"chat\"".to_owned(),
+                (false, false) => format!("charge = {CHAT_PRICE}"),
+            },
+            embed_price = if options.quoted {
+                "quote = \"embeddings\"".to_owned()
             } else {
-                format!("charge = {CHAT_PRICE}")
+                format!("charge = {EMBED_PRICE}")
             },
         )
     }
@@ -203,6 +217,15 @@ charge = 0
             shutdown: Some(tx),
             task,
         }
+    }
+
+    /// The gateway's database, opened read-side for assertions.
+    pub fn ledger(&self, options: &Options) -> tollgate_ledger::SqliteLedger {
+        let path = options
+            .db_path
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("tollgate.db"));
+        tollgate_ledger::SqliteLedger::open(&path, tollgate_ledger::Durability::Full).unwrap()
     }
 
     pub async fn balance(&self, account: &str) -> u128 {
@@ -276,12 +299,43 @@ pub fn signer(index: usize) -> PrivateKeySigner {
 
 /// Pays `challenge` the way an SDK user would (pull mode, or a proof for a
 /// zero amount), returning the `Authorization` value.
+///
+/// Each transfer uses its own 2D nonce lane: anvil stalls on back-to-back
+/// expiring-nonce transactions from one sender. Sponsored charges must use
+/// the expiring nonce, so they go through the SDK's provider unchanged.
 pub async fn pay(challenge: &PaymentChallenge, payer: PrivateKeySigner, rpc_url: &str) -> String {
-    let provider = mpp::client::TempoProvider::new(payer, rpc_url)
+    let request = challenge.request.decode_value().unwrap();
+    let sponsored = request["methodDetails"]["feePayer"] == true;
+    if request["amount"] == "0" || sponsored {
+        let provider = mpp::client::TempoProvider::new(payer, rpc_url)
+            .unwrap()
+            .with_expected_chain_id(42431);
+        let credential = provider.pay(challenge).await.expect("client pays");
+        return mpp::format_authorization(&credential).unwrap();
+    }
+    let signed = mpp::client::tempo::charge::TempoCharge::from_challenge(challenge)
         .unwrap()
-        .with_expected_chain_id(42431);
-    let credential = provider.pay(challenge).await.expect("client pays");
-    mpp::format_authorization(&credential).unwrap()
+        .sign_with_options(&payer, sign_options(rpc_url, None, None))
+        .await
+        .expect("client signs");
+    mpp::format_authorization(&signed.into_credential()).unwrap()
+}
+
+fn sign_options(
+    rpc_url: &str,
+    gas_limit: Option<u64>,
+    valid_before: Option<u64>,
+) -> mpp::client::tempo::charge::SignOptions {
+    let lane = alloy::primitives::U256::from_be_slice(&alloy::primitives::B256::random()[..8])
+        + alloy::primitives::U256::from(1);
+    mpp::client::tempo::charge::SignOptions {
+        rpc_url: Some(rpc_url.to_owned()),
+        nonce_key: Some(lane),
+        nonce: Some(0),
+        gas_limit,
+        valid_before,
+        ..Default::default()
+    }
 }
 
 /// Signs a transfer for `signed_for` (a possibly altered copy of the
@@ -305,15 +359,7 @@ pub async fn pay_signed(
 ) -> String {
     let signed = mpp::client::tempo::charge::TempoCharge::from_challenge(signed_for)
         .unwrap()
-        .sign_with_options(
-            &payer,
-            mpp::client::tempo::charge::SignOptions {
-                rpc_url: Some(rpc_url.to_owned()),
-                gas_limit: Some(300_000),
-                valid_before,
-                ..Default::default()
-            },
-        )
+        .sign_with_options(&payer, sign_options(rpc_url, Some(300_000), valid_before))
         .await
         .expect("signs");
     let mut credential: PaymentCredential = signed.into_credential();

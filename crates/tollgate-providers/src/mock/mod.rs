@@ -4,6 +4,7 @@
 
 mod chat;
 mod embeddings;
+mod media;
 mod text;
 
 use std::sync::{Arc, Mutex};
@@ -73,6 +74,7 @@ pub fn router(options: MockOptions) -> (Router, MockRecorder) {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", axum::routing::get(models))
+        .route("/v1/images/generations", post(images))
         .fallback(not_found)
         .with_state(state);
     (router, recorder)
@@ -108,6 +110,25 @@ async fn embeddings(
     tokio::time::sleep(state.options.latency).await;
     match serde_json::from_slice(&body) {
         Ok(request) => embeddings::respond(&request),
+        Err(e) => openai_error(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid JSON body: {e}"),
+            None,
+        ),
+    }
+}
+
+async fn images(
+    State(state): State<MockState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    record(&state, method, &uri, headers, &body);
+    tokio::time::sleep(state.options.latency).await;
+    match serde_json::from_slice(&body) {
+        Ok(request) => media::images(&request),
         Err(e) => openai_error(
             StatusCode::BAD_REQUEST,
             &format!("invalid JSON body: {e}"),

@@ -50,6 +50,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
+    pub pricing: PricingConfig,
 }
 
 #[derive(Debug)]
@@ -102,9 +103,23 @@ pub struct RouteConfig {
     pub method: http::Method,
     pub path: String,
     pub upstream: String,
-    /// Base units of the chain currency; `None` for a free route.
-    pub charge: Option<u128>,
+    pub price: RoutePrice,
     pub description: Option<String>,
+}
+
+/// How a route is paid for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoutePrice {
+    Free,
+    /// A fixed amount in base units of the chain currency.
+    Fixed(u128),
+    /// Quoted per request from the body and the price table.
+    Quoted(tollgate_pricing::Endpoint),
+}
+
+#[derive(Debug, Clone)]
+pub struct PricingConfig {
+    pub table: tollgate_pricing::PriceTable,
 }
 
 impl RouteConfig {

@@ -12,8 +12,10 @@ use tollgate_providers::UpstreamKind;
 
 use super::secrets::{Environment, SecretRef};
 use super::{
-    ChainConfig, Config, ConfigError, FeePayerConfig, RouteConfig, StoreConfig, UpstreamConfig,
+    ChainConfig, Config, ConfigError, FeePayerConfig, PricingConfig, RouteConfig, RoutePrice,
+    StoreConfig, UpstreamConfig,
 };
+use tollgate_pricing::{Endpoint, PriceTable};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +30,16 @@ pub struct RawConfig {
     upstreams: BTreeMap<String, RawUpstream>,
     #[serde(default)]
     routes: Vec<RawRoute>,
+    #[serde(default)]
+    pricing: RawPricing,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPricing {
+    table: Option<String>,
+    markup_bps: Option<u32>,
+    minimum_charge: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,6 +154,7 @@ struct RawRoute {
     charge: Option<toml::Value>,
     #[serde(default)]
     free: bool,
+    quote: Option<String>,
     description: Option<String>,
 }
 
@@ -203,6 +216,7 @@ impl RawConfig {
             .map(|(name, raw)| Ok((name.clone(), validate_upstream(&name, raw, base_dir, env)?)))
             .collect::<Result<BTreeMap<_, _>, ConfigError>>()?;
         let routes = validate_routes(self.routes, &upstreams)?;
+        let pricing = validate_pricing(self.pricing, base_dir)?;
 
         Ok(Config {
             listen,
@@ -215,8 +229,39 @@ impl RawConfig {
             store,
             upstreams,
             routes,
+            pricing,
         })
     }
+}
+
+fn validate_pricing(raw: RawPricing, base_dir: &Path) -> Result<PricingConfig, ConfigError> {
+    let mut table = match &raw.table {
+        None => PriceTable::builtin(),
+        Some(file) => {
+            let path = base_dir.join(file);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError::invalid(
+                    "pricing.table",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            PriceTable::from_toml(&text)
+                .map_err(|e| ConfigError::invalid("pricing.table", e.to_string()))?
+        }
+    };
+    if let Some(bps) = raw.markup_bps {
+        if bps > 100_000 {
+            return Err(ConfigError::invalid(
+                "pricing.markup_bps",
+                "at most 100000 (1000%)",
+            ));
+        }
+        table.policy.markup_bps = bps;
+    }
+    if let Some(minimum) = raw.minimum_charge {
+        table.policy.minimum_charge = u128::from(minimum);
+    }
+    Ok(PricingConfig { table })
 }
 
 fn positive(key: &str, value: u64) -> Result<u64, ConfigError> {
@@ -439,21 +484,27 @@ fn validate_routes(
                     ),
                 ));
             }
-            let charge = match (r.charge, r.free) {
-                (Some(_), true) => {
-                    return Err(ConfigError::invalid(
-                        key("free"),
-                        "a route is either free or has a charge",
-                    ));
-                }
-                (None, false) => {
+            let price = match (r.charge, r.free, r.quote) {
+                (None, true, None) => RoutePrice::Free,
+                (Some(value), false, None) => RoutePrice::Fixed(base_units(&key("charge"), &value)?),
+                (None, false, Some(name)) => RoutePrice::Quoted(Endpoint::parse(&name).ok_or_else(|| {
+                    ConfigError::invalid(
+                        key("quote"),
+                        format!("unknown quote {name:?}; expected chat, embeddings, images or speech"),
+                    )
+                })?),
+                (None, false, None) => {
                     return Err(ConfigError::invalid(
                         key("charge"),
-                        "missing: set a charge in base units, or free = true",
+                        "missing: set a charge in base units, quote = \"chat\" (…), or free = true",
                     ));
                 }
-                (None, true) => None,
-                (Some(value), false) => Some(base_units(&key("charge"), &value)?),
+                _ => {
+                    return Err(ConfigError::invalid(
+                        key("free"),
+                        "a route is either free, has a fixed charge, or is quoted from the price table",
+                    ));
+                }
             };
             if !seen.insert((method.clone(), r.path.clone())) {
                 return Err(ConfigError::invalid(key("path"), "route declared twice"));
@@ -462,7 +513,7 @@ fn validate_routes(
                 method,
                 path: r.path,
                 upstream: r.upstream,
-                charge,
+                price,
                 description: r.description,
             })
         })
