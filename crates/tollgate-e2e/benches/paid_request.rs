@@ -51,7 +51,7 @@ async fn main() {
     let paid = h.gateway(&Options::default()).await;
     let free = h
         .gateway(&Options {
-            free_chat: true,
+            free: true,
             ..Options::default()
         })
         .await;

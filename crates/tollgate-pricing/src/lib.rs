@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cost;
+pub mod listing;
 pub mod quote;
 pub mod table;
 pub mod tokens;

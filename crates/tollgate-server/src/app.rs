@@ -76,6 +76,14 @@ pub fn build_with_ledger(config: &Config, ledger: Arc<dyn Ledger>) -> Result<Rou
         by_path.entry(route.path.as_str()).or_default().push(route);
     }
     let mut router = Router::new().route("/healthz", get(|| async { "ok" }));
+    let lists_models = config
+        .routes
+        .iter()
+        .any(|r| r.path == "/v1/models" && r.method == http::Method::GET);
+    if !lists_models {
+        let listing = model_listing(config);
+        router = router.route("/v1/models", get(move || async move { listing.clone() }));
+    }
     for (path, routes) in by_path {
         let mut method_router = axum::routing::MethodRouter::new();
         for route_config in routes {
@@ -100,6 +108,20 @@ pub fn build_with_ledger(config: &Config, ledger: Arc<dyn Ledger>) -> Result<Rou
     Ok(router
         .fallback(problem::not_found)
         .layer(axum::middleware::from_fn(crate::access_log::log_request)))
+}
+
+/// `GET /v1/models`, free: what this gateway sells, with its prices.
+fn model_listing(config: &Config) -> axum::Json<serde_json::Value> {
+    let endpoints: Vec<_> = config
+        .routes
+        .iter()
+        .filter_map(|r| match r.price {
+            RoutePrice::Quoted(endpoint) => Some(endpoint),
+            _ => None,
+        })
+        .collect();
+    let data = tollgate_pricing::listing::models(&config.pricing.table, &endpoints);
+    axum::Json(serde_json::json!({"object": "list", "data": data}))
 }
 
 fn route_pricing(config: &Config, route: &RouteConfig, table: &Arc<PriceTable>) -> Pricing {

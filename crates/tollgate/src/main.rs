@@ -37,6 +37,15 @@ enum Command {
         #[arg(long, default_value = ".tollgate/devnet")]
         devnet_dir: PathBuf,
     },
+    /// Print the price table (the shipped one, or a config's with its overrides).
+    Prices {
+        /// Gateway config whose `[pricing]` section applies.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print JSON (as `GET /v1/models` lists it) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Start a local Tempo chain and write a gateway config for it.
     Devnet {
         /// Loopback port for the chain RPC (a free one by default).
@@ -67,6 +76,21 @@ async fn main() -> anyhow::Result<()> {
             let result = serve(config).await;
             devnet.stop().await;
             result
+        }
+        Command::Prices { config, json } => {
+            let table = match config {
+                Some(path) => Config::load(&path)?.pricing.table,
+                None => tollgate_pricing::PriceTable::builtin(),
+            };
+            if json {
+                use tollgate_pricing::Endpoint::*;
+                let all =
+                    tollgate_pricing::listing::models(&table, &[Chat, Embeddings, Images, Speech]);
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else {
+                print!("{}", tollgate_pricing::listing::render(&table));
+            }
+            Ok(())
         }
         Command::Devnet { port, config_out } => {
             let mut devnet = start_devnet(port).await?;

@@ -31,8 +31,8 @@ pub struct Options {
     /// Reuse this database (restart tests).
     pub db_path: Option<PathBuf>,
     pub secrets: Vec<String>,
-    /// Serve the chat route for free (to measure forwarding alone).
-    pub free_chat: bool,
+    /// Serve chat, embeddings and images for free (forwarding alone).
+    pub free: bool,
     /// Price chat, embeddings and images from the price table per request.
     pub quoted: bool,
 }
@@ -46,7 +46,7 @@ impl Default for Options {
             ttl_secs: 300,
             db_path: None,
             secrets: vec![SECRET.to_owned()],
-            free_chat: false,
+            free: false,
             quoted: false,
         }
     }
@@ -160,29 +160,34 @@ upstream = "openai"
 method = "POST"
 path = "/v1/images/generations"
 upstream = "openai"
-quote = "images"
+{image_price}
 
-[[routes]]
-method = "GET"
-path = "/v1/models"
-upstream = "openai"
-charge = 0
-"#,
+{models_route}"#,
             secrets = secrets.join(", "),
             ttl = options.ttl_secs,
             recipient = DEV_ACCOUNTS[RECIPIENT].address,
             modes = options.modes,
             db = db.display(),
             upstream = self.upstream_url,
-            chat_price = match (options.free_chat, options.quoted) {
+            chat_price = match (options.free, options.quoted) {
                 (true, _) => "free = true".to_owned(),
                 (false, true) => "quote = \"chat\"".to_owned(),
                 (false, false) => format!("charge = {CHAT_PRICE}"),
             },
-            embed_price = if options.quoted {
-                "quote = \"embeddings\"".to_owned()
+            embed_price = match (options.free, options.quoted) {
+                (true, _) => "free = true".to_owned(),
+                (false, true) => "quote = \"embeddings\"".to_owned(),
+                (false, false) => format!("charge = {EMBED_PRICE}"),
+            },
+            image_price = if options.free {
+                "free = true"
             } else {
-                format!("charge = {EMBED_PRICE}")
+                "quote = \"images\""
+            },
+            models_route = if options.free || options.quoted {
+                ""
+            } else {
+                "[[routes]]\nmethod = \"GET\"\npath = \"/v1/models\"\nupstream = \"openai\"\ncharge = 0\n"
             },
         )
     }
@@ -377,4 +382,69 @@ pub fn with_request(
     let mut altered = challenge.clone();
     altered.request = mpp::Base64UrlJson::from_value(&request).unwrap();
     altered
+}
+
+/// The official `openai` Python package, pinned.
+pub const OPENAI_PY: &str = "openai==3.52.0";
+
+/// Installs `requirement` from PyPI into the cache (once, atomically) and
+/// returns the directory to put on `PYTHONPATH`.
+pub async fn python_packages(requirement: &str) -> PathBuf {
+    // One installer at a time within this test process; the rename below
+    // makes concurrent processes safe.
+    static INSTALLING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _guard = INSTALLING.lock().await;
+    let name = requirement.replace(['=', '<', '>'], "-");
+    let target = tollgate_devnet::cache_dir().join(format!("python-{name}"));
+    if target.join(".complete").exists() {
+        return target;
+    }
+    let staging = target.with_extension(format!("staging-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    let output = tokio::process::Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--target",
+        ])
+        .arg(&staging)
+        .arg(requirement)
+        .output()
+        .await
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "pip install {requirement} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::write(staging.join(".complete"), "").unwrap();
+    if std::fs::rename(&staging, &target).is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    target
+}
+
+/// Runs one of `tests/python/*.py` against `base_url`; returns its JSON output.
+pub async fn run_python(script: &str, base_url: &str, site: &std::path::Path) -> serde_json::Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
+    let output = tokio::process::Command::new("python3")
+        .arg(&path)
+        .arg(base_url)
+        .env("PYTHONPATH", site)
+        .env("OPENAI_LOG", "")
+        .output()
+        .await
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "{script} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("the script prints JSON")
 }

@@ -1,0 +1,156 @@
+//! The price table as data: for `GET /v1/models` and `tollgate prices`.
+
+use serde_json::{Value, json};
+
+use crate::Endpoint;
+use crate::table::PriceTable;
+
+/// One sellable model with its prices (amounts in base units, as strings).
+pub fn models(table: &PriceTable, endpoints: &[Endpoint]) -> Vec<Value> {
+    let mut out = Vec::new();
+    let policy = json!({"markup_bps": table.policy.markup_bps, "minimum_charge": table.policy.minimum_charge.to_string()});
+    let entry = |id: &str, kind: &str, prices: Value| {
+        json!({"id": id, "object": "model", "created": 0, "owned_by": "tollgate",
+               "tollgate": {"kind": kind, "prices": prices, "policy": policy}})
+    };
+    if endpoints.contains(&Endpoint::Chat) {
+        for (id, p) in &table.chat {
+            out.push(entry(
+                id,
+                "chat",
+                json!({
+                    "input_per_mtok": p.input_per_mtok.to_string(),
+                    "cached_input_per_mtok": p.cached_input_per_mtok.map(|v| v.to_string()),
+                    "output_per_mtok": p.output_per_mtok.to_string(),
+                    "context_window": p.context_window,
+                    "max_output_tokens": p.max_output_tokens,
+                    "aliases": p.aliases,
+                }),
+            ));
+        }
+    }
+    if endpoints.contains(&Endpoint::Embeddings) {
+        for (id, p) in &table.embeddings {
+            out.push(entry(
+                id,
+                "embeddings",
+                json!({"input_per_mtok": p.input_per_mtok.to_string()}),
+            ));
+        }
+    }
+    if endpoints.contains(&Endpoint::Images) {
+        for (id, p) in &table.images {
+            let per_image: serde_json::Map<String, Value> = p
+                .per_image
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v.to_string())))
+                .collect();
+            out.push(entry(
+                id,
+                "images",
+                json!({"per_image": per_image, "max_n": p.max_n}),
+            ));
+        }
+    }
+    if endpoints.contains(&Endpoint::Speech) {
+        for (id, p) in &table.speech {
+            out.push(entry(
+                id,
+                "speech",
+                json!({"per_mchar": p.per_mchar.to_string()}),
+            ));
+        }
+    }
+    out
+}
+
+/// Base units as a decimal amount of the 6-decimal token (`2500000` → `2.500000`).
+pub fn units(amount: u128) -> String {
+    format!("{}.{:06}", amount / 1_000_000, amount % 1_000_000)
+}
+
+/// A human-readable rendering of the whole table.
+pub fn render(table: &PriceTable) -> String {
+    let mut out = String::new();
+    let p = &table.policy;
+    out.push_str(&format!(
+        "Prices in token units (1.000000 = 1 USD-pegged token); markup {} bps, minimum charge {}\n\n",
+        p.markup_bps,
+        units(p.minimum_charge)
+    ));
+    out.push_str(&format!(
+        "{:<24} {:>14} {:>14} {:>14} {:>10}\n",
+        "chat model", "input/Mtok", "cached/Mtok", "output/Mtok", "max out"
+    ));
+    for (id, c) in &table.chat {
+        let cached = c
+            .cached_input_per_mtok
+            .map(units)
+            .unwrap_or_else(|| "-".into());
+        out.push_str(&format!(
+            "{id:<24} {:>14} {cached:>14} {:>14} {:>10}\n",
+            units(c.input_per_mtok),
+            units(c.output_per_mtok),
+            c.max_output_tokens
+        ));
+    }
+    out.push_str(&format!(
+        "\n{:<24} {:>14}\n",
+        "embedding model", "input/Mtok"
+    ));
+    for (id, e) in &table.embeddings {
+        out.push_str(&format!("{id:<24} {:>14}\n", units(e.input_per_mtok)));
+    }
+    out.push_str(&format!(
+        "\n{:<24} {:<22} {:>14}\n",
+        "image model", "quality:size", "per image"
+    ));
+    for (id, i) in &table.images {
+        for (variant, price) in &i.per_image {
+            out.push_str(&format!("{id:<24} {variant:<22} {:>14}\n", units(*price)));
+        }
+    }
+    out.push_str(&format!(
+        "\n{:<24} {:>14}\n",
+        "transcription model", "per minute"
+    ));
+    for (id, t) in &table.transcription {
+        out.push_str(&format!("{id:<24} {:>14}\n", units(t.per_minute)));
+    }
+    out.push_str(&format!("\n{:<24} {:>14}\n", "speech model", "per Mchar"));
+    for (id, s) in &table.speech {
+        out.push_str(&format!("{id:<24} {:>14}\n", units(s.per_mchar)));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_are_exact() {
+        assert_eq!(units(2_500_000), "2.500000");
+        assert_eq!(units(1), "0.000001");
+        assert_eq!(units(0), "0.000000");
+    }
+
+    #[test]
+    fn listing_follows_the_endpoints_sold() {
+        let table = PriceTable::builtin();
+        let chat_only = models(&table, &[Endpoint::Chat]);
+        assert!(chat_only.iter().all(|m| m["tollgate"]["kind"] == "chat"));
+        assert!(chat_only.iter().any(|m| m["id"] == "gpt-4o"));
+        let all = models(
+            &table,
+            &[
+                Endpoint::Chat,
+                Endpoint::Embeddings,
+                Endpoint::Images,
+                Endpoint::Speech,
+            ],
+        );
+        assert!(all.len() > chat_only.len());
+        assert!(render(&table).contains("gpt-4o"));
+    }
+}
