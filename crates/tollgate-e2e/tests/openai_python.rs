@@ -30,11 +30,30 @@ async fn the_openai_python_package_uses_every_route() {
     assert_eq!(out["embeddings"]["count"], 2);
     assert_eq!(out["images"], serde_json::json!(["89504e47", "89504e47"]));
     assert_eq!(out["error"]["status"], 400);
+    assert_eq!(out["responses"]["output_tokens"], 10);
+    assert_eq!(
+        out["responses"]["text"]
+            .as_str()
+            .unwrap()
+            .split(' ')
+            .count(),
+        10
+    );
+    assert_eq!(
+        out["responses_stream"]["types"],
+        serde_json::json!([
+            "response.completed",
+            "response.created",
+            "response.output_text.delta"
+        ])
+    );
+    assert_eq!(out["speech"]["riff"], "RIFF");
+    assert_eq!(out["transcription"], "Pay per request, settle on chain.");
 
     // Every request reached the upstream with our key, never the client's.
     let seen = h.upstream.requests();
     let paths: Vec<_> = seen.iter().map(|r| r.path.as_str()).collect();
-    assert_eq!(seen.len(), 6, "{paths:?} {out}");
+    assert_eq!(seen.len(), 10, "{paths:?} {out}");
     for request in &seen {
         assert_eq!(
             request.headers["authorization"],

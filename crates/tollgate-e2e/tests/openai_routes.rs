@@ -219,3 +219,119 @@ async fn unpriceable_requests_get_a_clear_400_without_a_challenge() {
     assert_eq!(h.upstream.count(), 0);
     gw.stop().await;
 }
+
+/// A multipart field: name and bytes.
+type Field<'a> = (&'a str, &'a [u8]);
+
+fn multipart(fields: &[Field]) -> (String, Vec<u8>) {
+    let boundary = "tollgate-test-boundary";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        let filename = if *name == "file" {
+            "; filename=\"clip.wav\"\r\nContent-Type: audio/wav"
+        } else {
+            ""
+        };
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"{filename}\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(value);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+async fn post_raw(
+    h: &Harness,
+    url: &str,
+    content_type: &str,
+    body: Vec<u8>,
+    auth: Option<&str>,
+) -> reqwest::Response {
+    let mut request = h
+        .http
+        .post(url)
+        .header("content-type", content_type)
+        .body(body);
+    if let Some(auth) = auth {
+        request = request.header("authorization", auth);
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_and_responses_are_quoted_paid_and_served() {
+    let h = Harness::start().await;
+    let gw = h.gateway(&quoted()).await;
+
+    // Transcription: 2.5 s of audio → 3 s × 6000 per minute = 300.
+    let url = format!("{}/v1/audio/transcriptions", gw.url);
+    let wav = tollgate_pricing::audio::silent_wav(2.5);
+    let (content_type, body) = multipart(&[("model", b"whisper-1"), ("file", &wav)]);
+    let challenge =
+        challenges(&post_raw(&h, &url, &content_type, body.clone(), None).await).remove(0);
+    assert_eq!(challenge.request.decode_value().unwrap()["amount"], "300");
+    assert!(
+        challenge
+            .description
+            .as_deref()
+            .unwrap()
+            .contains("3 s of audio")
+    );
+    let auth = pay(&challenge, signer(PAYER), &h.devnet.rpc_url()).await;
+    let response = post_raw(&h, &url, &content_type, body, Some(&auth)).await;
+    assert_eq!(response.status(), 200);
+    let transcript: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(transcript["text"], "Pay per request, settle on chain.");
+
+    // Speech: 22 characters × 15 per character.
+    let body = r#"{"model":"tts-1","voice":"alloy","input":"Hello from the gateway"}"#;
+    let (response, _) = pay_quoted(&h, &gw, "/v1/audio/speech", body, 330).await;
+    assert_eq!(response.headers()["content-type"], "audio/wav");
+    assert_eq!(&response.bytes().await.unwrap()[..4], b"RIFF");
+
+    // Responses: 8 input tokens × 2.5 + 10 output tokens × 10.
+    let body = r#"{"model":"gpt-4o","input":"Say hi","max_output_tokens":10}"#;
+    let (response, id) = pay_quoted(&h, &gw, "/v1/responses", body, 120).await;
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(answer["object"], "response");
+    let record = usage(&h, &id).await;
+    assert!(record.usage_reported);
+    assert_eq!(record.output_tokens, 10);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_uploads_get_a_clear_400_without_a_challenge() {
+    let h = Harness::start().await;
+    let gw = h.gateway(&quoted()).await;
+    let url = format!("{}/v1/audio/transcriptions", gw.url);
+    let wav = tollgate_pricing::audio::silent_wav(1.0);
+    let cases: [(Vec<Field>, &str); 3] = [
+        (vec![("model", b"whisper-1")], "missing-parameter"),
+        (
+            vec![("model", b"whisper-1"), ("file", b"definitely not audio")],
+            "unreadable-audio",
+        ),
+        (
+            vec![("model", b"whisper-9"), ("file", &wav)],
+            "unknown-model",
+        ),
+    ];
+    for (fields, code) in cases {
+        let (content_type, body) = multipart(&fields);
+        let response = post_raw(&h, &url, &content_type, body, None).await;
+        assert_eq!(response.status(), 400, "{code}");
+        assert!(response.headers().get("www-authenticate").is_none());
+        let problem: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(problem["code"], code);
+    }
+    let response = post_raw(&h, &url, "application/json", b"{}".to_vec(), None).await;
+    assert_eq!(response.status(), 400);
+    assert_eq!(h.upstream.count(), 0);
+    gw.stop().await;
+}

@@ -26,7 +26,7 @@ pub fn actual_cost(
         return quote.amount;
     };
     let list = match endpoint {
-        Endpoint::Chat => match table.chat_model(&quote.model) {
+        Endpoint::Chat | Endpoint::Responses => match table.chat_model(&quote.model) {
             Some((_, price)) => {
                 let cached = usage.cached_tokens.min(usage.input_tokens);
                 per_million(usage.input_tokens - cached, price.input_per_mtok)
@@ -42,7 +42,7 @@ pub fn actual_cost(
             Some(price) => per_million(usage.input_tokens, price.input_per_mtok),
             None => return quote.amount,
         },
-        Endpoint::Images | Endpoint::Speech => return quote.amount,
+        Endpoint::Images | Endpoint::Speech | Endpoint::Transcription => return quote.amount,
     };
     table.finalize(list).min(quote.amount)
 }

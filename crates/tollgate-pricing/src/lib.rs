@@ -1,6 +1,7 @@
 //! Price tables and quotes: what a request costs at most, and what it cost.
 #![forbid(unsafe_code)]
 
+pub mod audio;
 pub mod cost;
 pub mod listing;
 pub mod quote;
@@ -15,15 +16,21 @@ pub use table::{BUILTIN_TABLE, PriceTable, TableError, per_million};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     Chat,
+    Responses,
     Embeddings,
     Images,
     Speech,
+    /// Multipart audio upload, priced by duration (quoted by the server,
+    /// which reads the file).
+    Transcription,
 }
 
 impl Endpoint {
     pub fn parse(name: &str) -> Option<Self> {
         Some(match name {
             "chat" => Self::Chat,
+            "responses" => Self::Responses,
+            "transcription" => Self::Transcription,
             "embeddings" => Self::Embeddings,
             "images" => Self::Images,
             "speech" => Self::Speech,
@@ -34,9 +41,15 @@ impl Endpoint {
     pub fn quote(self, table: &PriceTable, body: &serde_json::Value) -> Result<Quote, QuoteError> {
         match self {
             Self::Chat => quote::chat(table, body),
+            Self::Responses => quote::responses(table, body),
             Self::Embeddings => quote::embeddings(table, body),
             Self::Images => quote::images(table, body),
             Self::Speech => quote::speech(table, body),
+            Self::Transcription => Err(QuoteError {
+                param: Some("file"),
+                message: "transcriptions are quoted from the uploaded audio".into(),
+                code: "invalid-body",
+            }),
         }
     }
 }

@@ -13,7 +13,7 @@ pub fn models(table: &PriceTable, endpoints: &[Endpoint]) -> Vec<Value> {
         json!({"id": id, "object": "model", "created": 0, "owned_by": "tollgate",
                "tollgate": {"kind": kind, "prices": prices, "policy": policy}})
     };
-    if endpoints.contains(&Endpoint::Chat) {
+    if endpoints.contains(&Endpoint::Chat) || endpoints.contains(&Endpoint::Responses) {
         for (id, p) in &table.chat {
             out.push(entry(
                 id,
@@ -49,6 +49,15 @@ pub fn models(table: &PriceTable, endpoints: &[Endpoint]) -> Vec<Value> {
                 id,
                 "images",
                 json!({"per_image": per_image, "max_n": p.max_n}),
+            ));
+        }
+    }
+    if endpoints.contains(&Endpoint::Transcription) {
+        for (id, p) in &table.transcription {
+            out.push(entry(
+                id,
+                "transcription",
+                json!({"per_minute": p.per_minute.to_string()}),
             ));
         }
     }

@@ -272,6 +272,150 @@ fn part_tokens(price: &ChatPrice, part: &Value, index: usize) -> Result<u64, Quo
     }
 }
 
+/// The Responses API: `instructions` and `input` (a string or a list of
+/// items) counted like chat messages; output at `max_output_tokens` or the
+/// model's limit.
+pub fn responses(table: &PriceTable, body: &Value) -> Result<Quote, QuoteError> {
+    let body = object(body)?;
+    let requested = model_name(body)?;
+    let (model, price) = table
+        .chat_model(requested)
+        .ok_or_else(|| unknown_model(requested))?;
+    let mut input_tokens = REPLY_PRIMING_TOKENS;
+    match body.get("instructions") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(text)) => {
+            input_tokens += TOKENS_PER_MESSAGE + price.encoding.count(text)
+        }
+        Some(_) => {
+            return Err(bad(
+                "instructions",
+                "invalid-type",
+                "`instructions` must be a string",
+            ));
+        }
+    }
+    match body.get("input") {
+        Some(Value::String(text)) if !text.is_empty() => {
+            input_tokens += TOKENS_PER_MESSAGE + price.encoding.count(text);
+        }
+        Some(Value::Array(items)) if !items.is_empty() => {
+            for (index, item) in items.iter().enumerate() {
+                input_tokens += response_item_tokens(price, item, index)?;
+            }
+        }
+        Some(_) => {
+            return Err(bad(
+                "input",
+                "invalid-type",
+                "`input` must be a non-empty string or array",
+            ));
+        }
+        None => return Err(bad("input", "missing-parameter", "`input` is required")),
+    }
+    if let Some(tools) = body.get("tools") {
+        input_tokens += price.encoding.count(&tools.to_string());
+    }
+    let output_tokens = match positive(body, "max_output_tokens")? {
+        Some(cap) if cap > price.max_output_tokens => {
+            return Err(bad(
+                "max_output_tokens",
+                "invalid-value",
+                format!(
+                    "`max_output_tokens` is {cap}, above {model}'s limit of {}",
+                    price.max_output_tokens
+                ),
+            ));
+        }
+        Some(cap) => cap,
+        None => price.max_output_tokens,
+    };
+    if input_tokens + output_tokens > price.context_window {
+        return Err(bad(
+            "input",
+            "context-length-exceeded",
+            format!(
+                "{input_tokens} input tokens plus {output_tokens} output tokens exceed {model}'s context window of {}",
+                price.context_window
+            ),
+        ));
+    }
+    let list = per_million(input_tokens, price.input_per_mtok)
+        + per_million(output_tokens, price.output_per_mtok);
+    Ok(Quote {
+        model: model.to_owned(),
+        amount: table.finalize(list),
+        description: format!(
+            "{model} response: {input_tokens} input tokens, up to {output_tokens} output tokens"
+        ),
+        input_units: input_tokens,
+        output_units: output_tokens,
+    })
+}
+
+fn response_item_tokens(price: &ChatPrice, item: &Value, index: usize) -> Result<u64, QuoteError> {
+    let Some(item) = item.as_object() else {
+        return Err(bad(
+            "input",
+            "invalid-type",
+            format!("input[{index}] must be an object"),
+        ));
+    };
+    let encoding = price.encoding;
+    let mut tokens = TOKENS_PER_MESSAGE;
+    if let Some(role) = item.get("role").and_then(Value::as_str) {
+        tokens += encoding.count(role);
+    }
+    match item.get("content") {
+        None | Some(Value::Null) => {
+            tokens += encoding.count(&Value::Object(item.clone()).to_string())
+        }
+        Some(Value::String(text)) => tokens += encoding.count(text),
+        Some(Value::Array(parts)) => {
+            for part in parts {
+                tokens += match part.get("type").and_then(Value::as_str).unwrap_or_default() {
+                    "input_text" | "output_text" | "text" => {
+                        encoding.count(part.get("text").and_then(Value::as_str).unwrap_or_default())
+                    }
+                    "input_image" => {
+                        let (Some(base), Some(tile)) =
+                            (price.image_base_tokens, price.image_tile_tokens)
+                        else {
+                            return Err(bad(
+                                "input",
+                                "unsupported-input",
+                                "this model does not accept image inputs",
+                            ));
+                        };
+                        if part.get("detail").and_then(Value::as_str) == Some("low") {
+                            base
+                        } else {
+                            base + tile * MAX_IMAGE_TILES
+                        }
+                    }
+                    other => {
+                        return Err(bad(
+                            "input",
+                            "unsupported-input",
+                            format!(
+                                "input[{index}] has a content part of type {other:?}, which this gateway does not sell"
+                            ),
+                        ));
+                    }
+                };
+            }
+        }
+        Some(_) => {
+            return Err(bad(
+                "input",
+                "invalid-type",
+                format!("input[{index}].content must be a string or an array"),
+            ));
+        }
+    }
+    Ok(tokens)
+}
+
 // ------------------------------------------------------------ embeddings
 
 /// Embeddings: every input's tokens, each within the model's limit.

@@ -7,6 +7,7 @@
 mod forward;
 mod headers;
 pub mod mock;
+pub mod multipart;
 
 pub use forward::{ForwardError, Upstream, UpstreamKind, UpstreamTimeouts};
 pub use headers::{is_hop_by_hop, strip_client_credentials};

@@ -42,7 +42,11 @@ pub async fn handle(gateway: Arc<Gateway>, route: Arc<Route>, request: Request) 
         .map_or(parts.uri.path(), |p| p.as_str())
         .to_owned();
 
-    let priced = match route.pricing.price(&body) {
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let priced = match route.pricing.price(content_type, &body).await {
         Ok(Some(priced)) => priced,
         Ok(None) => {
             return forward(&route, parts.method, &path_and_query, &parts.headers, body).await;

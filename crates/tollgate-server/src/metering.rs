@@ -210,7 +210,10 @@ fn inspect_event(event: &[u8], hide_usage_chunk: bool, usage: &mut Option<Usage>
     let Ok(chunk) = serde_json::from_str::<Value>(data.trim()) else {
         return true;
     };
-    if let Some(found) = parse_usage(&chunk["usage"]) {
+    // Chat chunks carry `usage`; Responses events carry `response.usage`.
+    let reported =
+        parse_usage(&chunk["usage"]).or_else(|| parse_usage(&chunk["response"]["usage"]));
+    if let Some(found) = reported {
         *usage = Some(found);
     }
     let usage_only = chunk["choices"].as_array().is_some_and(Vec::is_empty);

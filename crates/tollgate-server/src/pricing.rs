@@ -1,6 +1,8 @@
 //! Turning a request into offers: free, fixed, or quoted from its body.
 
 use std::borrow::Cow;
+
+use bytes::Bytes;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -23,7 +25,11 @@ pub enum Pricing {
 impl Pricing {
     /// The offers for this request (`None`: free), or why it cannot be
     /// priced (a 400, before any challenge).
-    pub fn price(&self, body: &[u8]) -> Result<Option<Priced<'_>>, QuoteError> {
+    pub async fn price(
+        &self,
+        content_type: Option<&str>,
+        body: &Bytes,
+    ) -> Result<Option<Priced<'_>>, QuoteError> {
         match self {
             Self::Free => Ok(None),
             Self::Fixed(offers) => Ok(Some(Priced {
@@ -35,12 +41,16 @@ impl Pricing {
                 table,
                 template,
             } => {
-                let json: Value = serde_json::from_slice(body).map_err(|e| QuoteError {
-                    param: None,
-                    message: format!("the body is not valid JSON: {e}"),
-                    code: "invalid-json",
-                })?;
-                let quote = endpoint.quote(table, &json)?;
+                let (quote, json) = if *endpoint == Endpoint::Transcription {
+                    transcription_quote(table, content_type, body).await?
+                } else {
+                    let json: Value = serde_json::from_slice(body).map_err(|e| QuoteError {
+                        param: None,
+                        message: format!("the body is not valid JSON: {e}"),
+                        code: "invalid-json",
+                    })?;
+                    (endpoint.quote(table, &json)?, json)
+                };
                 let offer = ChargeOffer {
                     amount: quote.amount,
                     description: Some(quote.description.clone()),
@@ -58,6 +68,48 @@ impl Pricing {
             }
         }
     }
+}
+
+/// Reads `model` and the audio `file` from a multipart upload and prices
+/// the file's duration.
+async fn transcription_quote(
+    table: &PriceTable,
+    content_type: Option<&str>,
+    body: &Bytes,
+) -> Result<(Quote, Value), QuoteError> {
+    let invalid = |param, code, message: String| QuoteError {
+        param,
+        message,
+        code,
+    };
+    let fields =
+        tollgate_providers::multipart::fields(content_type.unwrap_or_default(), body.clone())
+            .await
+            .map_err(|e| invalid(None, "invalid-body", e))?;
+    let model = fields
+        .get("model")
+        .and_then(|m| std::str::from_utf8(m).ok())
+        .ok_or_else(|| {
+            invalid(
+                Some("model"),
+                "missing-parameter",
+                "`model` is required".into(),
+            )
+        })?;
+    let file = fields
+        .get("file")
+        .filter(|f| !f.is_empty())
+        .ok_or_else(|| {
+            invalid(
+                Some("file"),
+                "missing-parameter",
+                "an audio `file` is required".into(),
+            )
+        })?;
+    let seconds = tollgate_pricing::audio::duration_secs(file)
+        .map_err(|e| invalid(Some("file"), "unreadable-audio", e.to_string()))?;
+    let quote = tollgate_pricing::quote::transcription(table, model, seconds)?;
+    Ok((quote, serde_json::json!({"model": model})))
 }
 
 /// A priced request.

@@ -33,6 +33,8 @@ pub fn render(rpc_url: &str, chain_id: u64, port: u16) -> String {
 [server]
 listen = "127.0.0.1:{port}"
 realm = "tollgate.local"
+# Audio uploads for transcription can be large.
+max_body_bytes = 26214400
 
 [payments]
 challenge_secrets = [{{ file = "{SECRET_FILE}" }}]
@@ -68,6 +70,24 @@ method = "POST"
 path = "/v1/images/generations"
 upstream = "mock"
 quote = "images"
+
+[[routes]]
+method = "POST"
+path = "/v1/responses"
+upstream = "mock"
+quote = "responses"
+
+[[routes]]
+method = "POST"
+path = "/v1/audio/speech"
+upstream = "mock"
+quote = "speech"
+
+[[routes]]
+method = "POST"
+path = "/v1/audio/transcriptions"
+upstream = "mock"
+quote = "transcription"
 "#
     )
 }
@@ -127,7 +147,10 @@ mod tests {
             [
                 "POST /v1/chat/completions",
                 "POST /v1/embeddings",
-                "POST /v1/images/generations"
+                "POST /v1/images/generations",
+                "POST /v1/responses",
+                "POST /v1/audio/speech",
+                "POST /v1/audio/transcriptions",
             ]
         );
         assert!(!text.contains(&secret), "the secret lives in its own file");

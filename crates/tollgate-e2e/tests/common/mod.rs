@@ -162,6 +162,24 @@ path = "/v1/images/generations"
 upstream = "openai"
 {image_price}
 
+[[routes]]
+method = "POST"
+path = "/v1/responses"
+upstream = "openai"
+{responses_price}
+
+[[routes]]
+method = "POST"
+path = "/v1/audio/speech"
+upstream = "openai"
+{speech_price}
+
+[[routes]]
+method = "POST"
+path = "/v1/audio/transcriptions"
+upstream = "openai"
+{transcription_price}
+
 {models_route}"#,
             secrets = secrets.join(", "),
             ttl = options.ttl_secs,
@@ -183,6 +201,21 @@ upstream = "openai"
                 "free = true"
             } else {
                 "quote = \"images\""
+            },
+            responses_price = if options.free {
+                "free = true"
+            } else {
+                "quote = \"responses\""
+            },
+            speech_price = if options.free {
+                "free = true"
+            } else {
+                "quote = \"speech\""
+            },
+            transcription_price = if options.free {
+                "free = true"
+            } else {
+                "quote = \"transcription\""
             },
             models_route = if options.free || options.quoted {
                 ""

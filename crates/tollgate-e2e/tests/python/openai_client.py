@@ -49,6 +49,22 @@ out["embeddings"] = {"count": len(emb.data), "dims": len(emb.data[0].embedding)}
 images = client.images.generate(model="dall-e-2", prompt="a lake", n=2, response_format="b64_json")
 out["images"] = [base64.b64decode(i.b64_json)[:4].hex() for i in images.data]
 
+resp = client.responses.create(model="gpt-4o", input="Say hi", max_output_tokens=10)
+out["responses"] = {"text": resp.output_text, "output_tokens": resp.usage.output_tokens}
+events = list(client.responses.create(model="gpt-4o", input="Say hi", stream=True))
+out["responses_stream"] = {
+    "types": sorted({e.type for e in events}),
+    "text": "".join(e.delta for e in events if e.type == "response.output_text.delta"),
+}
+
+speech = client.audio.speech.create(model="tts-1", voice="alloy", input="Hello from the gateway")
+audio = speech.read()
+out["speech"] = {"riff": audio[:4].decode(), "bytes": len(audio)}
+
+wav = speech_bytes = audio
+transcript = client.audio.transcriptions.create(model="whisper-1", file=("hello.wav", wav, "audio/wav"))
+out["transcription"] = transcript.text
+
 try:
     client.chat.completions.create(model="gpt-4o-mini", messages="not a list")
     out["error"] = None

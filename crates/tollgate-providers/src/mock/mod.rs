@@ -5,6 +5,7 @@
 mod chat;
 mod embeddings;
 mod media;
+mod responses;
 mod text;
 
 use std::sync::{Arc, Mutex};
@@ -75,6 +76,9 @@ pub fn router(options: MockOptions) -> (Router, MockRecorder) {
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", axum::routing::get(models))
         .route("/v1/images/generations", post(images))
+        .route("/v1/responses", post(responses_route))
+        .route("/v1/audio/speech", post(speech))
+        .route("/v1/audio/transcriptions", post(transcriptions))
         .fallback(not_found)
         .with_state(state);
     (router, recorder)
@@ -134,6 +138,64 @@ async fn images(
             &format!("invalid JSON body: {e}"),
             None,
         ),
+    }
+}
+
+async fn responses_route(
+    State(state): State<MockState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    record(&state, method, &uri, headers, &body);
+    tokio::time::sleep(state.options.latency).await;
+    match serde_json::from_slice(&body) {
+        Ok(request) => responses::respond(&request, state.options.chunk_interval),
+        Err(e) => openai_error(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid JSON body: {e}"),
+            None,
+        ),
+    }
+}
+
+async fn speech(
+    State(state): State<MockState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    record(&state, method, &uri, headers, &body);
+    tokio::time::sleep(state.options.latency).await;
+    match serde_json::from_slice(&body) {
+        Ok(request) => media::speech(&request),
+        Err(e) => openai_error(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid JSON body: {e}"),
+            None,
+        ),
+    }
+}
+
+async fn transcriptions(
+    State(state): State<MockState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    record(&state, method, &uri, headers, &body);
+    tokio::time::sleep(state.options.latency).await;
+    match crate::multipart::fields(&content_type, body).await {
+        Ok(fields) => media::transcription(&fields),
+        Err(e) => openai_error(StatusCode::BAD_REQUEST, &e, None),
     }
 }
 
