@@ -358,3 +358,70 @@ async fn a_rotated_in_secret_keeps_live_challenges_valid() {
     assert_eq!(h.upstream.count(), 1);
     retired.stop().await;
 }
+
+/// A fixed-price request the upstream refuses (no `messages`).
+const REFUSED_BY_UPSTREAM: &str = r#"{"model":"gpt-4o-mini"}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_payment_settles_before_the_upstream_is_called() {
+    let h = Harness::start().await;
+    let gw = h.gateway(&Options::default()).await;
+    let url = format!("{}/v1/chat/completions", gw.url);
+    let recipient = DEV_ACCOUNTS[RECIPIENT].address;
+    let before = h.balance(recipient).await;
+    let challenge = challenges(&post(&h.http, &url, REFUSED_BY_UPSTREAM, None).await).remove(0);
+    let auth = pay(&challenge, signer(PAYER), &h.devnet.rpc_url()).await;
+    let response = post(&h.http, &url, REFUSED_BY_UPSTREAM, Some(&auth)).await;
+    assert_eq!(
+        response.status(),
+        400,
+        "the upstream's own error comes back"
+    );
+    assert!(response.headers().get("payment-receipt").is_none());
+    let error: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "invalid_request_error");
+    assert_eq!(
+        h.balance(recipient).await - before,
+        CHAT_PRICE,
+        "the payment was taken first"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settling_after_the_upstream_makes_failed_calls_free() {
+    let h = Harness::start().await;
+    let gw = h
+        .gateway(&Options {
+            settle_after_upstream: true,
+            ..Options::default()
+        })
+        .await;
+    let url = format!("{}/v1/chat/completions", gw.url);
+    let recipient = DEV_ACCOUNTS[RECIPIENT].address;
+    let payer = DEV_ACCOUNTS[PAYER].address;
+    let (before, payer_before) = (h.balance(recipient).await, h.balance(payer).await);
+
+    let challenge = challenges(&post(&h.http, &url, REFUSED_BY_UPSTREAM, None).await).remove(0);
+    let auth = pay(&challenge, signer(PAYER), &h.devnet.rpc_url()).await;
+    let response = post(&h.http, &url, REFUSED_BY_UPSTREAM, Some(&auth)).await;
+    assert_eq!(response.status(), 400);
+    assert!(response.headers().get("payment-receipt").is_none());
+    assert_eq!(h.balance(recipient).await, before, "nothing was broadcast");
+    assert_eq!(h.balance(payer).await, payer_before);
+
+    // A successful call settles once the upstream has answered.
+    let challenge = challenges(&post(&h.http, &url, &chat_body(), None).await).remove(0);
+    let auth = pay(&challenge, signer(PAYER), &h.devnet.rpc_url()).await;
+    let response = post(&h.http, &url, &chat_body(), Some(&auth)).await;
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("payment-receipt").is_some());
+    assert_eq!(h.balance(recipient).await - before, CHAT_PRICE);
+    problem(
+        post(&h.http, &url, &chat_body(), Some(&auth)).await,
+        402,
+        "invalid-challenge",
+    )
+    .await;
+    gw.stop().await;
+}

@@ -69,23 +69,33 @@ impl TempoChargeVerifier {
         })
     }
 
-    /// Simulates, broadcasts (pull) or looks up (push), and confirms the
-    /// transfer from the receipt logs. The caller has already checked the
-    /// challenge binding and holds the challenge's single-use claim.
-    pub async fn settle(
+    /// Checks an unsponsored pull transaction before anything is broadcast:
+    /// validity window and a simulation of its calls. Other credentials need
+    /// no precheck.
+    pub async fn precheck(
         &self,
         credential: &PaymentCredential,
         offer: &ChargeOffer,
+    ) -> Result<(), PaymentProblem> {
+        if offer.fee_payer {
+            return Ok(()); // the SDK simulates sponsored transactions itself
+        }
+        self.within_deadline(self.simulate_pull(credential)).await
+    }
+
+    /// Broadcasts (pull) or looks up (push) the transfer and confirms it from
+    /// the receipt logs, or verifies a proof. The caller has already checked
+    /// the challenge binding and holds the challenge's single-use claim.
+    pub async fn settle(
+        &self,
+        credential: &PaymentCredential,
     ) -> Result<SettledCharge, PaymentProblem> {
         let request: ChargeRequest = credential
             .challenge
             .request
             .decode()
             .map_err(|_| PaymentProblem::new(ProblemKind::InvalidChallenge, "bad request"))?;
-        let work = async {
-            if !offer.fee_payer {
-                self.simulate_pull(credential).await?;
-            }
+        self.within_deadline(async {
             let receipt = self
                 .method
                 .verify(credential, &request)
@@ -98,7 +108,14 @@ impl TempoChargeVerifier {
                 reference: receipt.reference,
                 receipt_header,
             })
-        };
+        })
+        .await
+    }
+
+    async fn within_deadline<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, PaymentProblem>>,
+    ) -> Result<T, PaymentProblem> {
         tokio::time::timeout(self.rpc_timeout, work)
             .await
             .unwrap_or_else(|_| {

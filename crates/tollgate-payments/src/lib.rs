@@ -77,8 +77,7 @@ impl PaymentGate {
     }
 
     /// Settles the payment carried by `authorization` for this route and
-    /// body. Single use: a challenge id (and a transaction) pays once, even
-    /// under concurrent submission and across restarts.
+    /// body: [`authorize`](Self::authorize) then [`settle`](Self::settle).
     pub async fn pay(
         &self,
         authorization: Option<&str>,
@@ -86,6 +85,21 @@ impl PaymentGate {
         scope: &str,
         body: &[u8],
     ) -> Result<Paid, PaymentProblem> {
+        let pending = self.authorize(authorization, offers, scope, body).await?;
+        self.settle(pending).await
+    }
+
+    /// Everything short of moving money: parses the credential, checks its
+    /// binding to this route, body and price, takes the challenge's
+    /// single-use claim (atomic; exactly one concurrent submission gets it)
+    /// and prechecks a pull transaction (validity window, simulation).
+    pub async fn authorize(
+        &self,
+        authorization: Option<&str>,
+        offers: &[Offer],
+        scope: &str,
+        body: &[u8],
+    ) -> Result<Pending, PaymentProblem> {
         let credential = match authorization
             .and_then(|v| binding::parse_authorization(v, self.max_credential_bytes))
         {
@@ -105,7 +119,6 @@ impl PaymentGate {
         };
         // One variant today; sessions will add a second arm.
         let Offer::TempoCharge(offer) = binding::check(self.issuer.keys(), &credential, &spend)?;
-
         let claim = format!("challenge:{}", credential.challenge.id);
         match self.ledger.claim(&claim).await.map_err(store_failure)? {
             ClaimOutcome::Claimed => {}
@@ -116,31 +129,54 @@ impl PaymentGate {
                 ));
             }
         }
-        let chain_started = std::time::Instant::now();
-        let settled = match self.verifier.settle(&credential, offer).await {
+        let pending = Pending {
+            pull: credential.payload.get("type").and_then(|t| t.as_str()) == Some("transaction"),
+            credential,
+            offer: offer.clone(),
+            claim,
+            scope: scope.to_owned(),
+            chain_time: std::time::Duration::ZERO,
+        };
+        let started = std::time::Instant::now();
+        if let Err(problem) = self
+            .verifier
+            .precheck(&pending.credential, &pending.offer)
+            .await
+        {
+            self.release(pending).await;
+            return Err(problem);
+        }
+        Ok(Pending {
+            chain_time: started.elapsed(),
+            ..pending
+        })
+    }
+
+    /// Moves the money (or confirms it moved) and records the charge. On
+    /// failure the claim is released: nothing was accepted, so the client may
+    /// retry the same challenge; the SDK's per-transaction marker still stops
+    /// a second use of a transaction that did land.
+    pub async fn settle(&self, pending: Pending) -> Result<Paid, PaymentProblem> {
+        let started = std::time::Instant::now();
+        let settled = match self.verifier.settle(&pending.credential).await {
             Ok(settled) => settled,
             Err(problem) => {
-                // Nothing was accepted: the client may retry this challenge.
-                // The SDK's per-transaction marker still stops a second use of
-                // a transaction that did land.
-                if let Err(e) = self.ledger.release_claim(&claim).await {
-                    tracing::warn!(error = %e, "could not release challenge claim");
-                }
+                self.release(pending).await;
                 return Err(problem);
             }
         };
-        let chain_time = chain_started.elapsed();
+        let chain_time = pending.chain_time + started.elapsed();
         let record = ChargeRecord {
-            challenge_id: credential.challenge.id.clone(),
-            route: scope.to_owned(),
-            amount: offer.amount.to_string(),
-            currency: offer.currency.to_checksum(None),
+            challenge_id: pending.credential.challenge.id.clone(),
+            route: pending.scope.clone(),
+            amount: pending.offer.amount.to_string(),
+            currency: pending.offer.currency.to_checksum(None),
             reference: settled.reference.clone(),
             settled_at: time::OffsetDateTime::now_utc().unix_timestamp(),
         };
         let tx_claim = format!("tx:{}", settled.reference.to_ascii_lowercase());
         self.ledger
-            .record_charge(&record, &[&claim, &tx_claim])
+            .record_charge(&record, &[&pending.claim, &tx_claim])
             .await
             .map_err(store_failure)?;
         Ok(Paid {
@@ -149,6 +185,37 @@ impl PaymentGate {
             receipt_header: settled.receipt_header,
             chain_time,
         })
+    }
+
+    /// Gives the challenge back after a failure that moved no money.
+    pub async fn release(&self, pending: Pending) {
+        if let Err(e) = self.ledger.release_claim(&pending.claim).await {
+            tracing::warn!(error = %e, "could not release challenge claim");
+        }
+    }
+}
+
+/// A credential that passed every check short of settlement, holding its
+/// challenge's claim. Settle it or release it.
+#[derive(Debug)]
+pub struct Pending {
+    credential: mpp::PaymentCredential,
+    offer: ChargeOffer,
+    claim: String,
+    scope: String,
+    pull: bool,
+    chain_time: std::time::Duration,
+}
+
+impl Pending {
+    pub fn challenge_id(&self) -> &str {
+        &self.credential.challenge.id
+    }
+
+    /// A client-signed transaction that is not on chain yet (so settlement
+    /// can wait until the upstream has answered).
+    pub fn is_unbroadcast(&self) -> bool {
+        self.pull
     }
 }
 

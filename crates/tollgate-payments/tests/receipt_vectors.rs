@@ -136,7 +136,8 @@ async fn receipt_verification_vectors() {
             modes: SubmissionModes::default(),
             description: None,
         };
-        let outcome = verifier.settle(&credential, &offer).await;
+        verifier.precheck(&credential, &offer).await.unwrap();
+        let outcome = verifier.settle(&credential).await;
         let expected = &scenario["expected"];
         if expected["ok"] == true {
             let settled = outcome.unwrap_or_else(|p| panic!("{name}: {p}"));

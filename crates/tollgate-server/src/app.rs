@@ -65,6 +65,7 @@ pub fn build_with_ledger(config: &Config, ledger: Arc<dyn Ledger>) -> Result<Rou
         ),
         ledger,
         max_body_bytes: config.max_body_bytes,
+        settle_after_upstream: config.settle_after_upstream,
     });
     let upstreams = build_upstreams(config)?;
     let table = Arc::new(config.pricing.table.clone());

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use tollgate_ledger::Ledger;
-use tollgate_payments::{Offer, PaymentGate, PaymentProblem, ProblemKind};
+use tollgate_payments::{Offer, Paid, PaymentGate, PaymentProblem, Pending, ProblemKind};
 use tollgate_providers::{ForwardError, Upstream};
 
 use crate::metering::Metering;
@@ -21,6 +21,14 @@ pub struct Gateway {
     pub gate: PaymentGate,
     pub ledger: Arc<dyn Ledger>,
     pub max_body_bytes: usize,
+    pub settle_after_upstream: bool,
+}
+
+/// Where a request's payment stands while the upstream is called.
+enum Payment {
+    Settled(Paid),
+    /// Authorized, to be broadcast once the upstream answered successfully.
+    Deferred(Pending),
 }
 
 /// One configured method + path.
@@ -71,28 +79,33 @@ pub async fn handle(gateway: Arc<Gateway>, route: Arc<Route>, request: Request) 
         }
     };
     let payment_started = Instant::now();
-    let paid = match gateway
+    let pending = match gateway
         .gate
-        .pay(authorization, offers, &route.scope, &body)
+        .authorize(authorization, offers, &route.scope, &body)
         .await
     {
-        Ok(paid) => paid,
+        Ok(pending) => pending,
         Err(problem) => return refuse(&gateway, &route, offers, &parts.headers, &body, &problem),
     };
-    let payment_time = payment_started.elapsed();
-    tracing::info!(
-        route = %route.scope,
-        chain_us = paid.chain_time.as_micros() as u64,
-        payment_us = payment_time.as_micros() as u64,
-        "payment settled"
-    );
+    let challenge_id = pending.challenge_id().to_owned();
+    let payment = if gateway.settle_after_upstream && pending.is_unbroadcast() {
+        Payment::Deferred(pending)
+    } else {
+        match gateway.gate.settle(pending).await {
+            Ok(paid) => Payment::Settled(paid),
+            Err(problem) => {
+                return refuse(&gateway, &route, offers, &parts.headers, &body, &problem);
+            }
+        }
+    };
+    let mut payment_time = payment_started.elapsed();
 
     let metering = priced
         .quoted
-        .map(|call| Metering::new(call, &route.scope, &paid.challenge_id));
+        .map(|call| Metering::new(call, &route.scope, &challenge_id));
     let upstream_body = match &metering {
-        Some(m) => m.upstream_body(body),
-        None => body,
+        Some(m) => m.upstream_body(body.clone()),
+        None => body.clone(),
     };
     let upstream_started = Instant::now();
     let mut response = forward(
@@ -103,11 +116,41 @@ pub async fn handle(gateway: Arc<Gateway>, route: Arc<Route>, request: Request) 
         upstream_body,
     )
     .await;
+    let upstream_time = upstream_started.elapsed();
+
+    let paid = match payment {
+        Payment::Settled(paid) => paid,
+        Payment::Deferred(pending) if !response.status().is_success() => {
+            // The upstream failed: nothing is broadcast, the payer keeps their money.
+            gateway.gate.release(pending).await;
+            tracing::info!(route = %route.scope, status = response.status().as_u16(), "upstream failed; payment not taken");
+            return response;
+        }
+        Payment::Deferred(pending) => {
+            let settle_started = Instant::now();
+            let settled = gateway.gate.settle(pending).await;
+            payment_time += settle_started.elapsed();
+            match settled {
+                Ok(paid) => paid,
+                Err(problem) => {
+                    // Dropping the upstream response cancels it.
+                    tracing::warn!(route = %route.scope, problem = problem.kind.slug(), "payment failed after the upstream answered");
+                    return refuse(&gateway, &route, offers, &parts.headers, &body, &problem);
+                }
+            }
+        }
+    };
+    tracing::info!(
+        route = %route.scope,
+        chain_us = paid.chain_time.as_micros() as u64,
+        payment_us = payment_time.as_micros() as u64,
+        "payment settled"
+    );
     let timing = format!(
         "payment;dur={:.3}, chain;dur={:.3}, upstream;dur={:.3}",
         millis(payment_time),
         millis(paid.chain_time),
-        millis(upstream_started.elapsed())
+        millis(upstream_time)
     );
     if let Ok(value) = HeaderValue::from_str(&timing) {
         response.headers_mut().insert("server-timing", value);

@@ -35,6 +35,8 @@ pub struct Options {
     pub free: bool,
     /// Price chat, embeddings and images from the price table per request.
     pub quoted: bool,
+    /// `payments.settle = "after_upstream"`.
+    pub settle_after_upstream: bool,
 }
 
 impl Default for Options {
@@ -48,6 +50,7 @@ impl Default for Options {
             secrets: vec![SECRET.to_owned()],
             free: false,
             quoted: false,
+            settle_after_upstream: false,
         }
     }
 }
@@ -126,6 +129,7 @@ max_body_bytes = 65536
 [payments]
 challenge_secrets = [{secrets}]
 challenge_ttl_secs = {ttl}
+settle = "{settle}"
 
 [chain]
 rpc_url = "{rpc}"
@@ -183,6 +187,11 @@ upstream = "openai"
 {models_route}"#,
             secrets = secrets.join(", "),
             ttl = options.ttl_secs,
+            settle = if options.settle_after_upstream {
+                "after_upstream"
+            } else {
+                "before_upstream"
+            },
             recipient = DEV_ACCOUNTS[RECIPIENT].address,
             modes = options.modes,
             db = db.display(),

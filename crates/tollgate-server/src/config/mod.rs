@@ -46,6 +46,10 @@ pub struct Config {
     pub max_credential_bytes: usize,
     pub challenge_ttl: Duration,
     pub challenge_keys: ChallengeKeys,
+    /// Broadcast a client-signed transfer only once the upstream answered
+    /// successfully (failed calls cost the payer nothing; the operator
+    /// carries the risk of a transfer failing after the upstream call).
+    pub settle_after_upstream: bool,
     pub chain: ChainConfig,
     pub store: StoreConfig,
     pub upstreams: BTreeMap<String, UpstreamConfig>,

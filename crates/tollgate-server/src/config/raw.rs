@@ -68,6 +68,12 @@ struct RawPayments {
     challenge_secrets: Vec<SecretRef>,
     #[serde(default = "default_challenge_ttl")]
     challenge_ttl_secs: u64,
+    #[serde(default = "default_settle")]
+    settle: String,
+}
+
+fn default_settle() -> String {
+    "before_upstream".into()
 }
 
 fn default_challenge_ttl() -> u64 {
@@ -207,6 +213,18 @@ impl RawConfig {
             "payments.challenge_ttl_secs",
             self.payments.challenge_ttl_secs,
         )?;
+        let settle_after_upstream = match self.payments.settle.as_str() {
+            "before_upstream" => false,
+            "after_upstream" => true,
+            other => {
+                return Err(ConfigError::invalid(
+                    "payments.settle",
+                    format!(
+                        "unknown value {other:?}; expected \"before_upstream\" or \"after_upstream\""
+                    ),
+                ));
+            }
+        };
 
         let chain = validate_chain(self.chain, base_dir, env)?;
         let store = validate_store(self.store, base_dir)?;
@@ -225,6 +243,7 @@ impl RawConfig {
             max_credential_bytes,
             challenge_ttl: Duration::from_secs(ttl),
             challenge_keys,
+            settle_after_upstream,
             chain,
             store,
             upstreams,
