@@ -28,7 +28,7 @@ pub struct Gateway {
 enum Payment {
     Settled(Paid),
     /// Authorized, to be broadcast once the upstream answered successfully.
-    Deferred(Pending),
+    Deferred(Box<Pending>),
 }
 
 /// One configured method + path.
@@ -89,7 +89,7 @@ pub async fn handle(gateway: Arc<Gateway>, route: Arc<Route>, request: Request) 
     };
     let challenge_id = pending.challenge_id().to_owned();
     let payment = if gateway.settle_after_upstream && pending.is_unbroadcast() {
-        Payment::Deferred(pending)
+        Payment::Deferred(Box::new(pending))
     } else {
         match gateway.gate.settle(pending).await {
             Ok(paid) => Payment::Settled(paid),
@@ -122,13 +122,13 @@ pub async fn handle(gateway: Arc<Gateway>, route: Arc<Route>, request: Request) 
         Payment::Settled(paid) => paid,
         Payment::Deferred(pending) if !response.status().is_success() => {
             // The upstream failed: nothing is broadcast, the payer keeps their money.
-            gateway.gate.release(pending).await;
+            gateway.gate.release(*pending).await;
             tracing::info!(route = %route.scope, status = response.status().as_u16(), "upstream failed; payment not taken");
             return response;
         }
         Payment::Deferred(pending) => {
             let settle_started = Instant::now();
-            let settled = gateway.gate.settle(pending).await;
+            let settled = gateway.gate.settle(*pending).await;
             payment_time += settle_started.elapsed();
             match settled {
                 Ok(paid) => paid,
