@@ -103,6 +103,54 @@ async fn main() {
         }
     }
 
+    // Streaming: a 2 000-chunk answer, direct vs through the gateway.
+    let long = Harness::start_with(tollgate_providers::mock::MockOptions {
+        answer_tokens: 2_000,
+        ..Default::default()
+    })
+    .await;
+    let long_gw = long
+        .gateway(&Options {
+            free: true,
+            ..Options::default()
+        })
+        .await;
+    let stream_body =
+        r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"stream"}],"stream":true}"#;
+    let (mut via, mut direct_stream) = (Vec::new(), Vec::new());
+    let mut chunks = 0;
+    for _ in 0..20 {
+        let started = Instant::now();
+        let text = post(
+            &long.http,
+            &format!("{}/v1/chat/completions", long.upstream_url),
+            stream_body,
+            None,
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+        direct_stream.push(started.elapsed());
+        chunks = text.matches("data: ").count();
+        let started = Instant::now();
+        let _ = post(
+            &long.http,
+            &format!("{}/v1/chat/completions", long_gw.url),
+            stream_body,
+            None,
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+        via.push(started.elapsed());
+    }
+    let per_chunk = |a: &mut Vec<Duration>, b: &mut Vec<Duration>| {
+        (percentile(a, 0.5).as_secs_f64() - percentile(b, 0.5).as_secs_f64()) / chunks as f64 * 1e6
+    };
+    let overhead_us = per_chunk(&mut via, &mut direct_stream);
+
     println!("\nTollgate on loopback, 2-core machine, debug=false release build");
     report("402 challenge (HTTP round trip)", &mut challenge_402);
     report("upstream mock called directly", &mut direct);
@@ -110,6 +158,10 @@ async fn main() {
     report("paid request: total", &mut total);
     report("paid request: chain part", &mut chain);
     report("paid request: overhead w/o chain", &mut overhead);
+    report("stream direct (2000 chunks)", &mut direct_stream);
+    report("stream via gateway (2000 chunks)", &mut via);
+    println!("stream pass-through overhead: {overhead_us:.2} µs per chunk ({chunks} SSE events)");
+    long_gw.stop().await;
     paid.stop().await;
     free.stop().await;
 }

@@ -164,6 +164,7 @@ fn build_upstreams(config: &Config) -> Result<BTreeMap<String, Upstream>, BuildE
                 } => Upstream::mock(MockOptions {
                     latency: *latency,
                     chunk_interval: *chunk_interval,
+                    ..MockOptions::default()
                 }),
                 UpstreamConfig::Http {
                     kind,

@@ -80,11 +80,15 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start() -> Self {
+        Self::start_with(MockOptions::default()).await
+    }
+
+    pub async fn start_with(mock: MockOptions) -> Self {
         logs::install();
         let devnet = Devnet::start(DevnetOptions::default())
             .await
             .expect("devnet starts");
-        let (router, upstream) = tollgate_providers::mock::router(MockOptions::default());
+        let (router, upstream) = tollgate_providers::mock::router(mock);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let upstream_url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move {

@@ -11,10 +11,9 @@ use serde_json::{Value, json};
 use super::openai_error;
 use super::text::{estimate_tokens, seed, words};
 
-/// Answers are this many tokens unless the request caps them lower.
-const DEFAULT_ANSWER_TOKENS: u64 = 24;
-
-pub fn respond(request: &Value, chunk_interval: Duration) -> Response {
+pub fn respond(request: &Value, options: &super::MockOptions) -> Response {
+    let chunk_interval = options.chunk_interval;
+    let default_answer = options.answer_tokens.max(1);
     let Some(model) = request.get("model").and_then(Value::as_str) else {
         return openai_error(
             StatusCode::BAD_REQUEST,
@@ -34,9 +33,9 @@ pub fn respond(request: &Value, chunk_interval: Duration) -> Response {
         .get("max_completion_tokens")
         .or_else(|| request.get("max_tokens"))
         .and_then(Value::as_u64)
-        .unwrap_or(DEFAULT_ANSWER_TOKENS);
-    let answer_tokens = DEFAULT_ANSWER_TOKENS.min(cap).max(1);
-    let finish_reason = if cap < DEFAULT_ANSWER_TOKENS {
+        .unwrap_or(default_answer);
+    let answer_tokens = default_answer.min(cap).max(1);
+    let finish_reason = if cap < default_answer {
         "length"
     } else {
         "stop"

@@ -19,12 +19,24 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MockOptions {
     /// Delay before the response starts.
     pub latency: Duration,
     /// Delay between two SSE chunks.
     pub chunk_interval: Duration,
+    /// Tokens in a chat answer when the request allows that many.
+    pub answer_tokens: u64,
+}
+
+impl Default for MockOptions {
+    fn default() -> Self {
+        Self {
+            latency: Duration::ZERO,
+            chunk_interval: Duration::ZERO,
+            answer_tokens: 24,
+        }
+    }
 }
 
 /// One request as the mock received it.
@@ -94,7 +106,7 @@ async fn chat_completions(
     record(&state, method, &uri, headers, &body);
     tokio::time::sleep(state.options.latency).await;
     match serde_json::from_slice(&body) {
-        Ok(request) => chat::respond(&request, state.options.chunk_interval),
+        Ok(request) => chat::respond(&request, &state.options),
         Err(e) => openai_error(
             StatusCode::BAD_REQUEST,
             &format!("invalid JSON body: {e}"),
