@@ -28,8 +28,18 @@ fn bench(c: &mut Criterion) {
         "quoted {} input tokens → {} base units",
         q.input_units, q.amount
     );
-    c.bench_function("quote/chat_4000_tokens", |b| {
+    c.bench_function("quote/chat_4000_tokens_cached", |b| {
         b.iter(|| quote::chat(&table, black_box(&body)).unwrap())
+    });
+    // A fresh text every iteration: the tokenizer's real cost.
+    let mut n = 0u64;
+    c.bench_function("quote/chat_4000_tokens_cold", |b| {
+        b.iter(|| {
+            n += 1;
+            let mut fresh = body.clone();
+            fresh["messages"][1]["content"] = json!(format!("{n} {}", prose()));
+            quote::chat(&table, &fresh).unwrap()
+        })
     });
     let bytes = serde_json::to_vec(&body).unwrap();
     c.bench_function("quote/chat_4000_tokens_from_bytes", |b| {
