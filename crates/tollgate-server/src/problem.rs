@@ -8,14 +8,17 @@ use tollgate_payments::{IssuedChallenge, PaymentProblem};
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// A non-payment problem with a stable `code`.
+/// A non-payment problem with a stable `code` (and OpenAI's `error` object,
+/// so OpenAI SDKs report it).
 pub fn problem(status: StatusCode, code: &str, detail: impl Into<String>) -> Response {
+    let detail = detail.into();
     let body = json!({
         "type": "about:blank",
         "title": status.canonical_reason().unwrap_or("Error"),
         "status": status.as_u16(),
         "code": code,
-        "detail": detail.into(),
+        "detail": detail,
+        "error": {"message": detail, "type": "tollgate_error", "param": null, "code": code},
     });
     json_response(status, PROBLEM_JSON, &body)
 }
