@@ -55,7 +55,7 @@ pub fn speech(request: &Value) -> Response {
     };
     // About 15 characters a second, at least a tenth of a second.
     let seconds = (input.chars().count() as f64 / 15.0).max(0.1);
-    let wav = silent_wav(seconds);
+    let wav = tollgate_pricing::audio::silent_wav(seconds);
     (
         StatusCode::OK,
         [(axum::http::header::CONTENT_TYPE, "audio/wav")],
@@ -82,25 +82,4 @@ pub fn transcription(fields: &std::collections::HashMap<String, bytes::Bytes>) -
         )
             .into_response(),
     }
-}
-
-/// A PCM WAV file of `seconds` of silence (8 kHz, 16-bit mono).
-fn silent_wav(seconds: f64) -> Vec<u8> {
-    let rate = 8_000u32;
-    let data_len = (f64::from(rate) * seconds) as u32 * 2;
-    let mut out = Vec::with_capacity(44 + data_len as usize);
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data_len).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&rate.to_le_bytes());
-    out.extend_from_slice(&(rate * 2).to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data_len.to_le_bytes());
-    out.resize(44 + data_len as usize, 0);
-    out
 }

@@ -84,111 +84,51 @@ pub fn router(options: MockOptions) -> (Router, MockRecorder) {
         recorder: recorder.clone(),
     };
     let router = Router::new()
-        .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/chat/completions", json_endpoint(chat::respond))
+        .route(
+            "/v1/embeddings",
+            json_endpoint(|r, _| embeddings::respond(r)),
+        )
         .route("/v1/models", axum::routing::get(models))
-        .route("/v1/images/generations", post(images))
-        .route("/v1/responses", post(responses_route))
-        .route("/v1/audio/speech", post(speech))
+        .route(
+            "/v1/images/generations",
+            json_endpoint(|r, _| media::images(r)),
+        )
+        .route(
+            "/v1/responses",
+            json_endpoint(|r, o| responses::respond(r, o.chunk_interval)),
+        )
+        .route("/v1/audio/speech", json_endpoint(|r, _| media::speech(r)))
         .route("/v1/audio/transcriptions", post(transcriptions))
         .fallback(not_found)
         .with_state(state);
     (router, recorder)
 }
 
-async fn chat_completions(
-    State(state): State<MockState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    record(&state, method, &uri, headers, &body);
-    tokio::time::sleep(state.options.latency).await;
-    match serde_json::from_slice(&body) {
-        Ok(request) => chat::respond(&request, &state.options),
-        Err(e) => openai_error(
-            StatusCode::BAD_REQUEST,
-            &format!("invalid JSON body: {e}"),
-            None,
-        ),
-    }
-}
+/// A JSON endpoint of the mock: what it answers for a parsed request.
+type JsonAnswer = fn(&serde_json::Value, &MockOptions) -> Response;
 
-async fn embeddings(
-    State(state): State<MockState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    record(&state, method, &uri, headers, &body);
-    tokio::time::sleep(state.options.latency).await;
-    match serde_json::from_slice(&body) {
-        Ok(request) => embeddings::respond(&request),
-        Err(e) => openai_error(
-            StatusCode::BAD_REQUEST,
-            &format!("invalid JSON body: {e}"),
-            None,
-        ),
-    }
-}
-
-async fn images(
-    State(state): State<MockState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    record(&state, method, &uri, headers, &body);
-    tokio::time::sleep(state.options.latency).await;
-    match serde_json::from_slice(&body) {
-        Ok(request) => media::images(&request),
-        Err(e) => openai_error(
-            StatusCode::BAD_REQUEST,
-            &format!("invalid JSON body: {e}"),
-            None,
-        ),
-    }
-}
-
-async fn responses_route(
-    State(state): State<MockState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    record(&state, method, &uri, headers, &body);
-    tokio::time::sleep(state.options.latency).await;
-    match serde_json::from_slice(&body) {
-        Ok(request) => responses::respond(&request, state.options.chunk_interval),
-        Err(e) => openai_error(
-            StatusCode::BAD_REQUEST,
-            &format!("invalid JSON body: {e}"),
-            None,
-        ),
-    }
-}
-
-async fn speech(
-    State(state): State<MockState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    record(&state, method, &uri, headers, &body);
-    tokio::time::sleep(state.options.latency).await;
-    match serde_json::from_slice(&body) {
-        Ok(request) => media::speech(&request),
-        Err(e) => openai_error(
-            StatusCode::BAD_REQUEST,
-            &format!("invalid JSON body: {e}"),
-            None,
-        ),
-    }
+/// Records the request, waits the configured latency, parses the JSON body
+/// and answers with `answer` (or OpenAI's 400 for a body that is not JSON).
+fn json_endpoint(answer: JsonAnswer) -> axum::routing::MethodRouter<MockState> {
+    post(
+        move |State(state): State<MockState>,
+              method: Method,
+              uri: Uri,
+              headers: HeaderMap,
+              body: Bytes| async move {
+            record(&state, method, &uri, headers, &body);
+            tokio::time::sleep(state.options.latency).await;
+            match serde_json::from_slice(&body) {
+                Ok(request) => answer(&request, &state.options),
+                Err(e) => openai_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("invalid JSON body: {e}"),
+                    None,
+                ),
+            }
+        },
+    )
 }
 
 async fn transcriptions(
