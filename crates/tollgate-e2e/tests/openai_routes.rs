@@ -44,7 +44,42 @@ async fn pay_quoted(
         h.balance(DEV_ACCOUNTS[RECIPIENT].address).await - before,
         expected
     );
+    assert_forwarded_exactly(h, path, body);
     (response, challenge.id)
+}
+
+/// The upstream saw the route's path, our key, none of the payer's headers,
+/// and the client's body (streamed chats: plus the usage request).
+fn assert_forwarded_exactly(h: &Harness, path: &str, body: &str) {
+    let seen = h
+        .upstream
+        .requests()
+        .pop()
+        .expect("the upstream was called");
+    assert_eq!(seen.path, path);
+    assert_eq!(
+        seen.headers["authorization"],
+        format!("Bearer {UPSTREAM_KEY}")
+    );
+    assert!(
+        seen.headers
+            .keys()
+            .all(|k| !k.as_str().starts_with("payment") && k != "accept-payment")
+    );
+    let sent: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
+    let client: serde_json::Value = serde_json::from_str(body).unwrap();
+    let mut expected = client.clone();
+    if expected["stream"] == true && expected.pointer("/stream_options/include_usage").is_none() {
+        expected["stream_options"] = serde_json::json!({"include_usage": true});
+    }
+    assert_eq!(sent, expected);
+    if sent == client {
+        assert_eq!(
+            seen.body,
+            body.as_bytes(),
+            "unchanged bodies are forwarded byte for byte"
+        );
+    }
 }
 
 /// Usage records are written just after the response; poll briefly.
