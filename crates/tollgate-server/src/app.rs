@@ -175,7 +175,7 @@ fn build_upstreams(config: &Config) -> Result<BTreeMap<String, Upstream>, BuildE
                 } => Upstream::http(
                     *kind,
                     base_url,
-                    api_key.as_deref(),
+                    api_key.as_ref().map(|k| k.expose()),
                     UpstreamTimeouts {
                         connect: *connect_timeout,
                         idle: *idle_timeout,

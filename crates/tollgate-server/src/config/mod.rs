@@ -17,6 +17,26 @@ use tollgate_payments::{Address, ChallengeKeys, PrivateKeySigner, SubmissionMode
 pub use raw::RawConfig;
 pub use secrets::SecretRef;
 
+/// A resolved secret: usable, but never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
 /// A configuration problem, always naming the offending key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -96,7 +116,7 @@ pub enum UpstreamConfig {
     Http {
         kind: tollgate_providers::UpstreamKind,
         base_url: String,
-        api_key: Option<String>,
+        api_key: Option<Secret>,
         connect_timeout: Duration,
         idle_timeout: Duration,
     },

@@ -454,7 +454,10 @@ fn validate_upstream(
     };
     let api_key = raw
         .api_key
-        .map(|s| s.resolve(&key("api_key"), base_dir, env))
+        .map(|s| {
+            s.resolve(&key("api_key"), base_dir, env)
+                .map(super::Secret::new)
+        })
         .transpose()?;
     if api_key.is_none() && matches!(kind, UpstreamKind::OpenAi | UpstreamKind::Anthropic) {
         return Err(ConfigError::invalid(
