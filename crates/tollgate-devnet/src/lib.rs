@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod accounts;
+pub mod escrow;
 mod install;
 mod rpc;
 
@@ -40,6 +41,7 @@ pub struct Devnet {
     child: Child,
     port: u16,
     rpc: RpcClient,
+    escrow: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -48,6 +50,8 @@ pub struct DevnetOptions {
     pub port: Option<u16>,
     /// Where anvil is installed; [`cache_dir`] when `None`.
     pub cache_dir: Option<PathBuf>,
+    /// Compile and deploy the v1 session escrow.
+    pub escrow: bool,
 }
 
 impl Devnet {
@@ -55,6 +59,11 @@ impl Devnet {
     pub async fn start(options: DevnetOptions) -> Result<Self, DevnetError> {
         let cache = options.cache_dir.unwrap_or_else(cache_dir);
         let binary = install::ensure_anvil(&cache).await?;
+        // Compile while nothing runs yet (first use installs solc).
+        let bytecode = match options.escrow {
+            true => Some(escrow::escrow_bytecode(&cache).await?),
+            false => None,
+        };
         let port = match options.port {
             Some(port) => port,
             None => free_port().map_err(|e| DevnetError::Start(e.to_string()))?,
@@ -71,7 +80,12 @@ impl Devnet {
             .spawn()
             .map_err(|e| DevnetError::Start(format!("{}: {e}", binary.display())))?;
         let rpc = RpcClient::new(&format!("http://127.0.0.1:{port}"));
-        let mut devnet = Self { child, port, rpc };
+        let mut devnet = Self {
+            child,
+            port,
+            rpc,
+            escrow: None,
+        };
         devnet.wait_ready(Duration::from_secs(30)).await?;
         // A fresh chain reports block timestamp 1 until a block is mined, and
         // Tempo transactions carry a `validAfter` relative to wall-clock time.
@@ -79,6 +93,9 @@ impl Devnet {
             .rpc
             .call::<serde_json::Value>("evm_mine", serde_json::json!([]))
             .await?;
+        if let Some(code) = bytecode {
+            devnet.escrow = Some(escrow::deploy_escrow(&devnet.rpc, &code).await?);
+        }
         Ok(devnet)
     }
 
@@ -114,6 +131,11 @@ impl Devnet {
 
     pub fn rpc(&self) -> &RpcClient {
         &self.rpc
+    }
+
+    /// The deployed v1 session escrow, when requested.
+    pub fn escrow(&self) -> Option<&str> {
+        self.escrow.as_deref()
     }
 
     pub fn chain_id(&self) -> u64 {

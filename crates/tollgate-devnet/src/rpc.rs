@@ -75,6 +75,21 @@ impl RpcClient {
         parse_quantity(&hex)
     }
 
+    /// Polls for a transaction's receipt (anvil mines right away, but may
+    /// answer the send before the receipt is queryable).
+    pub async fn wait_receipt(&self, hash: &str) -> Result<Value, RpcError> {
+        for _ in 0..100 {
+            let receipt: Value = self
+                .call("eth_getTransactionReceipt", json!([hash]))
+                .await?;
+            if !receipt.is_null() {
+                return Ok(receipt);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Err(RpcError::Decode(format!("no receipt for {hash}")))
+    }
+
     /// Moves the chain clock forward (and mines a block).
     pub async fn increase_time(&self, seconds: u64) -> Result<(), RpcError> {
         self.call::<Value>("evm_increaseTime", json!([seconds]))

@@ -121,6 +121,9 @@ fn print_devnet(devnet: &Devnet, config: &std::path::Path, standalone: bool) {
     println!("  rpc:      {}", devnet.rpc_url());
     println!("  chain id: {}", devnet.chain_id());
     println!("  token:    {PATH_USD} (pathUSD, 6 decimals)");
+    if let Some(escrow) = devnet.escrow() {
+        println!("  escrow:   {escrow} (v1 session escrow, TempoStreamChannel)");
+    }
     println!(
         "Development accounts (public test keys, funded with pathUSD; never use for real funds):"
     );
