@@ -73,10 +73,7 @@ async fn the_escrow_matches_the_reference_behaviour() {
     let before = rpc.token_balance(PATH_USD, payer).await.unwrap();
     let receipt = send(rpc, PAYER, &escrow, open.clone()).await;
     assert_eq!(receipt["status"], "0x1", "{receipt}");
-    assert_eq!(
-        before - rpc.token_balance(PATH_USD, payer).await.unwrap() >= 1_000_000,
-        true
-    );
+    assert!(before - rpc.token_balance(PATH_USD, payer).await.unwrap() >= 1_000_000);
     // Reopening with the same salt fails.
     assert_eq!(send(rpc, PAYER, &escrow, open).await["status"], "0x0");
 
