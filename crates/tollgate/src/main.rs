@@ -107,10 +107,11 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn start_devnet(port: Option<u16>) -> anyhow::Result<Devnet> {
-    eprintln!("starting local Tempo chain (installs anvil on first use)…");
+    eprintln!("starting local Tempo chain (installs anvil and solc on first use)…");
     Devnet::start(DevnetOptions {
         port,
         cache_dir: None,
+        escrow: true,
     })
     .await
     .context("starting the local chain")
