@@ -144,20 +144,7 @@ pub fn chat(table: &PriceTable, body: &Value) -> Result<Quote, QuoteError> {
         Some(cap) => Some(("max_completion_tokens", cap)),
         None => positive(body, "max_tokens")?.map(|cap| ("max_tokens", cap)),
     };
-    let output_tokens = match cap {
-        Some((param, cap)) if cap > price.max_output_tokens => {
-            return Err(bad(
-                param,
-                "invalid-value",
-                format!(
-                    "`{param}` is {cap}, above {model}'s limit of {}",
-                    price.max_output_tokens
-                ),
-            ));
-        }
-        Some((_, cap)) => cap,
-        None => price.max_output_tokens,
-    };
+    let output_tokens = output_cap(price, model, cap)?;
 
     let mut input_tokens = REPLY_PRIMING_TOKENS;
     for (index, message) in messages.iter().enumerate() {
@@ -168,16 +155,7 @@ pub fn chat(table: &PriceTable, body: &Value) -> Result<Quote, QuoteError> {
         // conservative stand-in for OpenAI's internal rendering.
         input_tokens += price.encoding.count(&tools.to_string());
     }
-    if input_tokens + output_tokens > price.context_window {
-        return Err(bad(
-            "messages",
-            "context-length-exceeded",
-            format!(
-                "{input_tokens} input tokens plus {output_tokens} output tokens exceed {model}'s context window of {}",
-                price.context_window
-            ),
-        ));
-    }
+    fits_context(price, model, "messages", input_tokens, output_tokens)?;
     let list = per_million(input_tokens, price.input_per_mtok)
         + per_million(output_tokens * n, price.output_per_mtok);
     let choices = if n > 1 {
@@ -246,22 +224,11 @@ fn part_tokens(price: &ChatPrice, part: &Value, index: usize) -> Result<u64, Quo
         "text" => Ok(price
             .encoding
             .count(part.get("text").and_then(Value::as_str).unwrap_or_default())),
-        "image_url" => {
-            let (Some(base), Some(tile)) = (price.image_base_tokens, price.image_tile_tokens)
-            else {
-                return Err(bad(
-                    "messages",
-                    "unsupported-input",
-                    "this model does not accept image inputs",
-                ));
-            };
-            let detail = part.pointer("/image_url/detail").and_then(Value::as_str);
-            Ok(if detail == Some("low") {
-                base
-            } else {
-                base + tile * MAX_IMAGE_TILES
-            })
-        }
+        "image_url" => image_tokens(
+            price,
+            "messages",
+            part.pointer("/image_url/detail").and_then(Value::as_str),
+        ),
         other => Err(bad(
             "messages",
             "unsupported-input",
@@ -316,30 +283,9 @@ pub fn responses(table: &PriceTable, body: &Value) -> Result<Quote, QuoteError> 
     if let Some(tools) = body.get("tools") {
         input_tokens += price.encoding.count(&tools.to_string());
     }
-    let output_tokens = match positive(body, "max_output_tokens")? {
-        Some(cap) if cap > price.max_output_tokens => {
-            return Err(bad(
-                "max_output_tokens",
-                "invalid-value",
-                format!(
-                    "`max_output_tokens` is {cap}, above {model}'s limit of {}",
-                    price.max_output_tokens
-                ),
-            ));
-        }
-        Some(cap) => cap,
-        None => price.max_output_tokens,
-    };
-    if input_tokens + output_tokens > price.context_window {
-        return Err(bad(
-            "input",
-            "context-length-exceeded",
-            format!(
-                "{input_tokens} input tokens plus {output_tokens} output tokens exceed {model}'s context window of {}",
-                price.context_window
-            ),
-        ));
-    }
+    let cap = positive(body, "max_output_tokens")?.map(|cap| ("max_output_tokens", cap));
+    let output_tokens = output_cap(price, model, cap)?;
+    fits_context(price, model, "input", input_tokens, output_tokens)?;
     let list = per_million(input_tokens, price.input_per_mtok)
         + per_million(output_tokens, price.output_per_mtok);
     Ok(Quote {
@@ -378,20 +324,7 @@ fn response_item_tokens(price: &ChatPrice, item: &Value, index: usize) -> Result
                         encoding.count(part.get("text").and_then(Value::as_str).unwrap_or_default())
                     }
                     "input_image" => {
-                        let (Some(base), Some(tile)) =
-                            (price.image_base_tokens, price.image_tile_tokens)
-                        else {
-                            return Err(bad(
-                                "input",
-                                "unsupported-input",
-                                "this model does not accept image inputs",
-                            ));
-                        };
-                        if part.get("detail").and_then(Value::as_str) == Some("low") {
-                            base
-                        } else {
-                            base + tile * MAX_IMAGE_TILES
-                        }
+                        image_tokens(price, "input", part.get("detail").and_then(Value::as_str))?
                     }
                     other => {
                         return Err(bad(
@@ -414,6 +347,69 @@ fn response_item_tokens(price: &ChatPrice, item: &Value, index: usize) -> Result
         }
     }
     Ok(tokens)
+}
+
+/// The output cap the request set (`(param, value)`), within the model's
+/// limit, or the model's limit when it set none.
+fn output_cap(
+    price: &ChatPrice,
+    model: &str,
+    cap: Option<(&'static str, u64)>,
+) -> Result<u64, QuoteError> {
+    match cap {
+        Some((param, cap)) if cap > price.max_output_tokens => Err(bad(
+            param,
+            "invalid-value",
+            format!(
+                "`{param}` is {cap}, above {model}'s limit of {}",
+                price.max_output_tokens
+            ),
+        )),
+        Some((_, cap)) => Ok(cap),
+        None => Ok(price.max_output_tokens),
+    }
+}
+
+/// Input plus the output cap must fit the model's context window.
+fn fits_context(
+    price: &ChatPrice,
+    model: &str,
+    param: &'static str,
+    input_tokens: u64,
+    output_tokens: u64,
+) -> Result<(), QuoteError> {
+    if input_tokens + output_tokens > price.context_window {
+        return Err(bad(
+            param,
+            "context-length-exceeded",
+            format!(
+                "{input_tokens} input tokens plus {output_tokens} output tokens exceed {model}'s context window of {}",
+                price.context_window
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Tokens for one image input: the base for `detail: low`, otherwise the
+/// worst-case tiling.
+fn image_tokens(
+    price: &ChatPrice,
+    param: &'static str,
+    detail: Option<&str>,
+) -> Result<u64, QuoteError> {
+    let (Some(base), Some(tile)) = (price.image_base_tokens, price.image_tile_tokens) else {
+        return Err(bad(
+            param,
+            "unsupported-input",
+            "this model does not accept image inputs",
+        ));
+    };
+    Ok(if detail == Some("low") {
+        base
+    } else {
+        base + tile * MAX_IMAGE_TILES
+    })
 }
 
 // ------------------------------------------------------------ embeddings
