@@ -4,9 +4,15 @@
 //! [`SqliteLedger`]. A PostgreSQL backend implements the same trait.
 #![forbid(unsafe_code)]
 
+mod channels;
 mod error;
 mod sqlite;
+mod sqlite_channels;
 
+pub use channels::{
+    ChannelBook, ChannelRecord, ChannelStatus, IdempotencyBegin, InFlight, OnChainFacts,
+    ReserveOutcome, StoredResponse, StoredVoucher, VoucherOutcome, VoucherRefusal,
+};
 pub use error::LedgerError;
 pub use sqlite::{Durability, SqliteLedger};
 
@@ -61,7 +67,7 @@ pub struct UsageRecord {
 /// Every write is committed before the call returns, so anything a caller
 /// acts on (serving a request, answering a client) survives a crash.
 #[async_trait]
-pub trait Ledger: Send + Sync + 'static {
+pub trait Ledger: ChannelBook + Send + Sync + 'static {
     /// Atomically claims `key` for one payment. Exactly one of any number of
     /// concurrent callers gets [`ClaimOutcome::Claimed`].
     async fn claim(&self, key: &str) -> Result<ClaimOutcome, LedgerError>;

@@ -15,6 +15,7 @@ use crate::{ChargeRecord, ClaimOutcome, Ledger, LedgerError, UsageRecord};
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_usage.sql"),
+    include_str!("../migrations/0003_sessions.sql"),
 ];
 
 /// How hard SQLite pushes each commit to disk.
@@ -72,7 +73,7 @@ impl SqliteLedger {
     }
 
     /// Runs `f` on the connection in the blocking pool.
-    async fn with_conn<T, F>(&self, f: F) -> Result<T, LedgerError>
+    pub(crate) async fn with_conn<T, F>(&self, f: F) -> Result<T, LedgerError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, LedgerError> + Send + 'static,
@@ -102,7 +103,7 @@ fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
     Ok(())
 }
 
-fn now_unix() -> i64 {
+pub(crate) fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

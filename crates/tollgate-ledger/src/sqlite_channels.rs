@@ -1,0 +1,596 @@
+//! [`ChannelBook`] on SQLite. Each method is one `IMMEDIATE` transaction on
+//! the ledger's single connection, which serializes every channel update.
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+
+use crate::LedgerError;
+use crate::channels::{
+    ChannelBook, ChannelRecord, ChannelStatus, IdempotencyBegin, InFlight, OnChainFacts,
+    ReserveOutcome, StoredResponse, StoredVoucher, VoucherOutcome, VoucherRefusal,
+};
+use crate::sqlite::{SqliteLedger, now_unix};
+
+const CHANNEL_COLUMNS: &str = "channel_id, protocol, escrow, chain_id, payer, payee, token,
+    authorized_signer, descriptor, deposit, accepted, spent, reserved, settled, units,
+    close_requested_at, status, opened_at, updated_at, last_settled_at,
+    inflight_kind, inflight_tx, inflight_amount, inflight_since";
+
+/// Amounts are stored as SQLite integers. Deposits beyond `i64::MAX` base
+/// units are counted as `i64::MAX`: we authorize less, never more.
+fn to_db(amount: u128) -> i64 {
+    i64::try_from(amount).unwrap_or(i64::MAX)
+}
+
+fn from_db(value: i64) -> u128 {
+    u128::try_from(value).unwrap_or(0)
+}
+
+fn read_channel(row: &Row<'_>) -> rusqlite::Result<ChannelRecord> {
+    let inflight = match row.get::<_, Option<String>>(20)? {
+        Some(kind) => Some(InFlight {
+            kind,
+            tx_hash: row.get::<_, Option<String>>(21)?.unwrap_or_default(),
+            amount: from_db(row.get::<_, Option<i64>>(22)?.unwrap_or(0)),
+            since: row.get::<_, Option<i64>>(23)?.unwrap_or(0),
+        }),
+        None => None,
+    };
+    Ok(ChannelRecord {
+        channel_id: row.get(0)?,
+        protocol: row.get(1)?,
+        escrow: row.get(2)?,
+        chain_id: row.get::<_, i64>(3)? as u64,
+        payer: row.get(4)?,
+        payee: row.get(5)?,
+        token: row.get(6)?,
+        authorized_signer: row.get(7)?,
+        descriptor: row.get(8)?,
+        deposit: from_db(row.get(9)?),
+        accepted: from_db(row.get(10)?),
+        spent: from_db(row.get(11)?),
+        reserved: from_db(row.get(12)?),
+        settled: from_db(row.get(13)?),
+        units: row.get::<_, i64>(14)? as u64,
+        close_requested_at: row.get::<_, i64>(15)? as u64,
+        status: ChannelStatus::parse(&row.get::<_, String>(16)?),
+        opened_at: row.get(17)?,
+        updated_at: row.get(18)?,
+        last_settled_at: row.get(19)?,
+        inflight,
+    })
+}
+
+fn load(conn: &Connection, channel_id: &str) -> Result<Option<ChannelRecord>, LedgerError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {CHANNEL_COLUMNS} FROM session_channels WHERE channel_id = ?1"
+        ))?
+        .query_row(params![channel_id], read_channel)
+        .optional()?)
+}
+
+fn unavailable(channel: &ChannelRecord) -> Option<VoucherRefusal> {
+    match channel.status {
+        ChannelStatus::Finalized => Some(VoucherRefusal::Finalized),
+        ChannelStatus::Closing => Some(VoucherRefusal::Closing),
+        ChannelStatus::Open if channel.close_requested_at != 0 => Some(VoucherRefusal::Closing),
+        ChannelStatus::Open => None,
+    }
+}
+
+fn insert_voucher(
+    conn: &Connection,
+    channel_id: &str,
+    voucher: &StoredVoucher,
+    now: i64,
+) -> Result<(), LedgerError> {
+    conn.prepare_cached(
+        "INSERT INTO session_vouchers (channel_id, cumulative, signature, accepted_at)
+         VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+    )?
+    .execute(params![
+        channel_id,
+        to_db(voucher.cumulative),
+        voucher.signature,
+        now
+    ])?;
+    Ok(())
+}
+
+/// Reserves inside an open transaction.
+fn reserve_in(
+    conn: &Connection,
+    channel_id: &str,
+    amount: u128,
+    reservation: Option<i64>,
+) -> Result<ReserveOutcome, LedgerError> {
+    let Some(channel) = load(conn, channel_id)? else {
+        return Ok(ReserveOutcome::Unavailable(VoucherRefusal::NotFound));
+    };
+    if let Some(refusal) = unavailable(&channel) {
+        return Ok(ReserveOutcome::Unavailable(refusal));
+    }
+    if channel.available() < amount {
+        return Ok(ReserveOutcome::Insufficient { channel });
+    }
+    let now = now_unix();
+    conn.prepare_cached(
+        "UPDATE session_channels SET reserved = reserved + ?2, updated_at = ?3
+         WHERE channel_id = ?1",
+    )?
+    .execute(params![channel_id, to_db(amount), now])?;
+    let id = match reservation {
+        Some(id) => {
+            conn.prepare_cached(
+                "UPDATE session_reservations SET amount = amount + ?2 WHERE id = ?1",
+            )?
+            .execute(params![id, to_db(amount)])?;
+            id
+        }
+        None => {
+            conn.prepare_cached(
+                "INSERT INTO session_reservations (channel_id, amount, created_at)
+                 VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![channel_id, to_db(amount), now])?;
+            conn.last_insert_rowid()
+        }
+    };
+    let channel = load(conn, channel_id)?.ok_or(LedgerError::Worker("channel vanished".into()))?;
+    Ok(ReserveOutcome::Reserved {
+        reservation: id,
+        channel,
+    })
+}
+
+fn reservation(conn: &Connection, id: i64) -> Result<Option<(String, u128)>, LedgerError> {
+    Ok(conn
+        .prepare_cached("SELECT channel_id, amount FROM session_reservations WHERE id = ?1")?
+        .query_row(params![id], |r| {
+            Ok((r.get::<_, String>(0)?, from_db(r.get(1)?)))
+        })
+        .optional()?)
+}
+
+fn drop_reservation(
+    conn: &Connection,
+    id: i64,
+    channel_id: &str,
+    held: u128,
+) -> Result<(), LedgerError> {
+    conn.prepare_cached(
+        "UPDATE session_channels SET reserved = MAX(reserved - ?2, 0) WHERE channel_id = ?1",
+    )?
+    .execute(params![channel_id, to_db(held)])?;
+    conn.prepare_cached("DELETE FROM session_reservations WHERE id = ?1")?
+        .execute(params![id])?;
+    Ok(())
+}
+
+#[async_trait]
+impl ChannelBook for SqliteLedger {
+    async fn open_channel(
+        &self,
+        channel: &ChannelRecord,
+        initial: Option<&StoredVoucher>,
+    ) -> Result<ChannelRecord, LedgerError> {
+        let c = channel.clone();
+        let initial = initial.cloned();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now = now_unix();
+            tx.prepare_cached(
+                "INSERT INTO session_channels (channel_id, protocol, escrow, chain_id, payer,
+                 payee, token, authorized_signer, descriptor, deposit, settled,
+                 close_requested_at, status, opened_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'open', ?13, ?13)
+                 ON CONFLICT(channel_id) DO UPDATE SET
+                   deposit = MAX(deposit, excluded.deposit),
+                   settled = MAX(settled, excluded.settled),
+                   updated_at = excluded.updated_at",
+            )?
+            .execute(params![
+                c.channel_id,
+                c.protocol,
+                c.escrow,
+                c.chain_id as i64,
+                c.payer,
+                c.payee,
+                c.token,
+                c.authorized_signer,
+                c.descriptor,
+                to_db(c.deposit),
+                to_db(c.settled),
+                c.close_requested_at as i64,
+                now
+            ])?;
+            if let Some(voucher) = initial {
+                let current = load(&tx, &c.channel_id)?
+                    .ok_or(LedgerError::Worker("channel vanished".into()))?;
+                if voucher.cumulative > current.accepted && voucher.cumulative <= current.deposit {
+                    insert_voucher(&tx, &c.channel_id, &voucher, now)?;
+                    tx.prepare_cached(
+                        "UPDATE session_channels SET accepted = ?2 WHERE channel_id = ?1",
+                    )?
+                    .execute(params![c.channel_id, to_db(voucher.cumulative)])?;
+                }
+            }
+            let stored =
+                load(&tx, &c.channel_id)?.ok_or(LedgerError::Worker("channel vanished".into()))?;
+            tx.commit()?;
+            Ok(stored)
+        })
+        .await
+    }
+
+    async fn channel(&self, channel_id: &str) -> Result<Option<ChannelRecord>, LedgerError> {
+        let id = channel_id.to_owned();
+        self.with_conn(move |conn| load(conn, &id)).await
+    }
+
+    async fn channels(&self) -> Result<Vec<ChannelRecord>, LedgerError> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {CHANNEL_COLUMNS} FROM session_channels ORDER BY opened_at DESC, rowid DESC"
+            ))?;
+            let rows = stmt.query_map([], read_channel)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn accept_voucher(
+        &self,
+        channel_id: &str,
+        voucher: &StoredVoucher,
+        min_delta: u128,
+    ) -> Result<VoucherOutcome, LedgerError> {
+        let id = channel_id.to_owned();
+        let voucher = voucher.clone();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let Some(channel) = load(&tx, &id)? else {
+                return Ok(VoucherOutcome::Refused(VoucherRefusal::NotFound));
+            };
+            if let Some(refusal) = unavailable(&channel) {
+                return Ok(VoucherOutcome::Refused(refusal));
+            }
+            let accepted = channel.accepted;
+            if voucher.cumulative == accepted {
+                return Ok(VoucherOutcome::Unchanged(channel));
+            }
+            if voucher.cumulative < accepted {
+                return Ok(VoucherOutcome::Refused(VoucherRefusal::Decreasing {
+                    accepted,
+                }));
+            }
+            if voucher.cumulative - accepted < min_delta {
+                return Ok(VoucherOutcome::Refused(VoucherRefusal::DeltaTooSmall {
+                    accepted,
+                }));
+            }
+            if voucher.cumulative > channel.deposit {
+                return Ok(VoucherOutcome::Refused(VoucherRefusal::ExceedsDeposit {
+                    deposit: channel.deposit,
+                }));
+            }
+            let now = now_unix();
+            insert_voucher(&tx, &id, &voucher, now)?;
+            tx.prepare_cached(
+                "UPDATE session_channels SET accepted = ?2, updated_at = ?3 WHERE channel_id = ?1",
+            )?
+            .execute(params![id, to_db(voucher.cumulative), now])?;
+            let updated = load(&tx, &id)?.ok_or(LedgerError::Worker("channel vanished".into()))?;
+            tx.commit()?;
+            Ok(VoucherOutcome::Accepted(updated))
+        })
+        .await
+    }
+
+    async fn voucher_covering(
+        &self,
+        channel_id: &str,
+        at_least: u128,
+    ) -> Result<Option<StoredVoucher>, LedgerError> {
+        let id = channel_id.to_owned();
+        self.with_conn(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT cumulative, signature FROM session_vouchers
+                     WHERE channel_id = ?1 AND cumulative >= ?2 ORDER BY cumulative LIMIT 1",
+                )?
+                .query_row(params![id, to_db(at_least)], |r| {
+                    Ok(StoredVoucher {
+                        cumulative: from_db(r.get(0)?),
+                        signature: r.get(1)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn refresh_channel(
+        &self,
+        channel_id: &str,
+        facts: OnChainFacts,
+    ) -> Result<Option<ChannelRecord>, LedgerError> {
+        let id = channel_id.to_owned();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // The deposit only grows on chain; `accepted <= deposit` holds.
+            tx.prepare_cached(
+                "UPDATE session_channels SET
+                   deposit = MAX(deposit, ?2),
+                   settled = MAX(settled, ?3),
+                   close_requested_at = ?4,
+                   status = CASE WHEN ?5 THEN 'finalized' ELSE status END,
+                   updated_at = ?6
+                 WHERE channel_id = ?1",
+            )?
+            .execute(params![
+                id,
+                to_db(facts.deposit),
+                to_db(facts.settled),
+                facts.close_requested_at as i64,
+                facts.finalized,
+                now_unix()
+            ])?;
+            let channel = load(&tx, &id)?;
+            tx.commit()?;
+            Ok(channel)
+        })
+        .await
+    }
+
+    async fn reserve(&self, channel_id: &str, amount: u128) -> Result<ReserveOutcome, LedgerError> {
+        let id = channel_id.to_owned();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let outcome = reserve_in(&tx, &id, amount, None)?;
+            tx.commit()?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn grow_reservation(
+        &self,
+        reservation_id: i64,
+        extra: u128,
+    ) -> Result<ReserveOutcome, LedgerError> {
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let Some((channel_id, _)) = reservation(&tx, reservation_id)? else {
+                return Ok(ReserveOutcome::Unavailable(VoucherRefusal::NotFound));
+            };
+            let outcome = reserve_in(&tx, &channel_id, extra, Some(reservation_id))?;
+            tx.commit()?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn commit(
+        &self,
+        reservation_id: i64,
+        cost: u128,
+        units: u64,
+    ) -> Result<ChannelRecord, LedgerError> {
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (channel_id, held) = reservation(&tx, reservation_id)?
+                .ok_or(LedgerError::Worker("reservation is not held".into()))?;
+            let charged = cost.min(held);
+            drop_reservation(&tx, reservation_id, &channel_id, held)?;
+            tx.prepare_cached(
+                "UPDATE session_channels SET spent = spent + ?2, units = units + ?3,
+                 updated_at = ?4 WHERE channel_id = ?1",
+            )?
+            .execute(params![
+                channel_id,
+                to_db(charged),
+                i64::try_from(units).unwrap_or(i64::MAX),
+                now_unix()
+            ])?;
+            let channel =
+                load(&tx, &channel_id)?.ok_or(LedgerError::Worker("channel vanished".into()))?;
+            tx.commit()?;
+            Ok(channel)
+        })
+        .await
+    }
+
+    async fn release_reservation(&self, reservation_id: i64) -> Result<(), LedgerError> {
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some((channel_id, held)) = reservation(&tx, reservation_id)? {
+                drop_reservation(&tx, reservation_id, &channel_id, held)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release_all_reservations(&self) -> Result<u64, LedgerError> {
+        self.with_conn(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let count = tx.execute("DELETE FROM session_reservations", [])?;
+            tx.execute(
+                "UPDATE session_channels SET reserved = 0 WHERE reserved != 0",
+                [],
+            )?;
+            // Requests that were being served when the process died left no
+            // answer to replay; their keys become usable again.
+            tx.execute(
+                "DELETE FROM idempotent_responses WHERE state = 'pending'",
+                [],
+            )?;
+            tx.commit()?;
+            Ok(count as u64)
+        })
+        .await
+    }
+
+    async fn mark_closing(&self, channel_id: &str) -> Result<Option<ChannelRecord>, LedgerError> {
+        let id = channel_id.to_owned();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.prepare_cached(
+                "UPDATE session_channels SET status = 'closing', updated_at = ?2
+                 WHERE channel_id = ?1 AND status = 'open'",
+            )?
+            .execute(params![id, now_unix()])?;
+            let channel = load(&tx, &id)?;
+            tx.commit()?;
+            Ok(channel)
+        })
+        .await
+    }
+
+    async fn begin_settlement(
+        &self,
+        channel_id: &str,
+        in_flight: &InFlight,
+    ) -> Result<(), LedgerError> {
+        let id = channel_id.to_owned();
+        let f = in_flight.clone();
+        self.with_conn(move |conn| {
+            conn.prepare_cached(
+                "UPDATE session_channels SET inflight_kind = ?2, inflight_tx = ?3,
+                 inflight_amount = ?4, inflight_since = ?5 WHERE channel_id = ?1",
+            )?
+            .execute(params![id, f.kind, f.tx_hash, to_db(f.amount), f.since])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn finish_settlement(
+        &self,
+        channel_id: &str,
+        settled: u128,
+        finalized: bool,
+    ) -> Result<Option<ChannelRecord>, LedgerError> {
+        let id = channel_id.to_owned();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let now = now_unix();
+            tx.prepare_cached(
+                "UPDATE session_channels SET settled = MAX(settled, ?2),
+                   status = CASE WHEN ?3 THEN 'finalized' ELSE status END,
+                   inflight_kind = NULL, inflight_tx = NULL, inflight_amount = NULL,
+                   inflight_since = NULL, last_settled_at = ?4, updated_at = ?4
+                 WHERE channel_id = ?1",
+            )?
+            .execute(params![id, to_db(settled), finalized, now])?;
+            // Vouchers below what is settled can never be used again.
+            tx.prepare_cached(
+                "DELETE FROM session_vouchers WHERE channel_id = ?1 AND cumulative < ?2
+                 AND cumulative < (SELECT accepted FROM session_channels WHERE channel_id = ?1)",
+            )?
+            .execute(params![id, to_db(settled)])?;
+            let channel = load(&tx, &id)?;
+            tx.commit()?;
+            Ok(channel)
+        })
+        .await
+    }
+
+    async fn abandon_settlement(&self, channel_id: &str) -> Result<(), LedgerError> {
+        let id = channel_id.to_owned();
+        self.with_conn(move |conn| {
+            conn.prepare_cached(
+                "UPDATE session_channels SET inflight_kind = NULL, inflight_tx = NULL,
+                 inflight_amount = NULL, inflight_since = NULL WHERE channel_id = ?1",
+            )?
+            .execute(params![id])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn idempotency_begin(
+        &self,
+        key_hash: &str,
+        fingerprint: &str,
+    ) -> Result<IdempotencyBegin, LedgerError> {
+        let (key, print) = (key_hash.to_owned(), fingerprint.to_owned());
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let existing = tx
+                .prepare_cached(
+                    "SELECT fingerprint, state, status, headers, body
+                     FROM idempotent_responses WHERE key_hash = ?1",
+                )?
+                .query_row(params![key], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, Option<Vec<u8>>>(4)?,
+                    ))
+                })
+                .optional()?;
+            let outcome = match existing {
+                Some((stored, _, _, _, _)) if stored != print => IdempotencyBegin::Mismatch,
+                Some((_, state, _, _, _)) if state != "done" => IdempotencyBegin::InProgress,
+                Some((_, _, status, headers, body)) => {
+                    let headers: Vec<(String, String)> = headers
+                        .and_then(|h| serde_json::from_str(&h).ok())
+                        .unwrap_or_default();
+                    IdempotencyBegin::Done(StoredResponse {
+                        status: status.unwrap_or(200) as u16,
+                        headers,
+                        body: body.unwrap_or_default(),
+                    })
+                }
+                None => {
+                    tx.prepare_cached(
+                        "INSERT INTO idempotent_responses (key_hash, fingerprint, state, created_at)
+                         VALUES (?1, ?2, 'pending', ?3)",
+                    )?
+                    .execute(params![key, print, now_unix()])?;
+                    IdempotencyBegin::Started
+                }
+            };
+            tx.commit()?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn idempotency_finish(
+        &self,
+        key_hash: &str,
+        response: &StoredResponse,
+    ) -> Result<(), LedgerError> {
+        let key = key_hash.to_owned();
+        let r = response.clone();
+        let headers = serde_json::to_string(&r.headers).unwrap_or_else(|_| "[]".into());
+        self.with_conn(move |conn| {
+            conn.prepare_cached(
+                "UPDATE idempotent_responses SET state = 'done', status = ?2, headers = ?3,
+                 body = ?4 WHERE key_hash = ?1",
+            )?
+            .execute(params![key, r.status as i64, headers, r.body])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn idempotency_abandon(&self, key_hash: &str) -> Result<(), LedgerError> {
+        let key = key_hash.to_owned();
+        self.with_conn(move |conn| {
+            conn.prepare_cached(
+                "DELETE FROM idempotent_responses WHERE key_hash = ?1 AND state = 'pending'",
+            )?
+            .execute(params![key])?;
+            Ok(())
+        })
+        .await
+    }
+}
