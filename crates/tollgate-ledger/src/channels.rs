@@ -200,11 +200,26 @@ pub trait ChannelBook: Send + Sync {
         min_delta: u128,
     ) -> Result<VoucherOutcome, LedgerError>;
 
+    /// Keeps a validly signed voucher that is not a new highest (a close
+    /// voucher for exactly what was spent). Within the deposit only.
+    async fn store_voucher(
+        &self,
+        channel_id: &str,
+        voucher: &StoredVoucher,
+    ) -> Result<(), LedgerError>;
+
     /// The smallest accepted voucher at or above `at_least`.
     async fn voucher_covering(
         &self,
         channel_id: &str,
         at_least: u128,
+    ) -> Result<Option<StoredVoucher>, LedgerError>;
+
+    /// The largest accepted voucher at or below `at_most`.
+    async fn voucher_within(
+        &self,
+        channel_id: &str,
+        at_most: u128,
     ) -> Result<Option<StoredVoucher>, LedgerError>;
 
     /// Stores what the escrow says now. A close request on chain or

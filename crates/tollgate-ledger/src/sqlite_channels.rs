@@ -288,6 +288,24 @@ impl ChannelBook for SqliteLedger {
         .await
     }
 
+    async fn store_voucher(
+        &self,
+        channel_id: &str,
+        voucher: &StoredVoucher,
+    ) -> Result<(), LedgerError> {
+        let id = channel_id.to_owned();
+        let voucher = voucher.clone();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if load(&tx, &id)?.is_some_and(|c| voucher.cumulative <= c.deposit) {
+                insert_voucher(&tx, &id, &voucher, now_unix())?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn voucher_covering(
         &self,
         channel_id: &str,
@@ -301,6 +319,29 @@ impl ChannelBook for SqliteLedger {
                      WHERE channel_id = ?1 AND cumulative >= ?2 ORDER BY cumulative LIMIT 1",
                 )?
                 .query_row(params![id, to_db(at_least)], |r| {
+                    Ok(StoredVoucher {
+                        cumulative: from_db(r.get(0)?),
+                        signature: r.get(1)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn voucher_within(
+        &self,
+        channel_id: &str,
+        at_most: u128,
+    ) -> Result<Option<StoredVoucher>, LedgerError> {
+        let id = channel_id.to_owned();
+        self.with_conn(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT cumulative, signature FROM session_vouchers
+                     WHERE channel_id = ?1 AND cumulative <= ?2 ORDER BY cumulative DESC LIMIT 1",
+                )?
+                .query_row(params![id, to_db(at_most)], |r| {
                     Ok(StoredVoucher {
                         cumulative: from_db(r.get(0)?),
                         signature: r.get(1)?,

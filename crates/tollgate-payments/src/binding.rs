@@ -116,9 +116,82 @@ pub fn check<'a>(
         .find(|offer| {
             offer.method() == challenge.method.as_str()
                 && offer.intent() == challenge.intent.as_str()
-                && match offer {
-                    Offer::TempoCharge(charge) => charge.request_json() == echoed,
-                }
+                && offer.request_json() == echoed
         })
         .ok_or_else(|| invalid("challenge no longer matches what this route charges"))
+}
+
+/// For session credentials that buy nothing themselves (voucher, top-up,
+/// close, open on a body-less request): the challenge must be ours, for
+/// this route and these channel terms; its amount and body may be those of
+/// an earlier request. An expired challenge is refused only when `fresh`
+/// (top-ups and opens move money on chain).
+pub fn check_session_terms(
+    keys: &ChallengeKeys,
+    credential: &PaymentCredential,
+    realm: &str,
+    scope: &str,
+    terms: &crate::session::SessionOffer,
+    fresh: bool,
+) -> Result<(), PaymentProblem> {
+    let challenge = &credential.challenge;
+    let not_found =
+        |detail: &str| PaymentProblem::new(ProblemKind::SessionChallengeNotFound, detail);
+    if challenge.realm != realm
+        || challenge.method.as_str() != "tempo"
+        || challenge.intent.as_str() != "session"
+    {
+        return Err(not_found("challenge was not issued here for a session"));
+    }
+    let fields = BoundFields {
+        realm: &challenge.realm,
+        method: challenge.method.as_str(),
+        intent: challenge.intent.as_str(),
+        request: challenge.request.raw(),
+        expires: challenge.expires.as_deref(),
+        digest: challenge.digest.as_deref(),
+        opaque: challenge.opaque.as_ref().map(|o| o.raw()),
+        header: challenge.header.as_deref(),
+    };
+    if !keys.verifies(&fields, &challenge.id) {
+        return Err(not_found(
+            "challenge id is unknown or the challenge was altered",
+        ));
+    }
+    if fresh {
+        let expired = challenge
+            .expires
+            .as_deref()
+            .and_then(|e| {
+                time::OffsetDateTime::parse(e, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .is_none_or(|at| at <= time::OffsetDateTime::now_utc());
+        if expired {
+            return Err(not_found("challenge has expired"));
+        }
+    }
+    let scope_matches = challenge
+        .opaque
+        .as_ref()
+        .and_then(|o| o.decode_value().ok())
+        .is_some_and(|v| v == route_opaque(scope));
+    if !scope_matches {
+        return Err(PaymentProblem::new(
+            ProblemKind::InvalidChallenge,
+            "challenge was issued for another route",
+        ));
+    }
+    let echoed = challenge.request.decode_value().map_err(|_| {
+        PaymentProblem::new(
+            ProblemKind::InvalidChallenge,
+            "challenge request is not valid JSON",
+        )
+    })?;
+    if !terms.same_terms(&echoed) {
+        return Err(PaymentProblem::new(
+            ProblemKind::InvalidChallenge,
+            "challenge names other channel terms",
+        ));
+    }
+    Ok(())
 }

@@ -52,10 +52,8 @@ impl ChallengeIssuer {
         scope: &str,
         body: &[u8],
     ) -> Result<IssuedChallenge, PaymentProblem> {
-        let (request, description) = match offer {
-            Offer::TempoCharge(charge) => (charge.request_json(), charge.description.as_deref()),
-        };
-        let request = Base64UrlJson::from_value(&request).map_err(internal)?;
+        let description = offer.description();
+        let request = Base64UrlJson::from_value(&offer.request_json()).map_err(internal)?;
         let opaque = Base64UrlJson::from_value(&route_opaque(scope)).map_err(internal)?;
         let expires = mpp::expires::seconds(self.ttl.as_secs());
         let digest = body_digest(body);

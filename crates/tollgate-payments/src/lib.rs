@@ -11,6 +11,8 @@ mod keys;
 mod offer;
 mod problem;
 mod redact;
+pub mod session;
+pub mod session_v2;
 mod store;
 
 use std::sync::Arc;
@@ -39,10 +41,29 @@ pub struct Paid {
     pub chain_time: std::time::Duration,
 }
 
+/// A credential that passed its checks.
+#[derive(Debug)]
+pub enum Authorized {
+    /// A charge, to be settled.
+    Charge(Pending),
+    /// A session action applied to its channel; the request still needs a
+    /// reservation for what it buys.
+    Session(SessionAuthorized),
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionAuthorized {
+    pub challenge_id: String,
+    /// `open`, `topUp`, `voucher` or `close`.
+    pub action: &'static str,
+    pub applied: session::Applied,
+}
+
 /// Issues challenges and turns credentials into settled, recorded payments.
 pub struct PaymentGate {
     issuer: ChallengeIssuer,
     verifier: TempoChargeVerifier,
+    sessions: Option<Arc<session::SessionGate>>,
     ledger: Arc<dyn Ledger>,
     max_credential_bytes: usize,
 }
@@ -57,9 +78,70 @@ impl PaymentGate {
         Self {
             issuer,
             verifier,
+            sessions: None,
             ledger,
             max_credential_bytes,
         }
+    }
+
+    /// Accepts session credentials too.
+    pub fn with_sessions(mut self, sessions: Arc<session::SessionGate>) -> Self {
+        self.sessions = Some(sessions);
+        self
+    }
+
+    pub fn sessions(&self) -> Option<&Arc<session::SessionGate>> {
+        self.sessions.as_ref()
+    }
+
+    fn credential(
+        &self,
+        authorization: Option<&str>,
+    ) -> Result<mpp::PaymentCredential, PaymentProblem> {
+        match authorization.and_then(|v| binding::parse_authorization(v, self.max_credential_bytes))
+        {
+            None => Err(PaymentProblem::new(
+                ProblemKind::PaymentRequired,
+                "this resource requires payment",
+            )),
+            Some(parsed) => parsed,
+        }
+    }
+
+    /// A session credential on a request that buys nothing itself (a
+    /// body-less voucher, top-up, open or close, or any `HEAD`).
+    pub async fn authorize_session_action(
+        &self,
+        authorization: Option<&str>,
+        scope: &str,
+    ) -> Result<SessionAuthorized, PaymentProblem> {
+        let credential = self.credential(authorization)?;
+        let sessions = self.session_gate()?;
+        let action = session::Action::parse(&credential.payload)?;
+        let fresh = matches!(action, session::Action::Open(_) | session::Action::TopUp(_));
+        binding::check_session_terms(
+            self.issuer.keys(),
+            &credential,
+            self.issuer.realm(),
+            scope,
+            &sessions.offer(0, None),
+            fresh,
+        )?;
+        let applied = sessions.apply(&action, 0).await?;
+        Ok(SessionAuthorized {
+            challenge_id: credential.challenge.id.clone(),
+            action: action.name(),
+            applied,
+        })
+    }
+
+    fn session_gate(&self) -> Result<&Arc<session::SessionGate>, PaymentProblem> {
+        self.sessions.as_ref().ok_or_else(|| {
+            PaymentProblem::new(
+                ProblemKind::MethodUnsupported,
+                "sessions are not offered here",
+            )
+        })
     }
 
     /// Fresh challenges for `offers`, in the client's `Accept-Payment` order.
@@ -85,8 +167,13 @@ impl PaymentGate {
         scope: &str,
         body: &[u8],
     ) -> Result<Paid, PaymentProblem> {
-        let pending = self.authorize(authorization, offers, scope, body).await?;
-        self.settle(pending).await
+        match self.authorize(authorization, offers, scope, body).await? {
+            Authorized::Charge(pending) => self.settle(pending).await,
+            Authorized::Session(_) => Err(PaymentProblem::new(
+                ProblemKind::MethodUnsupported,
+                "a session credential cannot pay a one-off charge",
+            )),
+        }
     }
 
     /// Everything short of moving money: parses the credential, checks its
@@ -99,26 +186,29 @@ impl PaymentGate {
         offers: &[Offer],
         scope: &str,
         body: &[u8],
-    ) -> Result<Pending, PaymentProblem> {
-        let credential = match authorization
-            .and_then(|v| binding::parse_authorization(v, self.max_credential_bytes))
-        {
-            None => {
-                return Err(PaymentProblem::new(
-                    ProblemKind::PaymentRequired,
-                    "this resource requires payment",
-                ));
-            }
-            Some(parsed) => parsed?,
-        };
+    ) -> Result<Authorized, PaymentProblem> {
+        let credential = self.credential(authorization)?;
         let spend = binding::Spend {
             realm: self.issuer.realm(),
             scope,
             body,
             offers,
         };
-        // One variant today; sessions will add a second arm.
-        let Offer::TempoCharge(offer) = binding::check(self.issuer.keys(), &credential, &spend)?;
+        let offer = match binding::check(self.issuer.keys(), &credential, &spend)? {
+            Offer::TempoCharge(offer) => offer,
+            Offer::TempoSession(offer) => {
+                // Session challenges are not single-use: the voucher is the
+                // payment, and the channel's accounting makes it count once.
+                let sessions = self.session_gate()?;
+                let action = session::Action::parse(&credential.payload)?;
+                let applied = sessions.apply(&action, offer.amount).await?;
+                return Ok(Authorized::Session(SessionAuthorized {
+                    challenge_id: credential.challenge.id.clone(),
+                    action: action.name(),
+                    applied,
+                }));
+            }
+        };
         let claim = format!("challenge:{}", credential.challenge.id);
         match self.ledger.claim(&claim).await.map_err(store_failure)? {
             ClaimOutcome::Claimed => {}
@@ -146,10 +236,10 @@ impl PaymentGate {
             self.release(pending).await;
             return Err(problem);
         }
-        Ok(Pending {
+        Ok(Authorized::Charge(Pending {
             chain_time: started.elapsed(),
             ..pending
-        })
+        }))
     }
 
     /// Moves the money (or confirms it moved) and records the charge. On

@@ -4,6 +4,8 @@ use alloy::primitives::Address;
 use mpp::protocol::core::accept_payment::HasMethodIntent;
 use serde_json::{Map, Value, json};
 
+use crate::session::SessionOffer;
+
 /// Which non-zero charge submission modes a route accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubmissionModes {
@@ -62,22 +64,37 @@ impl ChargeOffer {
     }
 }
 
-/// One way a route can be paid. Sessions join as a second variant.
+/// One way a route can be paid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Offer {
     TempoCharge(ChargeOffer),
+    TempoSession(SessionOffer),
 }
 
 impl Offer {
     pub fn method(&self) -> &'static str {
-        match self {
-            Self::TempoCharge(_) => "tempo",
-        }
+        "tempo"
     }
 
     pub fn intent(&self) -> &'static str {
         match self {
             Self::TempoCharge(_) => "charge",
+            Self::TempoSession(_) => "session",
+        }
+    }
+
+    /// The challenge's `request` object.
+    pub fn request_json(&self) -> Value {
+        match self {
+            Self::TempoCharge(charge) => charge.request_json(),
+            Self::TempoSession(session) => session.request_json(),
+        }
+    }
+
+    pub fn description(&self) -> Option<&str> {
+        match self {
+            Self::TempoCharge(charge) => charge.description.as_deref(),
+            Self::TempoSession(session) => session.description.as_deref(),
         }
     }
 }

@@ -28,6 +28,22 @@ pub enum ProblemKind {
     ChainUnavailable,
     /// Our own failure (store, signer).
     Internal,
+    /// Session: the voucher signature is malformed, high-s or does not verify.
+    SessionInvalidSignature,
+    /// Session: the voucher is signed by someone other than the channel's signer.
+    SessionSignerMismatch,
+    /// Session: the voucher authorizes more than the channel's deposit.
+    SessionAmountExceedsDeposit,
+    /// Session: the voucher increases by less than `minVoucherDelta`, or decreases.
+    SessionDeltaTooSmall,
+    /// Session: no such channel (here or on chain).
+    SessionChannelNotFound,
+    /// Session: the channel is closed or closing.
+    SessionChannelFinalized,
+    /// Session: the challenge is unknown or expired.
+    SessionChallengeNotFound,
+    /// Session: the authorized balance does not cover the request.
+    SessionInsufficientBalance,
 }
 
 impl ProblemKind {
@@ -42,6 +58,14 @@ impl ProblemKind {
             Self::MethodUnsupported => "method-unsupported",
             Self::ChainUnavailable => "chain-unavailable",
             Self::Internal => "internal-payment-error",
+            Self::SessionInvalidSignature => "session/invalid-signature",
+            Self::SessionSignerMismatch => "session/signer-mismatch",
+            Self::SessionAmountExceedsDeposit => "session/amount-exceeds-deposit",
+            Self::SessionDeltaTooSmall => "session/delta-too-small",
+            Self::SessionChannelNotFound => "session/channel-not-found",
+            Self::SessionChannelFinalized => "session/channel-finalized",
+            Self::SessionChallengeNotFound => "session/challenge-not-found",
+            Self::SessionInsufficientBalance => "session/insufficient-balance",
         }
     }
 
@@ -57,21 +81,31 @@ impl ProblemKind {
             Self::MethodUnsupported => "Method Unsupported",
             Self::ChainUnavailable => "Payment Network Unavailable",
             Self::Internal => "Internal Payment Error",
+            Self::SessionInvalidSignature => "Invalid Signature",
+            Self::SessionSignerMismatch => "Signer Mismatch",
+            Self::SessionAmountExceedsDeposit => "Amount Exceeds Deposit",
+            Self::SessionDeltaTooSmall => "Voucher Delta Too Small",
+            Self::SessionChannelNotFound => "Channel Not Found",
+            Self::SessionChannelFinalized => "Channel Finalized",
+            Self::SessionChallengeNotFound => "Challenge Not Found",
+            Self::SessionInsufficientBalance => "Insufficient Balance",
         }
     }
 
     pub fn status(self) -> u16 {
         match self {
             Self::MethodUnsupported => 400,
+            Self::SessionChannelNotFound | Self::SessionChannelFinalized => 410,
             Self::ChainUnavailable => 503,
             Self::Internal => 500,
             _ => 402,
         }
     }
 
-    /// Whether the response carries a fresh challenge the client can pay.
+    /// Whether the response carries a fresh challenge the client can pay
+    /// (a gone channel gets one too: the client can open a new channel).
     pub fn carries_challenge(self) -> bool {
-        self.status() == 402
+        matches!(self.status(), 402 | 410)
     }
 
     pub fn type_uri(self) -> String {
@@ -85,6 +119,8 @@ impl ProblemKind {
 pub struct PaymentProblem {
     pub kind: ProblemKind,
     pub detail: String,
+    /// Extension members (e.g. `channelId`, `requiredTopUp`).
+    pub extensions: Vec<(&'static str, Value)>,
 }
 
 impl PaymentProblem {
@@ -92,7 +128,14 @@ impl PaymentProblem {
         Self {
             kind,
             detail: detail.into(),
+            extensions: Vec::new(),
         }
+    }
+
+    /// Adds an extension member to the problem body.
+    pub fn with(mut self, name: &'static str, value: impl Into<Value>) -> Self {
+        self.extensions.push((name, value.into()));
+        self
     }
 
     /// The RFC 9457 body; `challenge_id` names the fresh challenge, if any.
@@ -105,6 +148,9 @@ impl PaymentProblem {
         });
         if let Some(id) = challenge_id {
             body["challengeId"] = Value::String(id.to_owned());
+        }
+        for (name, value) in &self.extensions {
+            body[*name] = value.clone();
         }
         body
     }

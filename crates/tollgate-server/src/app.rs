@@ -2,10 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{MethodFilter, get, on};
 use tollgate_ledger::{Ledger, SqliteLedger};
+use tollgate_payments::session::{SessionGate, SessionSettings};
 use tollgate_payments::{
     ChainSettings, ChallengeIssuer, ChargeOffer, Offer, PaymentGate, TempoChargeVerifier,
 };
@@ -30,16 +32,30 @@ pub enum BuildError {
     Route { scope: String, message: String },
 }
 
-/// Opens the store, connects the chain verifier and wires every route.
-pub fn build(config: &Config) -> Result<Router, BuildError> {
+/// Opens the store, recovers what a previous process left in flight,
+/// connects the chain and wires every route.
+pub async fn build(config: &Config) -> Result<Router, BuildError> {
     let ledger: Arc<dyn Ledger> = Arc::new(SqliteLedger::open(
         &config.store.path,
         config.store.durability,
     )?);
-    build_with_ledger(config, ledger)
+    build_with_ledger(config, ledger).await
 }
 
-pub fn build_with_ledger(config: &Config, ledger: Arc<dyn Ledger>) -> Result<Router, BuildError> {
+/// Like [`build`], on a given ledger. The ledger must not be shared with
+/// another running gateway: reservations left by a previous process are
+/// released here.
+pub async fn build_with_ledger(
+    config: &Config,
+    ledger: Arc<dyn Ledger>,
+) -> Result<Router, BuildError> {
+    let released = ledger.release_all_reservations().await?;
+    if released > 0 {
+        tracing::warn!(
+            released,
+            "released session reservations left by a previous process"
+        );
+    }
     let chain = &config.chain;
     let verifier = TempoChargeVerifier::new(
         ChainSettings {
@@ -56,16 +72,47 @@ pub fn build_with_ledger(config: &Config, ledger: Arc<dyn Ledger>) -> Result<Rou
         config.challenge_keys.clone(),
         config.challenge_ttl,
     );
+    let mut gate = PaymentGate::new(
+        issuer,
+        verifier,
+        Arc::clone(&ledger),
+        config.max_credential_bytes,
+    );
+    let sessions = match &config.session {
+        Some(session) => {
+            let sessions = Arc::new(
+                SessionGate::new(
+                    SessionSettings {
+                        rpc_url: chain.rpc_url.clone(),
+                        rpc_timeout: chain.rpc_timeout,
+                        escrow: session.escrow,
+                        chain_id: chain.chain_id,
+                        currency: chain.currency,
+                        recipient: chain.recipient,
+                        suggested_deposit: session.suggested_deposit,
+                        min_voucher_delta: session.min_voucher_delta,
+                        operator: session.operator.clone(),
+                    },
+                    Arc::clone(&ledger),
+                )
+                .map_err(BuildError::Chain)?,
+            );
+            crate::settlement::spawn(&sessions, session.settlement);
+            gate = gate.with_sessions(Arc::clone(&sessions));
+            Some(sessions)
+        }
+        None => None,
+    };
     let gateway = Arc::new(Gateway {
-        gate: PaymentGate::new(
-            issuer,
-            verifier,
-            Arc::clone(&ledger),
-            config.max_credential_bytes,
-        ),
+        gate,
         ledger,
         max_body_bytes: config.max_body_bytes,
         settle_after_upstream: config.settle_after_upstream,
+        stream_voucher_timeout: config
+            .session
+            .as_ref()
+            .map_or(Duration::from_secs(30), |s| s.stream_voucher_timeout),
+        session_floor: config.pricing.table.finalize(1).max(1),
     });
     let upstreams = build_upstreams(config)?;
     let table = Arc::new(config.pricing.table.clone());
@@ -97,7 +144,7 @@ pub fn build_with_ledger(config: &Config, ledger: Arc<dyn Ledger>) -> Result<Rou
             let route = Arc::new(Route {
                 scope: route_config.scope(),
                 upstream: upstreams[&route_config.upstream].clone(),
-                pricing: route_pricing(config, route_config, &table),
+                pricing: route_pricing(config, route_config, &table, sessions.as_ref()),
             });
             let gateway = Arc::clone(&gateway);
             method_router = method_router.merge(on(filter, move |request| {
@@ -125,7 +172,12 @@ fn model_listing(config: &Config) -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"object": "list", "data": data}))
 }
 
-fn route_pricing(config: &Config, route: &RouteConfig, table: &Arc<PriceTable>) -> Pricing {
+fn route_pricing(
+    config: &Config,
+    route: &RouteConfig,
+    table: &Arc<PriceTable>,
+    sessions: Option<&Arc<SessionGate>>,
+) -> Pricing {
     match route.price {
         RoutePrice::Free => Pricing::Free,
         RoutePrice::Fixed(amount) => Pricing::Fixed(vec![Offer::TempoCharge(charge_offer(
@@ -135,6 +187,7 @@ fn route_pricing(config: &Config, route: &RouteConfig, table: &Arc<PriceTable>) 
             endpoint,
             table: Arc::clone(table),
             template: charge_offer(config, route, 0),
+            session: sessions.as_ref().map(|s| s.offer(0, None)),
         },
     }
 }

@@ -9,7 +9,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use tollgate_ledger::Ledger;
-use tollgate_payments::{Offer, Paid, PaymentGate, PaymentProblem, Pending, ProblemKind};
+use tollgate_payments::{
+    Authorized, Offer, Paid, PaymentGate, PaymentProblem, Pending, ProblemKind,
+};
 use tollgate_providers::{ForwardError, Upstream};
 
 use crate::metering::Metering;
@@ -22,6 +24,11 @@ pub struct Gateway {
     pub ledger: Arc<dyn Ledger>,
     pub max_body_bytes: usize,
     pub settle_after_upstream: bool,
+    /// How long a session stream waits for a voucher once it asked.
+    pub stream_voucher_timeout: Duration,
+    /// The session amount asked by a challenge that buys nothing itself
+    /// (`HEAD`, voucher top-ups).
+    pub session_floor: u128,
 }
 
 /// Where a request's payment stands while the upstream is called.
@@ -50,6 +57,22 @@ pub async fn handle(gateway: Arc<Gateway>, route: Arc<Route>, request: Request) 
         .map_or(parts.uri.path(), |p| p.as_str())
         .to_owned();
 
+    // Session actions that buy nothing: body-less vouchers, top-ups, opens
+    // and closes on the resource itself, and `HEAD`.
+    if let (Some(sessions), Some(_)) = (gateway.gate.sessions(), route.pricing.session_terms())
+        && (parts.method == axum::http::Method::HEAD
+            || (body.is_empty() && crate::session_serve::has_payment_credential(&parts.headers)))
+    {
+        return crate::session_serve::action_only(
+            &gateway,
+            &route,
+            &parts,
+            sessions,
+            gateway.session_floor,
+        )
+        .await;
+    }
+
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -61,7 +84,8 @@ pub async fn handle(gateway: Arc<Gateway>, route: Arc<Route>, request: Request) 
         }
         Err(e) => return invalid_request(e.code, &e.message, e.param),
     };
-    let offers = priced.offers.as_ref();
+    let offers = priced.offers.clone();
+    let offers = offers.as_ref();
 
     let authorization = match parts
         .headers
@@ -84,7 +108,26 @@ pub async fn handle(gateway: Arc<Gateway>, route: Arc<Route>, request: Request) 
         .authorize(authorization, offers, &route.scope, &body)
         .await
     {
-        Ok(pending) => pending,
+        Ok(Authorized::Charge(pending)) => pending,
+        Ok(Authorized::Session(authorized)) => {
+            let (Some(sessions), Some(call)) = (gateway.gate.sessions(), priced.quoted) else {
+                let problem =
+                    PaymentProblem::new(ProblemKind::MethodUnsupported, "no session here");
+                return refuse(&gateway, &route, offers, &parts.headers, &body, &problem);
+            };
+            return crate::session_serve::serve(crate::session_serve::SessionRequest {
+                gateway: &gateway,
+                route: &route,
+                parts: &parts,
+                path_and_query: &path_and_query,
+                body,
+                offers,
+                call,
+                authorized,
+                sessions,
+            })
+            .await;
+        }
         Err(problem) => return refuse(&gateway, &route, offers, &parts.headers, &body, &problem),
     };
     let challenge_id = pending.challenge_id().to_owned();
@@ -181,7 +224,7 @@ fn millis(duration: Duration) -> f64 {
 }
 
 /// Answers a failed or missing payment, with fresh challenges when it is a 402.
-fn refuse(
+pub(crate) fn refuse(
     gateway: &Gateway,
     route: &Route,
     offers: &[Offer],
@@ -202,7 +245,7 @@ fn refuse(
     }
 }
 
-async fn forward(
+pub(crate) async fn forward(
     route: &Route,
     method: axum::http::Method,
     path_and_query: &str,

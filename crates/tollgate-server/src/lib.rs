@@ -8,6 +8,9 @@ mod handler;
 mod metering;
 mod pricing;
 mod problem;
+mod session_serve;
+mod session_stream;
+pub mod settlement;
 
 pub use app::{BuildError, build, build_with_ledger};
 pub use config::{Config, ConfigError};

@@ -91,18 +91,39 @@ impl Metering {
         Response::from_parts(parts, body)
     }
 
-    fn record(self, usage: Option<Usage>, ledger: Arc<dyn Ledger>) {
+    pub fn call(&self) -> &QuotedCall {
+        &self.call
+    }
+
+    /// Whether the client did not ask for the usage chunk we requested.
+    pub fn hides_usage_chunk(&self) -> bool {
+        self.hide_usage_chunk
+    }
+
+    /// What `usage` costs by the table, never above the quote.
+    pub fn cost(&self, usage: Option<Usage>) -> u128 {
         let QuotedCall {
             endpoint,
             table,
             quote,
             ..
         } = &self.call;
-        let cost = actual_cost(table, *endpoint, quote, usage);
+        actual_cost(table, *endpoint, quote, usage)
+    }
+
+    fn record(self, usage: Option<Usage>, ledger: Arc<dyn Ledger>) {
+        let cost = self.cost(usage);
+        self.record_cost(usage, cost, ledger);
+    }
+
+    /// Appends the usage record (in the background: it is bookkeeping, the
+    /// money is already accounted for).
+    pub fn record_cost(&self, usage: Option<Usage>, cost: u128, ledger: Arc<dyn Ledger>) {
+        let quote = &self.call.quote;
         let usage_value = usage.unwrap_or_default();
         let record = UsageRecord {
-            challenge_id: self.challenge_id,
-            route: self.route,
+            challenge_id: self.challenge_id.clone(),
+            route: self.route.clone(),
             model: quote.model.clone(),
             quoted: quote.amount,
             input_tokens: usage_value.input_tokens,
@@ -191,12 +212,16 @@ fn tap_sse(
 }
 
 /// Index just past the first blank line (`\n\n`) ending an event.
-fn find_event_end(buffer: &[u8]) -> Option<usize> {
+pub(crate) fn find_event_end(buffer: &[u8]) -> Option<usize> {
     buffer.windows(2).position(|w| w == b"\n\n").map(|i| i + 2)
 }
 
 /// Notes usage; returns whether the event goes on to the client.
-fn inspect_event(event: &[u8], hide_usage_chunk: bool, usage: &mut Option<Usage>) -> bool {
+pub(crate) fn inspect_event(
+    event: &[u8],
+    hide_usage_chunk: bool,
+    usage: &mut Option<Usage>,
+) -> bool {
     let Ok(text) = std::str::from_utf8(event) else {
         return true;
     };

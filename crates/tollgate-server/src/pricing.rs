@@ -6,6 +6,7 @@ use bytes::Bytes;
 use std::sync::Arc;
 
 use serde_json::Value;
+use tollgate_payments::session::SessionOffer;
 use tollgate_payments::{ChargeOffer, Offer};
 use tollgate_pricing::{Endpoint, PriceTable, Quote, QuoteError};
 
@@ -19,12 +20,22 @@ pub enum Pricing {
         table: Arc<PriceTable>,
         /// The chain terms; the quote fills in amount and description.
         template: ChargeOffer,
+        /// Session terms, when sessions are offered beside the charge.
+        session: Option<SessionOffer>,
     },
 }
 
 impl Pricing {
     /// The offers for this request (`None`: free), or why it cannot be
     /// priced (a 400, before any challenge).
+    /// Whether requests are quoted (and so may be paid by a session).
+    pub fn session_terms(&self) -> Option<&SessionOffer> {
+        match self {
+            Self::Quoted { session, .. } => session.as_ref(),
+            _ => None,
+        }
+    }
+
     pub async fn price(
         &self,
         content_type: Option<&str>,
@@ -40,6 +51,7 @@ impl Pricing {
                 endpoint,
                 table,
                 template,
+                session,
             } => {
                 let (quote, json) = if *endpoint == Endpoint::Transcription {
                     transcription_quote(table, content_type, body).await?
@@ -56,8 +68,17 @@ impl Pricing {
                     description: Some(quote.description.clone()),
                     ..template.clone()
                 };
+                let mut offers = vec![Offer::TempoCharge(offer)];
+                if let Some(session) = session {
+                    offers.push(Offer::TempoSession(SessionOffer {
+                        amount: quote.amount,
+                        suggested_deposit: session.suggested_deposit.max(quote.amount),
+                        description: Some(quote.description.clone()),
+                        ..session.clone()
+                    }));
+                }
                 Ok(Some(Priced {
-                    offers: Cow::Owned(vec![Offer::TempoCharge(offer)]),
+                    offers: Cow::Owned(offers),
                     quoted: Some(QuotedCall {
                         endpoint: *endpoint,
                         table: Arc::clone(table),

@@ -49,7 +49,7 @@ pub fn payment_problem(problem: &PaymentProblem, challenges: &[IssuedChallenge])
     let status =
         StatusCode::from_u16(problem.kind.status()).unwrap_or(StatusCode::PAYMENT_REQUIRED);
     let mut body = problem.to_json(challenges.first().map(|c| c.id.as_str()));
-    body["code"] = Value::String(problem.kind.slug().to_owned());
+    body["code"] = Value::String(problem.kind.slug().replace('/', "-"));
     let mut response = json_response(status, PROBLEM_JSON, &body);
     let headers = response.headers_mut();
     for challenge in challenges {

@@ -144,7 +144,7 @@ fn print_devnet(devnet: &Devnet, config: &std::path::Path, standalone: bool) {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let router = tollgate_server::build(&config)?;
+    let router = tollgate_server::build(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

@@ -253,7 +253,9 @@ upstream = "openai"
         let config =
             tollgate_server::Config::from_toml(&self.config_text(options), self.dir.path(), env)
                 .expect("valid config");
-        let router = tollgate_server::build(&config).expect("gateway builds");
+        let router = tollgate_server::build(&config)
+            .await
+            .expect("gateway builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -5,6 +5,9 @@
 mod overrides;
 mod raw;
 mod secrets;
+mod session;
+
+pub use session::{SessionConfig, SettlementPolicy};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -75,6 +78,8 @@ pub struct Config {
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
     pub pricing: PricingConfig,
+    /// Escrow channel sessions, offered beside `charge` on quoted routes.
+    pub session: Option<SessionConfig>,
 }
 
 #[derive(Debug)]

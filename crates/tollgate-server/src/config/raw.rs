@@ -32,6 +32,7 @@ pub struct RawConfig {
     routes: Vec<RawRoute>,
     #[serde(default)]
     pricing: RawPricing,
+    session: Option<super::session::RawSession>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -227,6 +228,10 @@ impl RawConfig {
         };
 
         let chain = validate_chain(self.chain, base_dir, env)?;
+        let session = self
+            .session
+            .map(|raw| raw.validate(chain.recipient, base_dir, env))
+            .transpose()?;
         let store = validate_store(self.store, base_dir)?;
         let upstreams = self
             .upstreams
@@ -249,6 +254,7 @@ impl RawConfig {
             upstreams,
             routes,
             pricing,
+            session,
         })
     }
 }

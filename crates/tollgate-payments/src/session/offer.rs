@@ -1,0 +1,118 @@
+//! What a route asks of a session payer, before it becomes a challenge.
+
+use alloy::primitives::Address;
+use serde_json::{Map, Value, json};
+
+/// A Tempo `session` offer on one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionOffer {
+    /// What this request needs authorized: its worst-case price. The actual
+    /// cost is charged after the upstream answers; the rest stays available
+    /// on the channel for later requests.
+    pub amount: u128,
+    /// Deposit we suggest for a new channel.
+    pub suggested_deposit: u128,
+    pub currency: Address,
+    pub recipient: Address,
+    pub chain_id: u64,
+    pub escrow: Address,
+    /// Smallest increase between two accepted vouchers.
+    pub min_voucher_delta: u128,
+    /// Shown to the payer; not part of what is verified.
+    pub description: Option<String>,
+}
+
+impl SessionOffer {
+    /// The challenge's `request` object.
+    pub fn request_json(&self) -> Value {
+        let mut details = Map::new();
+        details.insert(
+            "escrowContract".into(),
+            json!(self.escrow.to_checksum(None)),
+        );
+        details.insert("chainId".into(), json!(self.chain_id));
+        if self.min_voucher_delta > 0 {
+            details.insert(
+                "minVoucherDelta".into(),
+                json!(self.min_voucher_delta.to_string()),
+            );
+        }
+        json!({
+            "amount": self.amount.to_string(),
+            "unitType": "request",
+            "suggestedDeposit": self.suggested_deposit.to_string(),
+            "currency": self.currency.to_checksum(None),
+            "recipient": self.recipient.to_checksum(None),
+            "methodDetails": Value::Object(details),
+        })
+    }
+
+    /// Whether an echoed request names the same channel terms (payee, token,
+    /// escrow, chain), whatever amount it asked for. Voucher, top-up and close
+    /// credentials may answer a challenge issued for an earlier request.
+    pub fn same_terms(&self, echoed: &Value) -> bool {
+        let ours = self.request_json();
+        let field = |v: &Value, k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .map(str::to_ascii_lowercase)
+        };
+        let detail = |v: &Value, k: &str| v.get("methodDetails").and_then(|d| d.get(k)).cloned();
+        field(&ours, "currency") == field(echoed, "currency")
+            && field(&ours, "recipient") == field(echoed, "recipient")
+            && detail(&ours, "chainId") == detail(echoed, "chainId")
+            && detail(&ours, "escrowContract").and_then(|v| v.as_str().map(str::to_ascii_lowercase))
+                == detail(echoed, "escrowContract")
+                    .and_then(|v| v.as_str().map(str::to_ascii_lowercase))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer() -> SessionOffer {
+        SessionOffer {
+            amount: 1_234,
+            suggested_deposit: 5_000_000,
+            currency: Address::repeat_byte(0x20),
+            recipient: Address::repeat_byte(0x11),
+            chain_id: 42431,
+            escrow: Address::repeat_byte(0xe5),
+            min_voucher_delta: 0,
+            description: None,
+        }
+    }
+
+    #[test]
+    fn request_carries_escrow_chain_and_deposit() {
+        let request = offer().request_json();
+        assert_eq!(request["amount"], "1234");
+        assert_eq!(request["suggestedDeposit"], "5000000");
+        assert_eq!(request["methodDetails"]["chainId"], 42431);
+        assert!(request["methodDetails"].get("minVoucherDelta").is_none());
+        let with_delta = SessionOffer {
+            min_voucher_delta: 10,
+            ..offer()
+        };
+        assert_eq!(
+            with_delta.request_json()["methodDetails"]["minVoucherDelta"],
+            "10"
+        );
+    }
+
+    #[test]
+    fn terms_ignore_amount_but_not_escrow() {
+        let other_amount = SessionOffer {
+            amount: 1,
+            ..offer()
+        };
+        assert!(offer().same_terms(&other_amount.request_json()));
+        let other_escrow = SessionOffer {
+            escrow: Address::repeat_byte(0xe6),
+            ..offer()
+        };
+        assert!(!offer().same_terms(&other_escrow.request_json()));
+        assert!(!offer().same_terms(&json!({})));
+    }
+}

@@ -1,0 +1,134 @@
+//! The `[session]` section: escrow channels offered beside `charge`.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tollgate_payments::{Address, PrivateKeySigner};
+
+use super::ConfigError;
+use super::secrets::{Environment, SecretRef};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSession {
+    escrow: String,
+    #[serde(default = "default_deposit")]
+    suggested_deposit: u64,
+    #[serde(default)]
+    min_voucher_delta: u64,
+    operator_key: Option<SecretRef>,
+    #[serde(default = "default_voucher_wait")]
+    stream_voucher_timeout_secs: u64,
+    #[serde(default = "default_interval")]
+    settle_interval_secs: u64,
+    #[serde(default = "default_min_unsettled")]
+    settle_min_unsettled: u64,
+    #[serde(default = "default_max_age")]
+    settle_max_age_secs: u64,
+}
+
+fn default_deposit() -> u64 {
+    5_000_000
+}
+fn default_voucher_wait() -> u64 {
+    30
+}
+fn default_interval() -> u64 {
+    30
+}
+fn default_min_unsettled() -> u64 {
+    1_000_000
+}
+fn default_max_age() -> u64 {
+    3_600
+}
+
+/// Validated session settings.
+#[derive(Debug)]
+pub struct SessionConfig {
+    pub escrow: Address,
+    pub suggested_deposit: u128,
+    pub min_voucher_delta: u128,
+    /// The payee's key, for settle and close.
+    pub operator: Option<PrivateKeySigner>,
+    /// How long a stream waits for a voucher after `payment-need-voucher`.
+    pub stream_voucher_timeout: Duration,
+    pub settlement: SettlementPolicy,
+}
+
+/// When the settlement worker settles a channel.
+#[derive(Debug, Clone, Copy)]
+pub struct SettlementPolicy {
+    /// How often the worker looks (and refreshes channels from the chain).
+    pub interval: Duration,
+    /// Settle once this much is spent but unsettled…
+    pub min_unsettled: u128,
+    /// …or once anything unsettled is this old.
+    pub max_age: Duration,
+}
+
+impl RawSession {
+    pub(super) fn validate(
+        self,
+        recipient: Address,
+        base_dir: &Path,
+        env: &Environment,
+    ) -> Result<SessionConfig, ConfigError> {
+        let escrow: Address = self
+            .escrow
+            .parse()
+            .map_err(|_| ConfigError::invalid("session.escrow", "not a 0x-hex address"))?;
+        if escrow == Address::ZERO {
+            return Err(ConfigError::invalid(
+                "session.escrow",
+                "must not be the zero address",
+            ));
+        }
+        if self.suggested_deposit == 0 {
+            return Err(ConfigError::invalid(
+                "session.suggested_deposit",
+                "must be positive",
+            ));
+        }
+        let operator = self
+            .operator_key
+            .map(|secret| {
+                let key = secret.resolve("session.operator_key", base_dir, env)?;
+                let signer = PrivateKeySigner::from_str(key.trim()).map_err(|_| {
+                    ConfigError::invalid("session.operator_key", "not a 32-byte hex private key")
+                })?;
+                if signer.address() != recipient {
+                    return Err(ConfigError::invalid(
+                        "session.operator_key",
+                        "must be the key of chain.recipient (the channel payee signs settlements)",
+                    ));
+                }
+                Ok(signer)
+            })
+            .transpose()?;
+        let positive = |key: &str, value: u64| {
+            if value == 0 {
+                Err(ConfigError::invalid(key, "must be positive"))
+            } else {
+                Ok(Duration::from_secs(value))
+            }
+        };
+        Ok(SessionConfig {
+            escrow,
+            suggested_deposit: u128::from(self.suggested_deposit),
+            min_voucher_delta: u128::from(self.min_voucher_delta),
+            operator,
+            stream_voucher_timeout: positive(
+                "session.stream_voucher_timeout_secs",
+                self.stream_voucher_timeout_secs,
+            )?,
+            settlement: SettlementPolicy {
+                interval: positive("session.settle_interval_secs", self.settle_interval_secs)?,
+                min_unsettled: u128::from(self.settle_min_unsettled),
+                max_age: positive("session.settle_max_age_secs", self.settle_max_age_secs)?,
+            },
+        })
+    }
+}
