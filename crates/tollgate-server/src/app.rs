@@ -92,6 +92,7 @@ pub async fn build_with_ledger(
                         suggested_deposit: session.suggested_deposit,
                         min_voucher_delta: session.min_voucher_delta,
                         operator: session.operator.clone(),
+                        fee_token: session.fee_token,
                     },
                     Arc::clone(&ledger),
                 )

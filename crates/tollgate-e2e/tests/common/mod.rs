@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod logs;
+pub mod session;
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -37,6 +38,10 @@ pub struct Options {
     pub quoted: bool,
     /// `payments.settle = "after_upstream"`.
     pub settle_after_upstream: bool,
+    /// Offer sessions on quoted routes (needs [`Harness::start_sessions`]).
+    pub session: bool,
+    /// Extra `[session]` keys.
+    pub session_extra: String,
 }
 
 impl Default for Options {
@@ -51,6 +56,8 @@ impl Default for Options {
             free: false,
             quoted: false,
             settle_after_upstream: false,
+            session: false,
+            session_extra: String::new(),
         }
     }
 }
@@ -84,10 +91,22 @@ impl Harness {
     }
 
     pub async fn start_with(mock: MockOptions) -> Self {
+        Self::launch(mock, false).await
+    }
+
+    /// A devnet with the session escrow deployed.
+    pub async fn start_sessions(mock: MockOptions) -> Self {
+        Self::launch(mock, true).await
+    }
+
+    async fn launch(mock: MockOptions, escrow: bool) -> Self {
         logs::install();
-        let devnet = Devnet::start(DevnetOptions::default())
-            .await
-            .expect("devnet starts");
+        let devnet = Devnet::start(DevnetOptions {
+            escrow,
+            ..DevnetOptions::default()
+        })
+        .await
+        .expect("devnet starts");
         let (router, upstream) = tollgate_providers::mock::router(mock);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let upstream_url = format!("http://{}", listener.local_addr().unwrap());
@@ -118,6 +137,20 @@ impl Harness {
             .enumerate()
             .map(|(i, _)| format!("{{ env = \"E2E_SECRET_{i}\" }}"))
             .collect();
+        let session = if options.session {
+            format!(
+                "[session]\nescrow = \"{}\"\noperator_key = {{ env = \"E2E_OPERATOR_KEY\" }}\nfee_token = \"{}\"\n{}\n",
+                self.devnet.escrow().expect("started with sessions"),
+                tollgate_devnet::ALPHA_USD,
+                if options.session_extra.contains("settle_interval_secs") {
+                    options.session_extra.clone()
+                } else {
+                    format!("settle_interval_secs = 3600\n{}", options.session_extra)
+                }
+            )
+        } else {
+            String::new()
+        };
         let fee_payer = if options.fee_payer {
             "[chain.fee_payer]\nprivate_key = { env = \"E2E_SPONSOR_KEY\" }\n"
         } else {
@@ -143,6 +176,7 @@ recipient = "{recipient}"
 rpc_timeout_secs = 10
 submission_modes = {modes}
 {fee_payer}
+{session}
 [store]
 path = "{db}"
 
@@ -246,6 +280,10 @@ upstream = "openai"
             .map(|(i, s)| (format!("E2E_SECRET_{i}"), s.clone()))
             .collect();
         env.push(("E2E_UPSTREAM_KEY".into(), UPSTREAM_KEY.into()));
+        env.push((
+            "E2E_OPERATOR_KEY".into(),
+            DEV_ACCOUNTS[RECIPIENT].private_key.into(),
+        ));
         env.push((
             "E2E_SPONSOR_KEY".into(),
             DEV_ACCOUNTS[SPONSOR].private_key.into(),

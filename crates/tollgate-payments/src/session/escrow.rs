@@ -103,6 +103,7 @@ pub struct EscrowChain {
     pub chain_id: u64,
     timeout: Duration,
     operator: Option<PrivateKeySigner>,
+    fee_token: Option<Address>,
 }
 
 impl EscrowChain {
@@ -119,7 +120,14 @@ impl EscrowChain {
             chain_id,
             timeout,
             operator,
+            fee_token: None,
         })
+    }
+
+    /// Pays our transactions' fees in `token`.
+    pub fn with_fee_token(mut self, token: Option<Address>) -> Self {
+        self.fee_token = token;
+        self
     }
 
     /// The payee's address we settle as, if we can sign.
@@ -295,6 +303,7 @@ impl EscrowChain {
         let lane = U256::from_be_slice(&B256::random()[..16]) + U256::from(1);
         let tx = TempoTransaction {
             chain_id: self.chain_id,
+            fee_token: self.fee_token,
             nonce_key: lane,
             nonce: 0,
             gas_limit: 1_000_000,

@@ -44,6 +44,8 @@ pub struct SessionSettings {
     /// The payee's key: signs settle and close. Without it channels are
     /// only settled by hand.
     pub operator: Option<PrivateKeySigner>,
+    /// Fee token for our settle/close transactions.
+    pub fee_token: Option<Address>,
 }
 
 /// The outcome of a credential's action.
@@ -80,7 +82,8 @@ impl SessionGate {
             settings.chain_id,
             settings.rpc_timeout,
             settings.operator.clone(),
-        )?;
+        )?
+        .with_fee_token(settings.fee_token);
         if let Some(operator) = chain.operator()
             && operator != settings.recipient
         {
@@ -575,8 +578,11 @@ impl SessionGate {
             .map_err(store_failure)?
             .ok_or_else(not_found)?;
         let owed = channel.spent.max(channel.settled);
-        let voucher = if close {
-            // Must cover what is owed; the smallest such voucher captures least.
+        // A close (ours, or a forced one the payer started on chain) must
+        // capture what is owed: the smallest voucher covering it. A routine
+        // settlement never takes more than was spent.
+        let must_cover = close || channel.close_requested_at != 0;
+        let voucher = if must_cover {
             match self
                 .ledger
                 .voucher_covering(channel_id, owed)
@@ -593,13 +599,12 @@ impl SessionGate {
                 }
             }
         } else {
-            // A settlement never takes more than was spent.
             self.ledger
                 .voucher_within(channel_id, channel.spent)
                 .await
                 .map_err(store_failure)?
-                .filter(|v| v.cumulative > channel.settled)
-        };
+        }
+        .filter(|v| close || v.cumulative > channel.settled);
         if !close && voucher.is_none() {
             return Ok(None);
         }

@@ -19,6 +19,7 @@ pub(super) struct RawSession {
     #[serde(default)]
     min_voucher_delta: u64,
     operator_key: Option<SecretRef>,
+    fee_token: Option<String>,
     #[serde(default = "default_voucher_wait")]
     stream_voucher_timeout_secs: u64,
     #[serde(default = "default_interval")]
@@ -53,6 +54,9 @@ pub struct SessionConfig {
     pub min_voucher_delta: u128,
     /// The payee's key, for settle and close.
     pub operator: Option<PrivateKeySigner>,
+    /// Token our settle/close transactions pay fees in (the node's default
+    /// for the operator account when unset).
+    pub fee_token: Option<Address>,
     /// How long a stream waits for a voucher after `payment-need-voucher`.
     pub stream_voucher_timeout: Duration,
     pub settlement: SettlementPolicy,
@@ -108,6 +112,14 @@ impl RawSession {
                 Ok(signer)
             })
             .transpose()?;
+        let fee_token = self
+            .fee_token
+            .as_deref()
+            .map(|t| {
+                t.parse::<Address>()
+                    .map_err(|_| ConfigError::invalid("session.fee_token", "not a 0x-hex address"))
+            })
+            .transpose()?;
         let positive = |key: &str, value: u64| {
             if value == 0 {
                 Err(ConfigError::invalid(key, "must be positive"))
@@ -120,6 +132,7 @@ impl RawSession {
             suggested_deposit: u128::from(self.suggested_deposit),
             min_voucher_delta: u128::from(self.min_voucher_delta),
             operator,
+            fee_token,
             stream_voucher_timeout: positive(
                 "session.stream_voucher_timeout_secs",
                 self.stream_voucher_timeout_secs,
