@@ -78,32 +78,11 @@ pub async fn build_with_ledger(
         Arc::clone(&ledger),
         config.max_credential_bytes,
     );
-    let sessions = match &config.session {
-        Some(session) => {
-            let sessions = Arc::new(
-                SessionGate::new(
-                    SessionSettings {
-                        rpc_url: chain.rpc_url.clone(),
-                        rpc_timeout: chain.rpc_timeout,
-                        escrow: session.escrow,
-                        chain_id: chain.chain_id,
-                        currency: chain.currency,
-                        recipient: chain.recipient,
-                        suggested_deposit: session.suggested_deposit,
-                        min_voucher_delta: session.min_voucher_delta,
-                        operator: session.operator.clone(),
-                        fee_token: session.fee_token,
-                    },
-                    Arc::clone(&ledger),
-                )
-                .map_err(BuildError::Chain)?,
-            );
-            crate::settlement::spawn(&sessions, session.settlement);
-            gate = gate.with_sessions(Arc::clone(&sessions));
-            Some(sessions)
-        }
-        None => None,
-    };
+    let sessions = session_gate(config, Arc::clone(&ledger))?;
+    if let (Some(sessions), Some(session)) = (&sessions, &config.session) {
+        crate::settlement::spawn(sessions, session.settlement);
+        gate = gate.with_sessions(Arc::clone(sessions));
+    }
     let gateway = Arc::new(Gateway {
         gate,
         ledger,
@@ -157,6 +136,35 @@ pub async fn build_with_ledger(
     Ok(router
         .fallback(problem::not_found)
         .layer(axum::middleware::from_fn(crate::access_log::log_request)))
+}
+
+/// The session side of a config, on `ledger` (`None` without `[session]`).
+/// Used by the gateway and by the operator's `tollgate channels`.
+pub fn session_gate(
+    config: &Config,
+    ledger: Arc<dyn Ledger>,
+) -> Result<Option<Arc<SessionGate>>, BuildError> {
+    let Some(session) = &config.session else {
+        return Ok(None);
+    };
+    let chain = &config.chain;
+    let gate = SessionGate::new(
+        SessionSettings {
+            rpc_url: chain.rpc_url.clone(),
+            rpc_timeout: chain.rpc_timeout,
+            escrow: session.escrow,
+            chain_id: chain.chain_id,
+            currency: chain.currency,
+            recipient: chain.recipient,
+            suggested_deposit: session.suggested_deposit,
+            min_voucher_delta: session.min_voucher_delta,
+            operator: session.operator.clone(),
+            fee_token: session.fee_token,
+        },
+        ledger,
+    )
+    .map_err(BuildError::Chain)?;
+    Ok(Some(Arc::new(gate)))
 }
 
 /// `GET /v1/models`, free: what this gateway sells, with its prices.

@@ -12,7 +12,7 @@ mod session_serve;
 mod session_stream;
 pub mod settlement;
 
-pub use app::{BuildError, build, build_with_ledger};
+pub use app::{BuildError, build, build_with_ledger, session_gate};
 pub use config::{Config, ConfigError};
 
 /// Serves `router` on `listener` until `shutdown` resolves.

@@ -11,6 +11,8 @@ use tollgate_devnet::{DEV_ACCOUNTS, Devnet, PATH_USD};
 /// Dev account #1 receives payments; #0 is left to the payer.
 pub const RECIPIENT_INDEX: usize = 1;
 const SECRET_FILE: &str = "challenge.secret";
+/// The recipient's (public, well-known) dev key: it signs session settlements.
+const OPERATOR_KEY_FILE: &str = "operator.key";
 
 /// Writes the config (and a fresh challenge secret beside it) and returns
 /// the config path.
@@ -21,13 +23,36 @@ pub fn write(devnet: &Devnet, path: &Path) -> anyhow::Result<PathBuf> {
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     write_secret(&dir.join(SECRET_FILE))?;
-    let text = render(&devnet.rpc_url(), devnet.chain_id(), free_listen_port()?);
+    if devnet.escrow().is_some() {
+        write_private(
+            &dir.join(OPERATOR_KEY_FILE),
+            DEV_ACCOUNTS[RECIPIENT_INDEX].private_key,
+        )?;
+    }
+    let text = render(
+        &devnet.rpc_url(),
+        devnet.chain_id(),
+        devnet.escrow(),
+        free_listen_port()?,
+    );
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     Ok(path.to_path_buf())
 }
 
-pub fn render(rpc_url: &str, chain_id: u64, port: u16) -> String {
+pub fn render(rpc_url: &str, chain_id: u64, escrow: Option<&str>, port: u16) -> String {
     let recipient = DEV_ACCOUNTS[RECIPIENT_INDEX].address;
+    let session = match escrow {
+        Some(escrow) => format!(
+            r#"
+# Escrow channel sessions, offered beside `charge` on every quoted route.
+[session]
+escrow = "{escrow}"
+suggested_deposit = 5000000
+operator_key = {{ file = "{OPERATOR_KEY_FILE}" }}
+"#
+        ),
+        None => String::new(),
+    };
     format!(
         r#"# Written by `tollgate devnet`. Every key is documented in docs/configuration.md.
 [server]
@@ -45,7 +70,7 @@ rpc_url = "{rpc_url}"
 chain_id = {chain_id}
 currency = "{PATH_USD}"
 recipient = "{recipient}"
-
+{session}
 [store]
 path = "tollgate.db"
 
@@ -101,7 +126,12 @@ fn write_secret(path: &Path) -> anyhow::Result<()> {
         .and_then(|mut f| f.read_exact(&mut bytes))
         .context("reading /dev/urandom")?;
     let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::write(path, secret).with_context(|| format!("writing {}", path.display()))?;
+    write_private(path, &secret)
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -129,8 +159,21 @@ mod tests {
         write_secret(&dir.path().join(SECRET_FILE)).unwrap();
         let secret = std::fs::read_to_string(dir.path().join(SECRET_FILE)).unwrap();
         assert_eq!(secret.len(), 64);
-        let text = render("http://127.0.0.1:1234", 42431, 8402);
+        write_private(
+            &dir.path().join(OPERATOR_KEY_FILE),
+            DEV_ACCOUNTS[RECIPIENT_INDEX].private_key,
+        )
+        .unwrap();
+        let escrow = "0x00000000000000000000000000000000000000e5";
+        let text = render("http://127.0.0.1:1234", 42431, Some(escrow), 8402);
         let config = tollgate_server::Config::from_toml(&text, dir.path(), Vec::new()).unwrap();
+        let session = config.session.as_ref().expect("sessions are offered");
+        assert_eq!(session.escrow.to_string().to_lowercase(), escrow);
+        assert!(session.operator.is_some());
+        let without = render("http://127.0.0.1:1234", 42431, None, 8402);
+        let config_without =
+            tollgate_server::Config::from_toml(&without, dir.path(), Vec::new()).unwrap();
+        assert!(config_without.session.is_none());
         assert_eq!(config.chain.rpc_url, "http://127.0.0.1:1234");
         assert_eq!(
             config.chain.recipient.to_string(),

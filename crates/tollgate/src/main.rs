@@ -2,6 +2,7 @@
 //! library crates; this file only parses arguments and wires them.
 #![forbid(unsafe_code)]
 
+mod channels;
 mod devnet_config;
 mod logging;
 
@@ -45,6 +46,14 @@ enum Command {
         /// Print JSON (as `GET /v1/models` lists it) instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Session channels: list, settle, close (operator tools).
+    Channels {
+        /// Gateway config (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: channels::ChannelsCommand,
     },
     /// Start a local Tempo chain and write a gateway config for it.
     Devnet {
@@ -92,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Channels { config, command } => channels::run(&config, command).await,
         Command::Devnet { port, config_out } => {
             let mut devnet = start_devnet(port).await?;
             let path = devnet_config::write(&devnet, &config_out)?;

@@ -1,0 +1,202 @@
+//! Interop: the reference TypeScript SDK's v1 session client
+//! (`tempo.sessionLegacy` from mppx@0.11.0; the mppx CLI only speaks v2)
+//! opens an escrow channel with Tollgate, pays several requests with
+//! cumulative vouchers (one streamed), and closes it on chain.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+use tollgate_devnet::{DEV_ACCOUNTS, cache_dir, npm_install};
+use tollgate_ledger::{ChannelBook, ChannelStatus};
+use tollgate_providers::mock::MockOptions;
+
+// The same pinned install as `mppx_interop.rs`, so it is downloaded once.
+const MPPX: &str = "mppx@0.11.0";
+const VIEM: &str = "viem@2.57.0";
+const NODE_TIMEOUT: Duration = Duration::from_secs(120);
+
+async fn mppx_prefix() -> PathBuf {
+    let prefix = cache_dir().join("mppx-0.11.0");
+    let bin = prefix.join("node_modules/.bin/mppx");
+    npm_install(&prefix, &[MPPX, VIEM], &bin)
+        .await
+        .expect("mppx installs from npm");
+    prefix
+}
+
+/// Copies `tests/node/<script>` next to the prefix's `node_modules` (ESM
+/// ignores `NODE_PATH`), under a per-process name so parallel runs never
+/// share a half-written file.
+fn place_script(prefix: &std::path::Path, script: &str) -> PathBuf {
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/node")
+        .join(script);
+    let stem = script.trim_end_matches(".mjs");
+    let target = prefix.join(format!("tollgate-{stem}-{}.mjs", std::process::id()));
+    std::fs::copy(&source, &target).expect("the node script copies into the prefix");
+    target
+}
+
+fn number(value: &Value) -> u128 {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("a decimal string, got {value}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_mppx_legacy_session_client_opens_pays_streams_and_closes() {
+    let prefix = mppx_prefix().await;
+    let h = Harness::start_sessions(MockOptions::default()).await;
+    let options = Options {
+        quoted: true,
+        session: true,
+        ..Options::default()
+    };
+    let gw = h.gateway(&options).await;
+    let escrow = h.devnet.escrow().unwrap().to_owned();
+    let payee = DEV_ACCOUNTS[RECIPIENT].address;
+    let payee_before = h.balance(payee).await;
+
+    let script = place_script(&prefix, "session_client.mjs");
+    let run = tokio::process::Command::new("node")
+        .arg(&script)
+        .current_dir(&prefix)
+        .env("TOLLGATE_URL", &gw.url)
+        .env("RPC_URL", h.devnet.rpc_url())
+        .env("PAYER_KEY", DEV_ACCOUNTS[PAYER].private_key)
+        .env("ESCROW", &escrow)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(NODE_TIMEOUT, run).await;
+    let _ = std::fs::remove_file(&script);
+    let output = output
+        .unwrap_or_else(|_| panic!("the node session client ran over {NODE_TIMEOUT:?}"))
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "the node session client failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    let report: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("the script prints JSON ({e}):\n{stdout}\n{stderr}"));
+    let context = format!("{report:#}\n{stderr}");
+
+    // One channel for everything.
+    let channel_id = report["channelId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a channel was opened: {context}"))
+        .to_lowercase();
+
+    // Three plain requests, each 200 with a session receipt.
+    let requests = report["requests"].as_array().unwrap();
+    assert_eq!(requests.len(), 3, "{context}");
+    let mut receipts = Vec::new();
+    for request in requests {
+        assert_eq!(request["status"], 200, "{context}");
+        assert_eq!(request["object"], "chat.completion", "{context}");
+        receipts.push(request["receipt"].clone());
+    }
+
+    // The streamed request: content arrived, and the closing
+    // `payment-receipt` event reached the client.
+    let stream = &report["stream"];
+    assert!(stream["error"].is_null(), "the stream failed: {context}");
+    let messages = stream["messages"].as_array().unwrap();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.as_str().unwrap_or("").contains("chat.completion.chunk")),
+        "the stream delivered chunks: {context}"
+    );
+    let stream_receipts = stream["receipts"].as_array().unwrap();
+    assert!(!stream_receipts.is_empty(), "a stream receipt: {context}");
+    receipts.extend(stream_receipts.iter().cloned());
+
+    // Every receipt is a v1 session receipt for the same channel; spent
+    // and the accepted cumulative only grow; the server charged the usage,
+    // never more than was authorized.
+    let mut last_spent = 0;
+    let mut last_accepted = 0;
+    let mut largest_step = 0;
+    for receipt in &receipts {
+        assert_eq!(receipt["method"], "tempo", "{context}");
+        assert_eq!(receipt["intent"], "session", "{context}");
+        assert_eq!(receipt["status"], "success", "{context}");
+        assert_eq!(
+            receipt["channelId"].as_str().unwrap().to_lowercase(),
+            channel_id,
+            "{context}"
+        );
+        let spent = number(&receipt["spent"]);
+        let accepted = number(&receipt["acceptedCumulative"]);
+        assert!(spent >= last_spent, "spent never decreases: {context}");
+        assert!(accepted >= last_accepted, "{context}");
+        assert!(spent <= accepted, "{context}");
+        largest_step = largest_step.max(accepted - last_accepted);
+        last_spent = spent;
+        last_accepted = accepted;
+    }
+    // Each of the four requests was charged something.
+    let plain: Vec<u128> = receipts[..3].iter().map(|r| number(&r["spent"])).collect();
+    assert!(
+        plain[0] > 0 && plain[0] < plain[1] && plain[1] < plain[2],
+        "{context}"
+    );
+    assert!(last_spent > plain[2], "the stream was charged: {context}");
+    assert!(h.upstream.count() >= 4, "the upstream served every request");
+
+    // Close: a receipt with the settlement transaction.
+    let close = &report["close"];
+    assert!(
+        report["closeError"].is_null() && close.is_object(),
+        "close succeeded: {context}"
+    );
+    assert_eq!(close["intent"], "session", "{context}");
+    assert_eq!(
+        close["channelId"].as_str().unwrap().to_lowercase(),
+        channel_id
+    );
+    let tx_hash = close["txHash"].as_str().unwrap_or("");
+    assert!(
+        tx_hash.starts_with("0x") && tx_hash.len() == 66,
+        "{context}"
+    );
+    assert_eq!(number(&close["spent"]), last_spent, "{context}");
+
+    // The gateway's ledger: finalized, settled at least what was spent and
+    // at most one request's worst case more (mppx closes at its highest
+    // accepted cumulative; the gateway captures the smallest voucher that
+    // covers `spent`).
+    let stored = h
+        .ledger(&options)
+        .channel(&channel_id)
+        .await
+        .unwrap()
+        .expect("the gateway knows the channel");
+    assert_eq!(stored.status, ChannelStatus::Finalized, "{stored:?}");
+    assert_eq!(stored.spent, last_spent, "{stored:?}");
+    assert_eq!(stored.reserved, 0, "{stored:?}");
+    assert!(stored.settled >= stored.spent, "{stored:?}");
+    assert!(
+        stored.settled - stored.spent <= largest_step,
+        "settled within one quote of spent: {stored:?}"
+    );
+    assert_eq!(stored.deposit, 1_000_000, "maxDeposit caps the deposit");
+    assert_eq!(
+        stored.payer.to_lowercase(),
+        DEV_ACCOUNTS[PAYER].address.to_lowercase()
+    );
+
+    // On chain the payee gained exactly what was settled.
+    assert_eq!(h.balance(payee).await - payee_before, stored.settled);
+    gw.stop().await;
+}
