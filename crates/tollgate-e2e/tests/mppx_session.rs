@@ -41,6 +41,13 @@ fn place_script(prefix: &std::path::Path, script: &str) -> PathBuf {
     target
 }
 
+/// The last `lines` lines the gateway logged, for failure messages.
+fn gateway_log_tail(lines: usize) -> String {
+    let all = common::logs::captured();
+    let kept: Vec<&str> = all.lines().filter(|l| l.contains("tollgate")).collect();
+    kept[kept.len().saturating_sub(lines)..].join("\n")
+}
+
 fn number(value: &Value) -> u128 {
     value
         .as_str()
@@ -88,7 +95,10 @@ async fn the_mppx_legacy_session_client_opens_pays_streams_and_closes() {
     );
     let report: Value = serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("the script prints JSON ({e}):\n{stdout}\n{stderr}"));
-    let context = format!("{report:#}\n{stderr}");
+    let context = format!(
+        "{report:#}\n{stderr}\ngateway log (tail):\n{}",
+        gateway_log_tail(80)
+    );
 
     // One channel for everything.
     let channel_id = report["channelId"]

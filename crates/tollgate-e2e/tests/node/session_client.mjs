@@ -34,8 +34,31 @@ const chain = {
 };
 const client = createClient({ account, chain, transport: http(rpcUrl) });
 
+// Every HTTP exchange, for the test's failure message.
+const trace = [];
+const tracingFetch = async (input, init) => {
+  const headers = new Headers(init?.headers);
+  const authorization = headers.get('authorization');
+  let action = null;
+  if (authorization?.startsWith('Payment ')) {
+    try {
+      const credential = JSON.parse(
+        Buffer.from(authorization.slice('Payment '.length), 'base64url').toString(),
+      );
+      action = credential.payload?.action ?? null;
+    } catch {}
+  }
+  const response = await fetch(input, init);
+  const entry = { method: init?.method ?? 'GET', action, status: response.status };
+  if (!response.ok) entry.body = await response.clone().text();
+  trace.push(entry);
+  console.error(`mppx ${JSON.stringify(entry)}`);
+  return response;
+};
+
 const manager = tempo.sessionLegacy({
   account,
+  fetch: tracingFetch,
   client,
   // The built-in escrow for 42431 is the public testnet's; pin ours.
   escrowContract: escrow,
@@ -98,6 +121,7 @@ if (out.requests.every((r) => r.status === 200)) {
 
 out.channelId = manager.channelId ?? null;
 out.cumulative = manager.cumulative.toString();
+out.trace = trace;
 try {
   out.close = (await manager.close()) ?? null;
 } catch (error) {

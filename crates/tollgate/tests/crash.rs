@@ -1,0 +1,263 @@
+//! Crash safety: the real `tollgate` binary is killed with SIGKILL in the
+//! middle of a metered stream and in the middle of a settlement, then
+//! restarted on the same database. Nothing accepted is lost, nothing is
+//! charged beyond what was delivered, nothing twice, and the settlement
+//! completes.
+
+#[path = "../../tollgate-e2e/tests/common/mod.rs"]
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::session::{Payer, receipt, session_challenge};
+use common::*;
+use futures::StreamExt;
+use serde_json::json;
+use tollgate_devnet::DEV_ACCOUNTS;
+use tollgate_ledger::{ChannelBook, ChannelStatus};
+use tollgate_providers::mock::MockOptions;
+
+/// The gateway as a child process.
+struct Process {
+    child: tokio::process::Child,
+    url: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn launch(h: &Harness, options: &Options) -> Process {
+    let port = free_port();
+    let config = h.dir.path().join("tollgate.toml");
+    std::fs::write(&config, h.config_text(options)).unwrap();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("TOLLGATE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("E2E_SECRET_0", SECRET)
+        .env("E2E_UPSTREAM_KEY", UPSTREAM_KEY)
+        .env("E2E_OPERATOR_KEY", DEV_ACCOUNTS[RECIPIENT].private_key)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the tollgate binary starts");
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..400 {
+        if let Ok(r) = h.http.get(format!("{url}/healthz")).send().await
+            && r.status() == 200
+        {
+            return Process { child, url };
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the gateway did not come up");
+}
+
+impl Process {
+    /// SIGKILL: no shutdown hooks, nothing beyond what was committed.
+    async fn kill(mut self) {
+        self.child.start_kill().unwrap();
+        let _ = self.child.wait().await;
+    }
+}
+
+fn options() -> Options {
+    Options {
+        quoted: true,
+        session: true,
+        session_extra: "settle_interval_secs = 1\n".into(),
+        ..Options::default()
+    }
+}
+
+fn chat(stream: bool) -> String {
+    json!({
+        "model": "gpt-4o",
+        "messages": [{"role": "user", "content": "Explain payment channels in one line."}],
+        "max_tokens": 400,
+        "stream": stream,
+    })
+    .to_string()
+}
+
+async fn session_challenge_for(h: &Harness, url: &str, body: &str) -> mpp::PaymentChallenge {
+    session_challenge(&challenges(&post(&h.http, url, body, None).await))
+}
+
+fn quote(challenge: &mpp::PaymentChallenge) -> u128 {
+    challenge.request.decode_value().unwrap()["amount"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn spent(response: &reqwest::Response) -> u128 {
+    receipt(response)["spent"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_mid_stream_loses_no_voucher_and_charges_nothing_undelivered() {
+    // A slow stream: 150 tokens, 20 ms apart.
+    let h = Harness::start_sessions(MockOptions {
+        answer_tokens: 150,
+        chunk_interval: Duration::from_millis(20),
+        ..MockOptions::default()
+    })
+    .await;
+    let options = options();
+    let gw = launch(&h, &options).await;
+    let url = format!("{}/v1/chat/completions", gw.url);
+    let payer = Payer::new(
+        signer(PAYER),
+        &h.devnet.rpc_url(),
+        h.devnet.escrow().unwrap(),
+    );
+
+    let body = chat(false);
+    let challenge = session_challenge_for(&h, &url, &body).await;
+    let first_voucher = 10 * quote(&challenge);
+    let (channel, open) = payer.open(&challenge, 1_000_000, first_voucher).await;
+    let first = post(&h.http, &url, &body, Some(&open)).await;
+    assert_eq!(first.status(), 200);
+    let spent_before = spent(&first);
+    let accepted = first_voucher + 1_000;
+
+    // A stream on a new voucher; kill the gateway after some content.
+    let stream_body = chat(true);
+    let challenge = session_challenge_for(&h, &url, &stream_body).await;
+    let response = post(
+        &h.http,
+        &url,
+        &stream_body,
+        Some(&payer.pay_voucher(&challenge, channel, accepted)),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let mut stream = response.bytes_stream();
+    let mut seen = 0;
+    while let Some(Ok(chunk)) = stream.next().await {
+        seen += String::from_utf8_lossy(&chunk)
+            .matches("\"content\"")
+            .count();
+        if seen >= 10 {
+            break;
+        }
+    }
+    gw.kill().await;
+    drop(stream);
+
+    // Restart on the same database.
+    let gw = launch(&h, &options).await;
+    let id = format!("{:#x}", channel.id);
+    let stored = h.ledger(&options).channel(&id).await.unwrap().unwrap();
+    assert_eq!(stored.accepted, accepted, "the accepted voucher survived");
+    assert_eq!(stored.reserved, 0, "the dead stream's hold was released");
+    assert_eq!(
+        stored.spent, spent_before,
+        "nothing charged beyond what was committed as delivered"
+    );
+
+    // The channel goes on: the same voucher pays one more request, once.
+    let url = format!("{}/v1/chat/completions", gw.url);
+    let challenge = session_challenge_for(&h, &url, &body).await;
+    let again = post(
+        &h.http,
+        &url,
+        &body,
+        Some(&payer.pay_voucher(&challenge, channel, accepted)),
+    )
+    .await;
+    assert_eq!(again.status(), 200);
+    let stored = h.ledger(&options).channel(&id).await.unwrap().unwrap();
+    assert_eq!(stored.spent, 2 * spent_before);
+    gw.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_mid_settlement_completes_after_restart() {
+    let h = Harness::start_sessions(MockOptions::default()).await;
+    let options = options();
+    let gw = launch(&h, &options).await;
+    let url = format!("{}/v1/chat/completions", gw.url);
+    let payer = Payer::new(
+        signer(PAYER),
+        &h.devnet.rpc_url(),
+        h.devnet.escrow().unwrap(),
+    );
+    let payee = DEV_ACCOUNTS[RECIPIENT].address;
+    let payee_before = h.balance(payee).await;
+
+    let body = chat(false);
+    let challenge = session_challenge_for(&h, &url, &body).await;
+    let (channel, open) = payer.open(&challenge, 1_000_000, quote(&challenge)).await;
+    let first = post(&h.http, &url, &body, Some(&open)).await;
+    assert_eq!(first.status(), 200);
+    let spent = spent(&first);
+
+    // Stop mining: the close transaction is signed, recorded and sent, but
+    // not confirmed; kill the gateway while it waits.
+    let rpc = h.devnet.rpc();
+    let _: serde_json::Value = rpc.call("evm_setAutomine", json!([false])).await.unwrap();
+    let closing = {
+        let http = h.http.clone();
+        let url = url.clone();
+        let auth = payer.close(&challenge, channel, spent);
+        tokio::spawn(async move { http.post(&url).header("authorization", auth).send().await })
+    };
+    let id = format!("{:#x}", channel.id);
+    let ledger = h.ledger(&options);
+    let mut in_flight = false;
+    for _ in 0..200 {
+        if ledger
+            .channel(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .inflight
+            .is_some()
+        {
+            in_flight = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(in_flight, "the close is recorded before it is broadcast");
+    tokio::time::sleep(Duration::from_millis(300)).await; // let it reach the node
+    gw.kill().await;
+    let _ = closing.await;
+
+    // The chain mines what was sent; the restarted gateway reconciles.
+    let _: serde_json::Value = rpc.call("evm_setAutomine", json!([true])).await.unwrap();
+    let _: serde_json::Value = rpc.call("evm_mine", json!([])).await.unwrap();
+    let gw = launch(&h, &options).await;
+    let mut stored = ledger.channel(&id).await.unwrap().unwrap();
+    for _ in 0..200 {
+        if stored.inflight.is_none() && stored.status == ChannelStatus::Finalized {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stored = ledger.channel(&id).await.unwrap().unwrap();
+    }
+    assert!(stored.inflight.is_none(), "the settlement was reconciled");
+    assert_eq!(stored.status, ChannelStatus::Finalized);
+    assert_eq!(stored.settled, spent);
+    assert_eq!(
+        h.balance(payee).await - payee_before,
+        spent,
+        "paid exactly once"
+    );
+    gw.kill().await;
+}
