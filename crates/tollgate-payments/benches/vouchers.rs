@@ -1,0 +1,275 @@
+//! Session voucher acceptance: signature recovery + one durable SQLite
+//! transaction per voucher, as `SessionGate::accept` does on every request
+//! that carries a new voucher.
+//!
+//! Setup: a WAL SQLite ledger on a temp file, K = C channels opened directly
+//! in the ledger, and for each channel `PER_TASK` vouchers with increasing
+//! cumulative amounts, all signed before timing starts. Timed: C tokio tasks
+//! (one channel each: a channel's vouchers are serialized) call
+//! `gate.accept` back to back; per-call latency and overall accepts/s are
+//! printed for C = 1, 8, 64, with `Durability::Normal` and `Durability::Full`.
+//!
+//! To show where the time goes it also times, separately: signature
+//! recovery alone (`voucher::verify`), the channel read `accept` does first
+//! (`ledger.channel`), and the ledger's `accept_voucher` transaction alone.
+//!
+//! Run: `cargo bench -p tollgate-payments --bench vouchers`
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alloy::primitives::{Address, B256, Bytes};
+use alloy::signers::SignerSync;
+use alloy::signers::local::PrivateKeySigner;
+use tollgate_ledger::{
+    ChannelBook, ChannelRecord, ChannelStatus, Durability, Ledger, SqliteLedger, StoredVoucher,
+};
+use tollgate_payments::session::{SessionGate, SessionSettings, SignedVoucher, voucher};
+
+const CHAIN_ID: u64 = 42431;
+const ESCROW: Address = Address::repeat_byte(0xe5);
+const DEPOSIT: u128 = 1_000_000_000_000_000;
+/// Accepts per concurrency level (split over the tasks).
+const TOTAL: usize = 16_000;
+const CONCURRENCY: [usize; 3] = [1, 8, 64];
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort_unstable();
+    samples[((samples.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn report(name: &str, count: usize, wall: Duration, samples: &mut [Duration]) {
+    println!(
+        "{name:<40} n={count:<6} {:>9.0}/s  p50={:>8.1} µs  p99={:>8.1} µs",
+        count as f64 / wall.as_secs_f64(),
+        percentile(samples, 0.50).as_secs_f64() * 1e6,
+        percentile(samples, 0.99).as_secs_f64() * 1e6,
+    );
+}
+
+fn record(id: B256, signer: Address) -> ChannelRecord {
+    ChannelRecord {
+        channel_id: format!("{id:#x}"),
+        protocol: "v1".into(),
+        escrow: format!("{ESCROW:#x}"),
+        chain_id: CHAIN_ID,
+        payer: format!("{signer:#x}"),
+        payee: format!("{:#x}", Address::repeat_byte(0xbb)),
+        token: format!("{:#x}", Address::repeat_byte(0x20)),
+        authorized_signer: format!("{signer:#x}"),
+        descriptor: None,
+        deposit: DEPOSIT,
+        accepted: 0,
+        spent: 0,
+        reserved: 0,
+        settled: 0,
+        units: 0,
+        close_requested_at: 0,
+        status: ChannelStatus::Open,
+        opened_at: 0,
+        updated_at: 0,
+        last_settled_at: None,
+        inflight: None,
+    }
+}
+
+/// `count` channels opened in the ledger, each with `per_channel` vouchers
+/// (cumulative 1, 2, …) signed up front.
+async fn channels(
+    ledger: &Arc<dyn Ledger>,
+    count: usize,
+    per_channel: usize,
+) -> Vec<Vec<SignedVoucher>> {
+    let key = PrivateKeySigner::random();
+    let mut all = Vec::new();
+    for _ in 0..count {
+        let id = B256::random();
+        ledger
+            .open_channel(&record(id, key.address()), None)
+            .await
+            .unwrap();
+        let vouchers = (1..=per_channel as u128)
+            .map(|cumulative| {
+                let digest = voucher::signing_hash(ESCROW, CHAIN_ID, id, cumulative);
+                let signature = key.sign_hash_sync(&digest).unwrap().as_bytes();
+                SignedVoucher {
+                    channel_id: id,
+                    cumulative,
+                    signature: Bytes::copy_from_slice(&signature),
+                }
+            })
+            .collect();
+        all.push(vouchers);
+    }
+    all
+}
+
+/// Runs `work` on every voucher list from its own task; returns the wall
+/// time and every call's latency.
+async fn drive<F, Fut>(lists: Vec<Vec<SignedVoucher>>, work: F) -> (Duration, Vec<Duration>)
+where
+    F: Fn(SignedVoucher) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let started = Instant::now();
+    let tasks: Vec<_> = lists
+        .into_iter()
+        .map(|list| {
+            let work = work.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(list.len());
+                for v in list {
+                    let t = Instant::now();
+                    work(v).await;
+                    latencies.push(t.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    (started.elapsed(), latencies)
+}
+
+fn gate(ledger: Arc<dyn Ledger>) -> Arc<SessionGate> {
+    let settings = SessionSettings {
+        // Never contacted: every voucher is within the cached deposit.
+        rpc_url: "http://127.0.0.1:9".into(),
+        rpc_timeout: Duration::from_secs(1),
+        escrow: ESCROW,
+        chain_id: CHAIN_ID,
+        currency: Address::repeat_byte(0x20),
+        recipient: Address::repeat_byte(0xbb),
+        suggested_deposit: DEPOSIT,
+        min_voucher_delta: 0,
+        operator: None,
+        fee_token: None,
+    };
+    Arc::new(SessionGate::new(settings, ledger).unwrap())
+}
+
+async fn accept_runs(durability: Durability) {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger: Arc<dyn Ledger> =
+        Arc::new(SqliteLedger::open(&dir.path().join("ledger.db"), durability).unwrap());
+    let gate = gate(Arc::clone(&ledger));
+
+    // Warm-up: page cache, prepared statements, blocking pool threads.
+    let warm = channels(&ledger, 8, 200).await;
+    let g = Arc::clone(&gate);
+    drive(warm, move |v| {
+        let g = Arc::clone(&g);
+        async move {
+            g.accept(&v).await.unwrap();
+        }
+    })
+    .await;
+
+    for c in CONCURRENCY {
+        let lists = channels(&ledger, c, TOTAL / c).await;
+        let g = Arc::clone(&gate);
+        let (wall, mut latencies) = drive(lists, move |v| {
+            let g = Arc::clone(&g);
+            async move {
+                g.accept(&v).await.unwrap();
+            }
+        })
+        .await;
+        let n = latencies.len();
+        report(
+            &format!("gate.accept {durability:?} C={c}"),
+            n,
+            wall,
+            &mut latencies,
+        );
+    }
+
+    // The parts of `accept`, each alone (Normal only: Full is all fsync).
+    if durability == Durability::Normal {
+        for c in [1, 8] {
+            let lists = channels(&ledger, c, TOTAL / c).await;
+            let l = Arc::clone(&ledger);
+            let (wall, mut latencies) = drive(lists.clone(), move |v| {
+                let l = Arc::clone(&l);
+                async move {
+                    l.channel(&format!("{:#x}", v.channel_id)).await.unwrap();
+                }
+            })
+            .await;
+            let n = latencies.len();
+            report(
+                &format!("  ledger.channel (read) C={c}"),
+                n,
+                wall,
+                &mut latencies,
+            );
+            let l = Arc::clone(&ledger);
+            let (wall, mut latencies) = drive(lists, move |v| {
+                let l = Arc::clone(&l);
+                async move {
+                    let stored = StoredVoucher {
+                        cumulative: v.cumulative,
+                        signature: format!("0x{}", alloy::hex::encode(&v.signature)),
+                    };
+                    l.accept_voucher(&format!("{:#x}", v.channel_id), &stored, 0)
+                        .await
+                        .unwrap();
+                }
+            })
+            .await;
+            let n = latencies.len();
+            report(
+                &format!("  ledger.accept_voucher (tx) C={c}"),
+                n,
+                wall,
+                &mut latencies,
+            );
+        }
+    }
+}
+
+/// Signature recovery alone, on the calling thread (one core).
+async fn recovery_alone() {
+    let dummy: Arc<dyn Ledger> = Arc::new(SqliteLedger::in_memory().unwrap());
+    let lists = channels(&dummy, 1, 4_000).await;
+    let signer: Address = dummy
+        .channel(&format!("{:#x}", lists[0][0].channel_id))
+        .await
+        .unwrap()
+        .unwrap()
+        .authorized_signer
+        .parse()
+        .unwrap();
+    let mut latencies = Vec::new();
+    let started = Instant::now();
+    for v in &lists[0] {
+        let t = Instant::now();
+        voucher::verify(
+            ESCROW,
+            CHAIN_ID,
+            v.channel_id,
+            v.cumulative,
+            &v.signature,
+            signer,
+        )
+        .unwrap();
+        latencies.push(t.elapsed());
+    }
+    let wall = started.elapsed();
+    let n = latencies.len();
+    report("  voucher::verify (1 core)", n, wall, &mut latencies);
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    println!(
+        "voucher accept, {} cores, release build",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    recovery_alone().await;
+    accept_runs(Durability::Normal).await;
+    accept_runs(Durability::Full).await;
+}
