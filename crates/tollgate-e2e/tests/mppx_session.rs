@@ -100,11 +100,36 @@ async fn the_mppx_legacy_session_client_opens_pays_streams_and_closes() {
         gateway_log_tail(80)
     );
 
+    assert!(report["error"].is_null(), "mppx threw: {context}");
+
     // One channel for everything.
     let channel_id = report["channelId"]
         .as_str()
         .unwrap_or_else(|| panic!("a channel was opened: {context}"))
         .to_lowercase();
+
+    // What went over the wire: each paid request first met a 402, then
+    // mppx opened the channel once, paid the rest with vouchers (the stream
+    // included) and closed with a body-less POST.
+    let actions: Vec<&str> = report["trace"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        ["open", "voucher", "voucher", "voucher", "close"],
+        "{context}"
+    );
+    for exchange in report["trace"].as_array().unwrap() {
+        let expected = if exchange["action"].is_null() {
+            402
+        } else {
+            200
+        };
+        assert_eq!(exchange["status"], expected, "{context}");
+    }
 
     // Three plain requests, each 200 with a session receipt.
     let requests = report["requests"].as_array().unwrap();
@@ -162,6 +187,8 @@ async fn the_mppx_legacy_session_client_opens_pays_streams_and_closes() {
         "{context}"
     );
     assert!(last_spent > plain[2], "the stream was charged: {context}");
+    // The gateway charged the usage, not the worst case mppx authorized.
+    assert!(last_spent < last_accepted, "{context}");
     assert!(h.upstream.count() >= 4, "the upstream served every request");
 
     // Close: a receipt with the settlement transaction.

@@ -105,6 +105,10 @@ async fn open_meter_stream_past_balance_and_close_exactly() {
     let (channel, auth) = payer.open(&challenge, DEPOSIT, quote).await;
     let response = post(&h.http, &url, &body, Some(&auth)).await;
     assert_eq!(response.status(), 200);
+    let first_header = response.headers()["payment-receipt"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let first = receipt(&response);
     assert_eq!(first["intent"], "session");
     assert_eq!(first["channelId"], format!("{:#x}", channel.id));
@@ -266,6 +270,162 @@ async fn open_meter_stream_past_balance_and_close_exactly() {
     .await;
     let gone = problem(response, 410, "session/channel-finalized").await;
     assert!(gone["challengeId"].is_string());
+
+    // Nothing private reached the logs: credentials, signatures, the payer's
+    // address, receipts.
+    logs::assert_absent(&[
+        &auth,
+        DEV_ACCOUNTS[PAYER].address,
+        &payer.voucher(channel, spent_3),
+        &payer.voucher(channel, required),
+        &first_header,
+        closed["txHash"].as_str().unwrap(),
+    ]);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn top_up_by_head_raises_the_deposit() {
+    let h = Harness::start_sessions(MockOptions::default()).await;
+    let options = session_options();
+    let gw = h.gateway(&options).await;
+    let url = format!("{}/v1/chat/completions", gw.url);
+    let payer = Payer::new(
+        signer(PAYER),
+        &h.devnet.rpc_url(),
+        h.devnet.escrow().unwrap(),
+    );
+    let body = chat("gpt-4o-mini", 16, false);
+    let challenge = challenge_for(&h, &url, &body).await;
+    let (channel, open) = payer.open(&challenge, 100_000, amount(&challenge)).await;
+    assert_eq!(post(&h.http, &url, &body, Some(&open)).await.status(), 200);
+
+    // An unpaid HEAD gets a session challenge and no body.
+    let head = h.http.head(&url).send().await.unwrap();
+    assert_eq!(head.status(), 402);
+    let fresh = session_challenge(&challenges(&head));
+    assert_eq!(head.bytes().await.unwrap().len(), 0);
+
+    // A voucher above the deposit is refused until the top-up lands.
+    let above = payer.pay_voucher(&fresh, channel, 150_000);
+    let r = h
+        .http
+        .head(&url)
+        .header("authorization", &above)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 402);
+
+    let top_up = payer.top_up(&fresh, channel, 100_000).await;
+    let r = h
+        .http
+        .head(&url)
+        .header("authorization", top_up)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("payment-receipt").is_some());
+    let stored = h
+        .ledger(&options)
+        .channel(&format!("{:#x}", channel.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.deposit, 200_000);
+
+    let r = h
+        .http
+        .head(&url)
+        .header("authorization", &above)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(number(&receipt(&r)["acceptedCumulative"]), 150_000);
+
+    // A top-up transaction for another amount than it claims is refused.
+    let tx = payer.top_up_tx(channel, 5).await;
+    let lying = credential(
+        &fresh,
+        json!({
+            "action": "topUp",
+            "type": "transaction",
+            "channelId": format!("{:#x}", channel.id),
+            "transaction": format!("0x{}", alloy::hex::encode(&tx)),
+            "additionalDeposit": "6",
+        }),
+    );
+    let r = h
+        .http
+        .head(&url)
+        .header("authorization", lying)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 402);
+    let stored = h
+        .ledger(&options)
+        .channel(&format!("{:#x}", channel.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.deposit, 200_000, "nothing was broadcast");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_without_a_voucher_ends_charging_only_what_was_delivered() {
+    let h = Harness::start_sessions(MockOptions {
+        answer_tokens: 300,
+        ..MockOptions::default()
+    })
+    .await;
+    let options = Options {
+        session_extra: "stream_voucher_timeout_secs = 1\n".into(),
+        ..session_options()
+    };
+    let gw = h.gateway(&options).await;
+    let url = format!("{}/v1/chat/completions", gw.url);
+    let payer = Payer::new(
+        signer(PAYER),
+        &h.devnet.rpc_url(),
+        h.devnet.escrow().unwrap(),
+    );
+    let body = chat("gpt-4o", 4000, true);
+    let challenge = challenge_for(&h, &url, &body).await;
+    // Authorize a little: enough for the prompt and a few tokens.
+    let (channel, open) = payer.open(&challenge, DEPOSIT, 300).await;
+    let response = post(&h.http, &url, &body, Some(&open)).await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let events: Vec<(String, String)> = text
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(parse_event)
+        .collect();
+    assert!(events.iter().any(|(n, _)| n == "payment-need-voucher"));
+    let delivered = events
+        .iter()
+        .filter(|(n, d)| n == "message" && d.contains("\"content\""))
+        .count();
+    assert!(
+        delivered > 0 && delivered < 300,
+        "delivered {delivered} of 300"
+    );
+    let (name, data) = events.iter().rev().find(|(n, _)| n != "message").unwrap();
+    assert_eq!(name, "payment-receipt");
+    let last: Value = serde_json::from_str(data).unwrap();
+    let spent = number(&last["spent"]);
+    assert!(spent <= 300, "never beyond what was authorized");
+    let stored = h
+        .ledger(&options)
+        .channel(&format!("{:#x}", channel.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((stored.spent, stored.reserved), (spent, 0));
     gw.stop().await;
 }
 

@@ -114,6 +114,9 @@ pub async fn build_with_ledger(
     }
     for (path, routes) in by_path {
         let mut method_router = axum::routing::MethodRouter::new();
+        let mut head_free = !routes
+            .iter()
+            .any(|r| r.method == http::Method::HEAD || r.method == http::Method::GET);
         for route_config in routes {
             let filter = MethodFilter::try_from(route_config.method.clone()).map_err(|e| {
                 BuildError::Route {
@@ -126,6 +129,18 @@ pub async fn build_with_ledger(
                 upstream: upstreams[&route_config.upstream].clone(),
                 pricing: route_pricing(config, route_config, &table, sessions.as_ref()),
             });
+            // Session clients send voucher top-ups as `HEAD` on the resource.
+            let session_head = route.pricing.session_terms().is_some()
+                && head_free
+                && route_config.method != http::Method::HEAD;
+            if session_head {
+                head_free = false;
+                let gateway = Arc::clone(&gateway);
+                let route = Arc::clone(&route);
+                method_router = method_router.merge(on(MethodFilter::HEAD, move |request| {
+                    handler::handle(Arc::clone(&gateway), Arc::clone(&route), request)
+                }));
+            }
             let gateway = Arc::clone(&gateway);
             method_router = method_router.merge(on(filter, move |request| {
                 handler::handle(Arc::clone(&gateway), Arc::clone(&route), request)
@@ -196,7 +211,7 @@ fn route_pricing(
             endpoint,
             table: Arc::clone(table),
             template: charge_offer(config, route, 0),
-            session: sessions.as_ref().map(|s| s.offer(0, None)),
+            session: sessions.map(|s| Box::new(s.offer(0, None))),
         },
     }
 }

@@ -21,7 +21,7 @@ pub enum Pricing {
         /// The chain terms; the quote fills in amount and description.
         template: ChargeOffer,
         /// Session terms, when sessions are offered beside the charge.
-        session: Option<SessionOffer>,
+        session: Option<Box<SessionOffer>>,
     },
 }
 
@@ -31,7 +31,7 @@ impl Pricing {
     /// Whether requests are quoted (and so may be paid by a session).
     pub fn session_terms(&self) -> Option<&SessionOffer> {
         match self {
-            Self::Quoted { session, .. } => session.as_ref(),
+            Self::Quoted { session, .. } => session.as_deref(),
             _ => None,
         }
     }
@@ -74,7 +74,7 @@ impl Pricing {
                         amount: quote.amount,
                         suggested_deposit: session.suggested_deposit.max(quote.amount),
                         description: Some(quote.description.clone()),
-                        ..session.clone()
+                        ..(**session).clone()
                     }));
                 }
                 Ok(Some(Priced {

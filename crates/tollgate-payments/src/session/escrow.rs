@@ -18,6 +18,8 @@ use tempo_alloy::primitives::transaction::Call;
 use tempo_alloy::primitives::{AASigned, TempoTransaction};
 use tempo_alloy::rpc::TempoTransactionRequest;
 
+use crate::redact::redact_hex;
+
 alloy::sol! {
     interface IStreamChannel {
         struct Channel {
@@ -159,7 +161,7 @@ impl EscrowChain {
                 self.provider
                     .call(request)
                     .await
-                    .map_err(|e| ChainError::Unavailable(e.to_string()))
+                    .map_err(|e| ChainError::Unavailable(redact_hex(&e.to_string())))
             })
             .await?;
         let c = IStreamChannel::getChannelCall::abi_decode_returns(&out)
@@ -245,8 +247,8 @@ impl EscrowChain {
                     .raw_request("eth_sendRawTransactionSync".into(), (hex,))
                     .await
                     .map_err(|e| match e.as_error_resp() {
-                        Some(resp) => ChainError::Refused(resp.message.to_string()),
-                        None => ChainError::Unavailable(e.to_string()),
+                        Some(resp) => ChainError::Refused(redact_hex(&resp.message)),
+                        None => ChainError::Unavailable(redact_hex(&e.to_string())),
                     })
             })
             .await?;
@@ -295,7 +297,7 @@ impl EscrowChain {
                 self.provider
                     .get_gas_price()
                     .await
-                    .map_err(|e| ChainError::Unavailable(e.to_string()))
+                    .map_err(|e| ChainError::Unavailable(redact_hex(&e.to_string())))
             })
             .await?;
         // A fresh 2D nonce lane per transaction: no sequential nonce to
@@ -332,7 +334,7 @@ impl EscrowChain {
                 self.provider
                     .raw_request("eth_getTransactionReceipt".into(), (tx_hash,))
                     .await
-                    .map_err(|e| ChainError::Unavailable(e.to_string()))
+                    .map_err(|e| ChainError::Unavailable(redact_hex(&e.to_string())))
             })
             .await?;
         Ok(receipt.map(|r| r.get("status").and_then(Value::as_str) == Some("0x1")))
