@@ -6,68 +6,18 @@
 
 #[path = "../../tollgate-e2e/tests/common/mod.rs"]
 mod common;
+mod support;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::session::{Payer, receipt, session_challenge};
 use common::*;
 use futures::StreamExt;
 use serde_json::json;
+use support::launch;
 use tollgate_devnet::DEV_ACCOUNTS;
 use tollgate_ledger::{ChannelBook, ChannelStatus};
 use tollgate_providers::mock::MockOptions;
-
-/// The gateway as a child process.
-struct Process {
-    child: tokio::process::Child,
-    url: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn launch(h: &Harness, options: &Options) -> Process {
-    let port = free_port();
-    let config = h.dir.path().join("tollgate.toml");
-    std::fs::write(&config, h.config_text(options)).unwrap();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("TOLLGATE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("E2E_SECRET_0", SECRET)
-        .env("E2E_UPSTREAM_KEY", UPSTREAM_KEY)
-        .env("E2E_OPERATOR_KEY", DEV_ACCOUNTS[RECIPIENT].private_key)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the tollgate binary starts");
-    let url = format!("http://127.0.0.1:{port}");
-    for _ in 0..400 {
-        if let Ok(r) = h.http.get(format!("{url}/healthz")).send().await
-            && r.status() == 200
-        {
-            return Process { child, url };
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the gateway did not come up");
-}
-
-impl Process {
-    /// SIGKILL: no shutdown hooks, nothing beyond what was committed.
-    async fn kill(mut self) {
-        self.child.start_kill().unwrap();
-        let _ = self.child.wait().await;
-    }
-}
 
 fn options() -> Options {
     Options {
