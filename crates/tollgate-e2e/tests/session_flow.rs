@@ -518,17 +518,18 @@ async fn two_hundred_parallel_requests_on_a_balance_for_fifty() {
         &h.devnet.rpc_url(),
         h.devnet.escrow().unwrap(),
     );
-    let body = chat("gpt-4o-mini", 16, false);
+    let body = chat("gpt-4o", 24, false);
     let challenge = challenge_for(&h, &url, &body).await;
     let quote = amount(&challenge);
-    // Authorize exactly fifty worst cases; every request reserves one.
-    let (channel, open) = payer
-        .open(&challenge, DEPOSIT.max(50 * quote), 50 * quote)
-        .await;
+    // Open and serve one request to learn what one costs…
+    let (channel, open) = payer.open(&challenge, DEPOSIT, quote).await;
     let first = post(&h.http, &url, &body, Some(&open)).await;
     assert_eq!(first.status(), 200);
-    let spent_first = number(&receipt(&first)["spent"]);
-    let voucher = payer.pay_voucher(&challenge, channel, 50 * quote);
+    let cost = number(&receipt(&first)["spent"]);
+    assert!(cost <= quote);
+    // …then authorize a balance that covers exactly fifty more.
+    let accepted = cost + 50 * cost;
+    let voucher = payer.pay_voucher(&challenge, channel, accepted);
 
     let tasks: Vec<_> = (0..200)
         .map(|_| {
@@ -557,16 +558,21 @@ async fn two_hundred_parallel_requests_on_a_balance_for_fifty() {
         .await
         .unwrap()
         .unwrap();
-    // Each request may only start if its whole quote fits; actual costs are
-    // lower, so a few more than 49 can fit in what the first left over.
+    // At most fifty. A request starts only when its whole worst case fits
+    // beside the others in flight, so at least the balance's worth of worst
+    // cases is served, and never more than the balance covers.
     assert!(
-        served >= 49 && served <= 50 * quote / spent_first,
-        "served {served}"
+        served <= 50 && served >= 50 * cost / quote,
+        "served {served} (cost {cost}, quote {quote})"
     );
     assert_eq!(served as usize + refused, 200);
-    assert!(stored.spent <= stored.accepted);
+    assert_eq!(stored.accepted, accepted);
     assert_eq!(stored.reserved, 0);
-    assert_eq!(stored.spent, spent_first * (served + 1));
+    assert_eq!(stored.spent, cost * (served + 1));
+    assert!(
+        stored.spent <= stored.accepted,
+        "the balance never went negative"
+    );
     gw.stop().await;
 }
 
