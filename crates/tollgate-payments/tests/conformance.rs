@@ -1,4 +1,4 @@
-//! The public MPP conformance vectors (`shared/conformance/vectors`), run
+//! The public MPP conformance vectors (copied into `tests/vectors`), run
 //! against the code paths Tollgate serves with. Every scenario is either run,
 //! excluded by its own `adapters`/`sdkVersions` filter, or named in
 //! `DIVERGENCES`/`NOT_EXERCISED` with the reason — never skipped silently.
@@ -43,7 +43,7 @@ fn vectors_dir() -> PathBuf {
     std::env::var_os("TOLLGATE_CONFORMANCE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/vectors")
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
         })
 }
 
