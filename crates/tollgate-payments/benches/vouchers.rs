@@ -22,7 +22,7 @@ use alloy::primitives::{Address, B256, Bytes};
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
 use tollgate_ledger::{
-    ChannelBook, ChannelRecord, ChannelStatus, Durability, Ledger, SqliteLedger, StoredVoucher,
+    ChannelRecord, ChannelStatus, Durability, Ledger, SqliteLedger, StoredVoucher,
 };
 use tollgate_payments::session::{SessionGate, SessionSettings, SignedVoucher, voucher};
 
@@ -231,22 +231,34 @@ async fn accept_runs(durability: Durability) {
     }
 }
 
-/// Signature recovery alone, on the calling thread (one core).
+/// Times `f` on every voucher, on the calling thread (one core).
+fn time_each(name: &str, vouchers: &[SignedVoucher], mut f: impl FnMut(&SignedVoucher)) {
+    let mut latencies = Vec::with_capacity(vouchers.len());
+    let started = Instant::now();
+    for v in vouchers {
+        let t = Instant::now();
+        f(v);
+        latencies.push(t.elapsed());
+    }
+    let wall = started.elapsed();
+    report(name, vouchers.len(), wall, &mut latencies);
+}
+
+/// Signature checking alone: the gateway's `voucher::verify` (EIP-712
+/// digest + k256 recovery), the digest alone, and libsecp256k1 recovery of
+/// the same signatures for comparison.
 async fn recovery_alone() {
     let dummy: Arc<dyn Ledger> = Arc::new(SqliteLedger::in_memory().unwrap());
-    let lists = channels(&dummy, 1, 4_000).await;
+    let vouchers = channels(&dummy, 1, 4_000).await.remove(0);
     let signer: Address = dummy
-        .channel(&format!("{:#x}", lists[0][0].channel_id))
+        .channel(&format!("{:#x}", vouchers[0].channel_id))
         .await
         .unwrap()
         .unwrap()
         .authorized_signer
         .parse()
         .unwrap();
-    let mut latencies = Vec::new();
-    let started = Instant::now();
-    for v in &lists[0] {
-        let t = Instant::now();
+    time_each("  voucher::verify (1 core)", &vouchers, |v| {
         voucher::verify(
             ESCROW,
             CHAIN_ID,
@@ -255,12 +267,27 @@ async fn recovery_alone() {
             &v.signature,
             signer,
         )
-        .unwrap();
-        latencies.push(t.elapsed());
-    }
-    let wall = started.elapsed();
-    let n = latencies.len();
-    report("  voucher::verify (1 core)", n, wall, &mut latencies);
+        .unwrap()
+    });
+    time_each("  voucher::signing_hash (1 core)", &vouchers, |v| {
+        std::hint::black_box(voucher::signing_hash(
+            ESCROW,
+            CHAIN_ID,
+            v.channel_id,
+            v.cumulative,
+        ));
+    });
+    let secp = secp256k1::Secp256k1::verification_only();
+    time_each("  libsecp256k1 recover (1 core)", &vouchers, |v| {
+        use secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
+        let digest = voucher::signing_hash(ESCROW, CHAIN_ID, v.channel_id, v.cumulative);
+        let id = RecoveryId::try_from(i32::from(v.signature[64] - 27)).unwrap();
+        let sig = RecoverableSignature::from_compact(&v.signature[..64], id).unwrap();
+        let message = secp256k1::Message::from_digest(digest.0);
+        let key = secp.recover_ecdsa(&message, &sig).unwrap();
+        let hash = alloy::primitives::keccak256(&key.serialize_uncompressed()[1..]);
+        assert_eq!(Address::from_slice(&hash[12..]), signer);
+    });
 }
 
 #[tokio::main(flavor = "multi_thread")]

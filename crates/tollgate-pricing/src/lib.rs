@@ -3,12 +3,13 @@
 
 pub mod audio;
 pub mod cost;
+mod image;
 pub mod listing;
 pub mod quote;
 pub mod table;
 pub mod tokens;
 
-pub use cost::{Usage, actual_cost};
+pub use cost::{Usage, UsageDetail, actual_cost, actual_cost_detail};
 pub use quote::{Quote, QuoteError};
 pub use table::{BUILTIN_TABLE, PriceTable, TableError, per_million};
 
@@ -17,6 +18,8 @@ pub use table::{BUILTIN_TABLE, PriceTable, TableError, per_million};
 pub enum Endpoint {
     Chat,
     Responses,
+    /// Anthropic's native Messages API (`/v1/messages`), Claude models only.
+    Messages,
     Embeddings,
     Images,
     Speech,
@@ -30,6 +33,7 @@ impl Endpoint {
         Some(match name {
             "chat" => Self::Chat,
             "responses" => Self::Responses,
+            "messages" => Self::Messages,
             "transcription" => Self::Transcription,
             "embeddings" => Self::Embeddings,
             "images" => Self::Images,
@@ -42,6 +46,7 @@ impl Endpoint {
         match self {
             Self::Chat => quote::chat(table, body),
             Self::Responses => quote::responses(table, body),
+            Self::Messages => quote::messages(table, body),
             Self::Embeddings => quote::embeddings(table, body),
             Self::Images => quote::images(table, body),
             Self::Speech => quote::speech(table, body),

@@ -13,20 +13,31 @@ pub fn models(table: &PriceTable, endpoints: &[Endpoint]) -> Vec<Value> {
         json!({"id": id, "object": "model", "created": 0, "owned_by": "tollgate",
                "tollgate": {"kind": kind, "prices": prices, "policy": policy}})
     };
-    if endpoints.contains(&Endpoint::Chat) || endpoints.contains(&Endpoint::Responses) {
-        for (id, p) in &table.chat {
-            out.push(entry(
-                id,
-                "chat",
-                json!({
-                    "input_per_mtok": p.input_per_mtok.to_string(),
-                    "cached_input_per_mtok": p.cached_input_per_mtok.map(|v| v.to_string()),
-                    "output_per_mtok": p.output_per_mtok.to_string(),
-                    "context_window": p.context_window,
-                    "max_output_tokens": p.max_output_tokens,
-                    "aliases": p.aliases,
-                }),
-            ));
+    let all_chat = endpoints.contains(&Endpoint::Chat) || endpoints.contains(&Endpoint::Responses);
+    if all_chat || endpoints.contains(&Endpoint::Messages) {
+        // The Messages route sells Claude models only.
+        for (id, p) in table
+            .chat
+            .iter()
+            .filter(|(_, p)| all_chat || p.is_anthropic())
+        {
+            let mut prices = json!({
+                "input_per_mtok": p.input_per_mtok.to_string(),
+                "cached_input_per_mtok": p.cached_input_per_mtok.map(|v| v.to_string()),
+                "output_per_mtok": p.output_per_mtok.to_string(),
+                "context_window": p.context_window,
+                "max_output_tokens": p.max_output_tokens,
+                "aliases": p.aliases,
+            });
+            if p.is_anthropic() {
+                prices["provider"] = json!("anthropic");
+                prices["cache_write_input_per_mtok"] =
+                    json!(p.cache_write_input_per_mtok.map(|v| v.to_string()));
+                prices["cache_write_1h_input_per_mtok"] =
+                    json!(p.cache_write_1h_input_per_mtok.map(|v| v.to_string()));
+                prices["default_max_tokens"] = json!(p.default_max_tokens);
+            }
+            out.push(entry(id, "chat", prices));
         }
     }
     if endpoints.contains(&Endpoint::Embeddings) {
@@ -88,17 +99,16 @@ pub fn render(table: &PriceTable) -> String {
         units(p.minimum_charge)
     ));
     out.push_str(&format!(
-        "{:<24} {:>14} {:>14} {:>14} {:>10}\n",
-        "chat model", "input/Mtok", "cached/Mtok", "output/Mtok", "max out"
+        "{:<28} {:>14} {:>14} {:>14} {:>14} {:>10}\n",
+        "chat model", "input/Mtok", "cached/Mtok", "cache write", "output/Mtok", "max out"
     ));
+    let or_dash = |v: Option<u128>| v.map(units).unwrap_or_else(|| "-".into());
     for (id, c) in &table.chat {
-        let cached = c
-            .cached_input_per_mtok
-            .map(units)
-            .unwrap_or_else(|| "-".into());
         out.push_str(&format!(
-            "{id:<24} {:>14} {cached:>14} {:>14} {:>10}\n",
+            "{id:<28} {:>14} {:>14} {:>14} {:>14} {:>10}\n",
             units(c.input_per_mtok),
+            or_dash(c.cached_input_per_mtok),
+            or_dash(c.cache_write_input_per_mtok),
             units(c.output_per_mtok),
             c.max_output_tokens
         ));
@@ -161,5 +171,32 @@ mod tests {
         );
         assert!(all.len() > chat_only.len());
         assert!(render(&table).contains("gpt-4o"));
+    }
+
+    #[test]
+    fn claude_models_are_listed_with_cache_prices() {
+        let table = PriceTable::builtin();
+        let chat = models(&table, &[Endpoint::Chat]);
+        let sonnet = chat
+            .iter()
+            .find(|m| m["id"] == "claude-sonnet-4-5-20250929")
+            .unwrap();
+        let prices = &sonnet["tollgate"]["prices"];
+        assert_eq!(prices["input_per_mtok"], "3000000");
+        assert_eq!(prices["cached_input_per_mtok"], "300000");
+        assert_eq!(prices["cache_write_input_per_mtok"], "3750000");
+        assert_eq!(prices["cache_write_1h_input_per_mtok"], "6000000");
+        assert_eq!(prices["default_max_tokens"], 4096);
+        assert_eq!(prices["aliases"][0], "claude-sonnet-4-5");
+        // The Messages route lists Claude models only.
+        let native = models(&table, &[Endpoint::Messages]);
+        assert!(!native.is_empty() && native.len() < chat.len());
+        assert!(
+            native
+                .iter()
+                .all(|m| m["tollgate"]["prices"]["provider"] == "anthropic")
+        );
+        let text = render(&table);
+        assert!(text.contains("claude-haiku-4-5-20251001") && text.contains("3.750000"));
     }
 }

@@ -16,6 +16,10 @@ const REPLY_PRIMING_TOKENS: u64 = 3;
 /// side 768 px → at most 2×4 tiles of 512 px.
 const MAX_IMAGE_TILES: u64 = 8;
 const MAX_EMBEDDING_INPUTS: usize = 2048;
+/// Tokens of the system prompt Anthropic adds when a request carries
+/// `tools`: above every value Anthropic documents (530 for Claude 3 Opus,
+/// 346 for Claude 4 models), with room for the Opus 4.7+ tokenizer.
+pub const CLAUDE_TOOL_PROMPT_TOKENS: u64 = 600;
 
 /// A price for one request, with what it is made of.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,36 +112,20 @@ pub fn chat(table: &PriceTable, body: &Value) -> Result<Quote, QuoteError> {
     let (model, price) = table
         .chat_model(requested)
         .ok_or_else(|| unknown_model(requested))?;
-    let messages = match body.get("messages") {
-        Some(Value::Array(m)) if !m.is_empty() => m,
-        Some(Value::Array(_)) => {
-            return Err(bad(
-                "messages",
-                "invalid-value",
-                "`messages` must not be empty",
-            ));
-        }
-        Some(_) => {
-            return Err(bad(
-                "messages",
-                "invalid-type",
-                "`messages` must be an array",
-            ));
-        }
-        None => {
-            return Err(bad(
-                "messages",
-                "missing-parameter",
-                "`messages` is required",
-            ));
-        }
-    };
+    let messages = messages_param(body)?;
     let n = positive(body, "n")?.unwrap_or(1);
     if n > MAX_CHOICES {
         return Err(bad(
             "n",
             "invalid-value",
             format!("`n` must be at most {MAX_CHOICES}"),
+        ));
+    }
+    if n > 1 && price.is_anthropic() {
+        return Err(bad(
+            "n",
+            "unsupported-input",
+            format!("{model} answers one choice per request; `n` must be 1"),
         ));
     }
     let cap = match positive(body, "max_completion_tokens")? {
@@ -154,6 +142,9 @@ pub fn chat(table: &PriceTable, body: &Value) -> Result<Quote, QuoteError> {
         // Tool schemas are serialised into the prompt; their JSON is a
         // conservative stand-in for OpenAI's internal rendering.
         input_tokens += price.encoding.count(&tools.to_string());
+        if price.is_anthropic() {
+            input_tokens += CLAUDE_TOOL_PROMPT_TOKENS;
+        }
     }
     fits_context(price, model, "messages", input_tokens, output_tokens)?;
     let list = per_million(input_tokens, price.input_per_mtok)
@@ -172,6 +163,27 @@ pub fn chat(table: &PriceTable, body: &Value) -> Result<Quote, QuoteError> {
         input_units: input_tokens,
         output_units: output_tokens * n,
     })
+}
+
+fn messages_param(body: &serde_json::Map<String, Value>) -> Result<&Vec<Value>, QuoteError> {
+    match body.get("messages") {
+        Some(Value::Array(m)) if !m.is_empty() => Ok(m),
+        Some(Value::Array(_)) => Err(bad(
+            "messages",
+            "invalid-value",
+            "`messages` must not be empty",
+        )),
+        Some(_) => Err(bad(
+            "messages",
+            "invalid-type",
+            "`messages` must be an array",
+        )),
+        None => Err(bad(
+            "messages",
+            "missing-parameter",
+            "`messages` is required",
+        )),
+    }
 }
 
 fn message_tokens(price: &ChatPrice, message: &Value, index: usize) -> Result<u64, QuoteError> {
@@ -228,6 +240,7 @@ fn part_tokens(price: &ChatPrice, part: &Value, index: usize) -> Result<u64, Quo
             price,
             "messages",
             part.pointer("/image_url/detail").and_then(Value::as_str),
+            part.pointer("/image_url/url").and_then(Value::as_str),
         ),
         other => Err(bad(
             "messages",
@@ -323,9 +336,12 @@ fn response_item_tokens(price: &ChatPrice, item: &Value, index: usize) -> Result
                     "input_text" | "output_text" | "text" => {
                         encoding.count(part.get("text").and_then(Value::as_str).unwrap_or_default())
                     }
-                    "input_image" => {
-                        image_tokens(price, "input", part.get("detail").and_then(Value::as_str))?
-                    }
+                    "input_image" => image_tokens(
+                        price,
+                        "input",
+                        part.get("detail").and_then(Value::as_str),
+                        part.get("image_url").and_then(Value::as_str),
+                    )?,
                     other => {
                         return Err(bad(
                             "input",
@@ -350,7 +366,8 @@ fn response_item_tokens(price: &ChatPrice, item: &Value, index: usize) -> Result
 }
 
 /// The output cap the request set (`(param, value)`), within the model's
-/// limit, or the model's limit when it set none.
+/// limit, or the model's default when it set none (its limit, or for Claude
+/// the `default_max_tokens` the translator sends).
 fn output_cap(
     price: &ChatPrice,
     model: &str,
@@ -366,7 +383,7 @@ fn output_cap(
             ),
         )),
         Some((_, cap)) => Ok(cap),
-        None => Ok(price.max_output_tokens),
+        None => Ok(price.default_output_tokens()),
     }
 }
 
@@ -392,12 +409,18 @@ fn fits_context(
 }
 
 /// Tokens for one image input: the base for `detail: low`, otherwise the
-/// worst-case tiling.
+/// worst-case tiling. Claude models (`image_max_tokens`) price an inline
+/// (`data:` URL) image by its size and any other image at that maximum.
 fn image_tokens(
     price: &ChatPrice,
     param: &'static str,
     detail: Option<&str>,
+    url: Option<&str>,
 ) -> Result<u64, QuoteError> {
+    if let Some(cap) = price.image_max_tokens {
+        let size = url.and_then(crate::image::data_url_dimensions);
+        return Ok(crate::image::claude_image_tokens(size, cap));
+    }
     let (Some(base), Some(tile)) = (price.image_base_tokens, price.image_tile_tokens) else {
         return Err(bad(
             param,
@@ -410,6 +433,291 @@ fn image_tokens(
     } else {
         base + tile * MAX_IMAGE_TILES
     })
+}
+
+// -------------------------------------------------------------- messages
+
+/// Anthropic's Messages API, for Claude models: `tools` (definitions plus
+/// Anthropic's tool-use system prompt), `system` and `messages` (text,
+/// image, tool_use, tool_result, text documents, thinking) counted with the
+/// model's estimate; output at the required `max_tokens`. Blocks marked with
+/// `cache_control` (and everything before them, the cached prefix) are
+/// priced as cache writes — the worst case, since a write costs more than
+/// plain input and a hit is unknowable in advance; a top-level
+/// `cache_control` marks the whole prompt.
+pub fn messages(table: &PriceTable, body: &Value) -> Result<Quote, QuoteError> {
+    let body = object(body)?;
+    let requested = model_name(body)?;
+    let (model, price) = table
+        .chat_model(requested)
+        .filter(|(_, price)| price.is_anthropic())
+        .ok_or_else(|| {
+            bad(
+                "model",
+                "unknown-model",
+                format!("model {requested:?} is not sold on the Messages API by this gateway"),
+            )
+        })?;
+    let Some(max_tokens) = positive(body, "max_tokens")? else {
+        return Err(bad(
+            "max_tokens",
+            "missing-parameter",
+            "`max_tokens` is required",
+        ));
+    };
+    let output_tokens = output_cap(price, model, Some(("max_tokens", max_tokens)))?;
+    let messages = messages_param(body)?;
+    let encoding = price.encoding;
+    let mut prompt = CachedPrompt::default();
+
+    match body.get("tools") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(tools)) => {
+            if !tools.is_empty() {
+                prompt.add(CLAUDE_TOOL_PROMPT_TOKENS);
+            }
+            for tool in tools {
+                prompt.add(encoding.count(&tool.to_string()));
+                prompt.mark(tool.get("cache_control"), "tools")?;
+            }
+        }
+        Some(_) => return Err(bad("tools", "invalid-type", "`tools` must be an array")),
+    }
+    match body.get("system") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(text)) => prompt.add(TOKENS_PER_MESSAGE + encoding.count(text)),
+        Some(Value::Array(blocks)) => {
+            prompt.add(TOKENS_PER_MESSAGE);
+            for block in blocks {
+                let text = (block.get("type").and_then(Value::as_str) == Some("text"))
+                    .then(|| block.get("text").and_then(Value::as_str))
+                    .flatten()
+                    .ok_or_else(|| {
+                        bad(
+                            "system",
+                            "invalid-type",
+                            "`system` must be a string or an array of text blocks",
+                        )
+                    })?;
+                prompt.add(encoding.count(text));
+                prompt.mark(block.get("cache_control"), "system")?;
+            }
+        }
+        Some(_) => {
+            return Err(bad(
+                "system",
+                "invalid-type",
+                "`system` must be a string or an array of text blocks",
+            ));
+        }
+    }
+    for (index, message) in messages.iter().enumerate() {
+        let role = message.get("role").and_then(Value::as_str);
+        let Some(role @ ("user" | "assistant")) = role else {
+            return Err(bad(
+                "messages",
+                "invalid-value",
+                format!("messages[{index}].role must be \"user\" or \"assistant\""),
+            ));
+        };
+        prompt.add(TOKENS_PER_MESSAGE + encoding.count(role));
+        match message.get("content") {
+            Some(Value::String(text)) => prompt.add(encoding.count(text)),
+            Some(Value::Array(blocks)) => {
+                for block in blocks {
+                    prompt.add(claude_block_tokens(price, block, index)?);
+                    prompt.mark(block.get("cache_control"), "messages")?;
+                    // A breakpoint inside a tool_result: the whole block is
+                    // counted as written (a slight, safe over-count).
+                    let nested = block.get("content").and_then(Value::as_array);
+                    for part in nested.into_iter().flatten() {
+                        prompt.mark(part.get("cache_control"), "messages")?;
+                    }
+                }
+            }
+            _ => {
+                return Err(bad(
+                    "messages",
+                    "invalid-type",
+                    format!("messages[{index}].content must be a string or an array of blocks"),
+                ));
+            }
+        }
+    }
+    prompt.mark(body.get("cache_control"), "cache_control")?;
+    prompt.add(REPLY_PRIMING_TOKENS);
+
+    let input_tokens = prompt.total;
+    fits_context(price, model, "messages", input_tokens, output_tokens)?;
+    let one_hour = prompt.one_hour_end;
+    let five_minute = prompt.five_minute_end.saturating_sub(one_hour);
+    let uncached = input_tokens - one_hour - five_minute;
+    // A write is never priced below plain input (the worst case).
+    let write_price = price
+        .cache_write_input_per_mtok
+        .unwrap_or(price.input_per_mtok)
+        .max(price.input_per_mtok);
+    let write_1h_price = price
+        .cache_write_1h_input_per_mtok
+        .unwrap_or(write_price)
+        .max(write_price);
+    let list = per_million(uncached, price.input_per_mtok)
+        + per_million(five_minute, write_price)
+        + per_million(one_hour, write_1h_price)
+        + per_million(output_tokens, price.output_per_mtok);
+    let writes = if one_hour + five_minute > 0 {
+        format!(" ({} as cache writes)", one_hour + five_minute)
+    } else {
+        String::new()
+    };
+    Ok(Quote {
+        model: model.to_owned(),
+        amount: table.finalize(list),
+        description: format!(
+            "{model} message: {input_tokens} input tokens{writes}, up to {output_tokens} output tokens"
+        ),
+        input_units: input_tokens,
+        output_units: output_tokens,
+    })
+}
+
+/// Input tokens in Anthropic's cache order (tools, system, messages) and
+/// where the cached prefixes end.
+#[derive(Default)]
+struct CachedPrompt {
+    total: u64,
+    /// Tokens up to the last 5-minute / 1-hour `cache_control` breakpoint.
+    five_minute_end: u64,
+    one_hour_end: u64,
+}
+
+impl CachedPrompt {
+    fn add(&mut self, tokens: u64) {
+        self.total += tokens;
+    }
+
+    /// A `cache_control` on the block just added ends a cached prefix here.
+    fn mark(
+        &mut self,
+        cache_control: Option<&Value>,
+        param: &'static str,
+    ) -> Result<(), QuoteError> {
+        let Some(control) = cache_control.filter(|c| !c.is_null()) else {
+            return Ok(());
+        };
+        let invalid = || {
+            bad(
+                param,
+                "invalid-value",
+                "`cache_control` must be {\"type\": \"ephemeral\"} with an optional `ttl` of \"5m\" or \"1h\"",
+            )
+        };
+        if control.get("type").and_then(Value::as_str) != Some("ephemeral") {
+            return Err(invalid());
+        }
+        match control.get("ttl") {
+            None | Some(Value::Null) => self.five_minute_end = self.total,
+            Some(Value::String(ttl)) if ttl == "5m" => self.five_minute_end = self.total,
+            Some(Value::String(ttl)) if ttl == "1h" => self.one_hour_end = self.total,
+            Some(_) => return Err(invalid()),
+        }
+        Ok(())
+    }
+}
+
+/// Tokens of one content block of a Messages request.
+fn claude_block_tokens(price: &ChatPrice, block: &Value, index: usize) -> Result<u64, QuoteError> {
+    let encoding = price.encoding;
+    let text = |key: &str| block.get(key).and_then(Value::as_str).unwrap_or_default();
+    let kind = block
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    Ok(match kind {
+        "text" => encoding.count(text("text")),
+        "image" => claude_image_block_tokens(price, block, index)?,
+        "tool_use" => {
+            let input = block.get("input").map(Value::to_string).unwrap_or_default();
+            encoding.count(text("id")) + encoding.count(text("name")) + encoding.count(&input)
+        }
+        "tool_result" => {
+            let content = match block.get("content") {
+                None | Some(Value::Null) => 0,
+                Some(Value::String(s)) => encoding.count(s),
+                Some(Value::Array(parts)) => {
+                    let mut sum = 0;
+                    for part in parts {
+                        sum += claude_block_tokens(price, part, index)?;
+                    }
+                    sum
+                }
+                Some(_) => {
+                    return Err(bad(
+                        "messages",
+                        "invalid-type",
+                        format!(
+                            "messages[{index}] has a tool_result whose content is neither a string nor blocks"
+                        ),
+                    ));
+                }
+            };
+            encoding.count(text("tool_use_id")) + content
+        }
+        "document" => match block.pointer("/source/type").and_then(Value::as_str) {
+            Some("text") => {
+                encoding.count(
+                    block
+                        .pointer("/source/data")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default(),
+                ) + encoding.count(text("title"))
+                    + encoding.count(text("context"))
+            }
+            _ => {
+                return Err(bad(
+                    "messages",
+                    "unsupported-input",
+                    format!(
+                        "messages[{index}] has a PDF or file document, whose size cannot be bounded before the call; send its text instead"
+                    ),
+                ));
+            }
+        },
+        "thinking" => encoding.count(text("thinking")) + encoding.count(text("signature")),
+        "redacted_thinking" => encoding.count(text("data")),
+        other => {
+            return Err(bad(
+                "messages",
+                "unsupported-input",
+                format!(
+                    "messages[{index}] has a content block of type {other:?}, which this gateway does not sell"
+                ),
+            ));
+        }
+    })
+}
+
+fn claude_image_block_tokens(
+    price: &ChatPrice,
+    block: &Value,
+    index: usize,
+) -> Result<u64, QuoteError> {
+    let Some(cap) = price.image_max_tokens else {
+        return Err(bad(
+            "messages",
+            "unsupported-input",
+            format!("messages[{index}] has an image, which this model does not accept"),
+        ));
+    };
+    let source = block.get("source");
+    let size = match source.and_then(|s| s.get("type")).and_then(Value::as_str) {
+        Some("base64") => source
+            .and_then(|s| s.get("data"))
+            .and_then(Value::as_str)
+            .and_then(crate::image::base64_dimensions),
+        _ => None,
+    };
+    Ok(crate::image::claude_image_tokens(size, cap))
 }
 
 // ------------------------------------------------------------ embeddings

@@ -6,8 +6,12 @@ use serde::Deserialize;
 
 use crate::tokens::Encoding;
 
-/// The table shipped with Tollgate.
-pub const BUILTIN_TABLE: &str = include_str!("../prices/openai.toml");
+/// The table shipped with Tollgate: OpenAI's models, then Anthropic's
+/// (`prices/anthropic.toml` only adds `[chat."claude-…"]` entries).
+pub const BUILTIN_TABLE: &str = concat!(
+    include_str!("../prices/openai.toml"),
+    include_str!("../prices/anthropic.toml"),
+);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
@@ -46,19 +50,50 @@ pub struct Policy {
 pub struct ChatPrice {
     pub encoding: Encoding,
     pub input_per_mtok: u128,
+    /// Input served from the prompt cache (OpenAI cached input, Anthropic
+    /// cache hits).
     #[serde(default)]
     pub cached_input_per_mtok: Option<u128>,
+    /// Anthropic prompt-cache writes with the default 5-minute TTL (`None`:
+    /// priced as input).
+    #[serde(default)]
+    pub cache_write_input_per_mtok: Option<u128>,
+    /// Anthropic prompt-cache writes with the 1-hour TTL (`None`: priced as
+    /// 5-minute writes).
+    #[serde(default)]
+    pub cache_write_1h_input_per_mtok: Option<u128>,
     pub output_per_mtok: u128,
     pub context_window: u64,
     pub max_output_tokens: u64,
+    /// The output cap assumed when a request sets none (`None`: the model's
+    /// `max_output_tokens`). Anthropic requires `max_tokens`, so requests
+    /// translated to Claude send this value.
+    #[serde(default)]
+    pub default_max_tokens: Option<u64>,
     /// Image inputs: tokens for the base and per 512-px tile (`None`: the
     /// model takes no images).
     #[serde(default)]
     pub image_base_tokens: Option<u64>,
     #[serde(default)]
     pub image_tile_tokens: Option<u64>,
+    /// Claude image inputs: the most tokens one image costs once Anthropic
+    /// has scaled it down (priced by size when the size is known).
+    #[serde(default)]
+    pub image_max_tokens: Option<u64>,
     #[serde(default)]
     pub aliases: Vec<String>,
+}
+
+impl ChatPrice {
+    /// An Anthropic (Claude) model: sold on the Messages route too.
+    pub fn is_anthropic(&self) -> bool {
+        self.encoding.is_claude()
+    }
+
+    /// The output cap for a request that sets none.
+    pub fn default_output_tokens(&self) -> u64 {
+        self.default_max_tokens.unwrap_or(self.max_output_tokens)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -124,6 +159,14 @@ impl PriceTable {
             if price.max_output_tokens == 0 || price.max_output_tokens > price.context_window {
                 return Err(TableError::Invalid(format!(
                     "chat.{name}: max_output_tokens must be in 1..=context_window"
+                )));
+            }
+            if price
+                .default_max_tokens
+                .is_some_and(|d| d == 0 || d > price.max_output_tokens)
+            {
+                return Err(TableError::Invalid(format!(
+                    "chat.{name}: default_max_tokens must be in 1..=max_output_tokens"
                 )));
             }
             for alias in &price.aliases {

@@ -24,6 +24,18 @@ pub enum UpstreamKind {
     Mock,
 }
 
+/// The API format an upstream speaks (a mock can speak either).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// OpenAI's REST API (chat completions, responses, embeddings …).
+    OpenAi,
+    /// Anthropic's Messages API.
+    Anthropic,
+}
+
+/// `anthropic-version` sent when the client names none.
+pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+
 #[derive(Debug, Clone, Copy)]
 pub struct UpstreamTimeouts {
     pub connect: Duration,
@@ -54,6 +66,7 @@ pub enum ForwardError {
 #[derive(Clone)]
 pub struct Upstream {
     kind: UpstreamKind,
+    protocol: Protocol,
     base_url: String,
     api_key: Option<HeaderValue>,
     client: reqwest::Client,
@@ -99,6 +112,10 @@ impl Upstream {
             .map_err(|e| ForwardError::InvalidRequest(e.to_string()))?;
         Ok(Self {
             kind,
+            protocol: match kind {
+                UpstreamKind::Anthropic => Protocol::Anthropic,
+                _ => Protocol::OpenAi,
+            },
             base_url: base_url.trim_end_matches('/').to_owned(),
             api_key,
             client,
@@ -111,6 +128,7 @@ impl Upstream {
         let (router, _) = mock::router(options);
         Self {
             kind: UpstreamKind::Mock,
+            protocol: Protocol::OpenAi,
             base_url: String::new(),
             api_key: None,
             client: reqwest::Client::new(),
@@ -120,6 +138,18 @@ impl Upstream {
 
     pub fn kind(&self) -> UpstreamKind {
         self.kind
+    }
+
+    /// The API format requests must be in (and answers come in).
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// Declares the format explicitly (a mock or a compatible server
+    /// speaking Anthropic's Messages API).
+    pub fn with_protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
     }
 
     /// Sends the request upstream and returns its response with the body
@@ -138,6 +168,12 @@ impl Upstream {
                 _ => header::AUTHORIZATION,
             };
             headers.insert(name, key.clone());
+        }
+        if self.protocol == Protocol::Anthropic && !headers.contains_key("anthropic-version") {
+            headers.insert(
+                "anthropic-version",
+                HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION),
+            );
         }
         if let Some(router) = &self.mock {
             let mut request = http::Request::builder()

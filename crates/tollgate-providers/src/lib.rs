@@ -4,10 +4,13 @@
 //! already been paid for (or is free) and returns the upstream's response.
 #![forbid(unsafe_code)]
 
+pub mod anthropic;
 mod forward;
 mod headers;
 pub mod mock;
 pub mod multipart;
 
-pub use forward::{ForwardError, Upstream, UpstreamKind, UpstreamTimeouts};
+pub use forward::{
+    DEFAULT_ANTHROPIC_VERSION, ForwardError, Protocol, Upstream, UpstreamKind, UpstreamTimeouts,
+};
 pub use headers::{is_hop_by_hop, strip_client_credentials};

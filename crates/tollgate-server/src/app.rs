@@ -127,7 +127,14 @@ pub async fn build_with_ledger(
             let route = Arc::new(Route {
                 scope: route_config.scope(),
                 upstream: upstreams[&route_config.upstream].clone(),
+                model_upstreams: route_config
+                    .model_upstreams
+                    .iter()
+                    .map(|(prefix, name)| (prefix.clone(), upstreams[name].clone()))
+                    .collect(),
+                client_api: crate::upstream_call::ClientApi::of_path(&route_config.path),
                 pricing: route_pricing(config, route_config, &table, sessions.as_ref()),
+                table: Arc::clone(&table),
             });
             // Session clients send voucher top-ups as `HEAD` on the resource.
             let session_head = route.pricing.session_terms().is_some()
@@ -238,13 +245,16 @@ fn build_upstreams(config: &Config) -> Result<BTreeMap<String, Upstream>, BuildE
                 UpstreamConfig::Mock {
                     latency,
                     chunk_interval,
+                    protocol,
                 } => Upstream::mock(MockOptions {
                     latency: *latency,
                     chunk_interval: *chunk_interval,
                     ..MockOptions::default()
-                }),
+                })
+                .with_protocol(*protocol),
                 UpstreamConfig::Http {
                     kind,
+                    protocol,
                     base_url,
                     api_key,
                     connect_timeout,
@@ -261,7 +271,8 @@ fn build_upstreams(config: &Config) -> Result<BTreeMap<String, Upstream>, BuildE
                 .map_err(|e| BuildError::Upstream {
                     name: name.clone(),
                     message: e.to_string(),
-                })?,
+                })?
+                .with_protocol(*protocol),
             };
             Ok((name.clone(), built))
         })

@@ -12,7 +12,7 @@ use tollgate_ledger::Ledger;
 use tollgate_payments::{
     Authorized, Offer, Paid, PaymentGate, PaymentProblem, Pending, ProblemKind,
 };
-use tollgate_providers::{ForwardError, Upstream};
+use tollgate_providers::Upstream;
 
 use crate::metering::Metering;
 use crate::pricing::Pricing;
@@ -41,8 +41,24 @@ enum Payment {
 /// One configured method + path.
 pub struct Route {
     pub scope: String,
+    /// The default upstream.
     pub upstream: Upstream,
+    /// Model-id prefix → upstream, for models another upstream serves.
+    pub model_upstreams: Vec<(String, Upstream)>,
+    /// What clients of this route speak (decides translation).
+    pub client_api: crate::upstream_call::ClientApi,
     pub pricing: Pricing,
+    /// The price table, for per-model defaults (`max_tokens` for Claude).
+    pub table: Arc<tollgate_pricing::PriceTable>,
+}
+
+impl Route {
+    /// `max_tokens` for a translated request that sets none.
+    pub fn default_max_tokens(&self, model: &str) -> Option<u32> {
+        self.table
+            .chat_model(model)
+            .map(|(_, price)| u32::try_from(price.default_output_tokens()).unwrap_or(u32::MAX))
+    }
 }
 
 pub async fn handle(gateway: Arc<Gateway>, route: Arc<Route>, request: Request) -> Response {
@@ -252,26 +268,7 @@ pub(crate) async fn forward(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Response {
-    match route
-        .upstream
-        .forward(method, path_and_query, headers, body)
-        .await
-    {
-        Ok(response) => response,
-        Err(ForwardError::Timeout) => problem(
-            StatusCode::GATEWAY_TIMEOUT,
-            "upstream-timeout",
-            "the upstream did not answer in time",
-        ),
-        Err(ForwardError::Unreachable(_)) => problem(
-            StatusCode::BAD_GATEWAY,
-            "upstream-unavailable",
-            "the upstream could not be reached",
-        ),
-        Err(ForwardError::InvalidRequest(message)) => {
-            problem(StatusCode::BAD_GATEWAY, "upstream-request-invalid", message)
-        }
-    }
+    crate::upstream_call::call(route, method, path_and_query, headers, body).await
 }
 
 async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, Response> {

@@ -11,6 +11,7 @@ mod problem;
 mod session_serve;
 mod session_stream;
 pub mod settlement;
+mod upstream_call;
 
 pub use app::{BuildError, build, build_with_ledger, session_gate};
 pub use config::{Config, ConfigError};

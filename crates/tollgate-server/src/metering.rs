@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use serde_json::Value;
 use tollgate_ledger::{Ledger, UsageRecord};
-use tollgate_pricing::{Endpoint, Usage, actual_cost};
+use tollgate_pricing::{Endpoint, UsageDetail, actual_cost_detail};
 
 use crate::pricing::QuotedCall;
 
@@ -76,7 +76,7 @@ impl Metering {
                 Ok(bytes) => {
                     let usage = serde_json::from_slice::<Value>(&bytes)
                         .ok()
-                        .and_then(|v| parse_usage(&v["usage"]));
+                        .and_then(|v| body_usage(self.call.endpoint, &v));
                     self.record(usage, ledger);
                     Response::from_parts(parts, Body::from(bytes))
                 }
@@ -101,24 +101,24 @@ impl Metering {
     }
 
     /// What `usage` costs by the table, never above the quote.
-    pub fn cost(&self, usage: Option<Usage>) -> u128 {
+    pub fn cost(&self, usage: Option<UsageDetail>) -> u128 {
         let QuotedCall {
             endpoint,
             table,
             quote,
             ..
         } = &self.call;
-        actual_cost(table, *endpoint, quote, usage)
+        actual_cost_detail(table, *endpoint, quote, usage)
     }
 
-    fn record(self, usage: Option<Usage>, ledger: Arc<dyn Ledger>) {
+    fn record(self, usage: Option<UsageDetail>, ledger: Arc<dyn Ledger>) {
         let cost = self.cost(usage);
         self.record_cost(usage, cost, ledger);
     }
 
     /// Appends the usage record (in the background: it is bookkeeping, the
     /// money is already accounted for).
-    pub fn record_cost(&self, usage: Option<Usage>, cost: u128, ledger: Arc<dyn Ledger>) {
+    pub fn record_cost(&self, usage: Option<UsageDetail>, cost: u128, ledger: Arc<dyn Ledger>) {
         let quote = &self.call.quote;
         let usage_value = usage.unwrap_or_default();
         let record = UsageRecord {
@@ -148,15 +148,23 @@ fn time_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// The usage a non-streamed answer reports, in its endpoint's format.
+pub fn body_usage(endpoint: Endpoint, body: &Value) -> Option<UsageDetail> {
+    match endpoint {
+        Endpoint::Messages => UsageDetail::from_anthropic(&body["usage"]),
+        _ => parse_usage(&body["usage"]),
+    }
+}
+
 /// Reads OpenAI's usage object (chat/embeddings or Responses field names).
-pub fn parse_usage(usage: &Value) -> Option<Usage> {
+pub fn parse_usage(usage: &Value) -> Option<UsageDetail> {
     let field = |names: &[&str]| {
         names
             .iter()
             .find_map(|n| usage.get(*n).and_then(Value::as_u64))
     };
     let input_tokens = field(&["prompt_tokens", "input_tokens"])?;
-    Some(Usage {
+    Some(UsageDetail {
         input_tokens,
         cached_tokens: usage
             .pointer("/prompt_tokens_details/cached_tokens")
@@ -164,6 +172,7 @@ pub fn parse_usage(usage: &Value) -> Option<Usage> {
             .and_then(Value::as_u64)
             .unwrap_or(0),
         output_tokens: field(&["completion_tokens", "output_tokens"]).unwrap_or(0),
+        ..UsageDetail::default()
     })
 }
 
@@ -174,7 +183,7 @@ pub fn parse_usage(usage: &Value) -> Option<Usage> {
 fn tap_sse(
     body: Body,
     hide_usage_chunk: bool,
-    done: impl FnOnce(Option<Usage>) + Send + 'static,
+    done: impl FnOnce(Option<UsageDetail>) + Send + 'static,
 ) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(32);
     tokio::spawn(async move {
@@ -220,7 +229,7 @@ pub(crate) fn find_event_end(buffer: &[u8]) -> Option<usize> {
 pub(crate) fn inspect_event(
     event: &[u8],
     hide_usage_chunk: bool,
-    usage: &mut Option<Usage>,
+    usage: &mut Option<UsageDetail>,
 ) -> bool {
     let Ok(text) = std::str::from_utf8(event) else {
         return true;
@@ -235,6 +244,34 @@ pub(crate) fn inspect_event(
     let Ok(chunk) = serde_json::from_str::<Value>(data.trim()) else {
         return true;
     };
+    match chunk["type"].as_str() {
+        // Anthropic: input and cache counts come with `message_start`, the
+        // cumulative output (and sometimes input) with `message_delta`.
+        Some("message_start") => {
+            if let Some(found) = UsageDetail::from_anthropic(&chunk["message"]["usage"]) {
+                *usage = Some(found);
+            }
+            return true;
+        }
+        Some("message_delta") => {
+            let delta = &chunk["usage"];
+            let mut current = usage.unwrap_or_default();
+            if delta.get("input_tokens").and_then(Value::as_u64).is_some()
+                && let Some(full) = UsageDetail::from_anthropic(delta)
+            {
+                current = UsageDetail {
+                    output_tokens: current.output_tokens,
+                    ..full
+                };
+            }
+            if let Some(output) = delta.get("output_tokens").and_then(Value::as_u64) {
+                current.output_tokens = output;
+            }
+            *usage = Some(current);
+            return true;
+        }
+        _ => {}
+    }
     // Chat chunks carry `usage`; Responses events carry `response.usage`.
     let reported =
         parse_usage(&chunk["usage"]).or_else(|| parse_usage(&chunk["response"]["usage"]));
@@ -248,6 +285,29 @@ pub(crate) fn inspect_event(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn anthropic_stream_usage_is_combined_without_double_counting() {
+        let events = [
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":20,\"cache_creation_input_tokens\":100,\"cache_read_input_tokens\":50,\"output_tokens\":1}}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":42}}\n\n",
+        ];
+        let mut usage = None;
+        for event in events {
+            assert!(inspect_event(event.as_bytes(), false, &mut usage));
+        }
+        let usage = usage.unwrap();
+        assert_eq!(
+            (
+                usage.input_tokens,
+                usage.cached_tokens,
+                usage.cache_write_tokens,
+                usage.output_tokens
+            ),
+            (170, 50, 100, 42)
+        );
+    }
 
     #[tokio::test]
     async fn the_usage_chunk_is_read_and_hidden_across_chunk_boundaries() {

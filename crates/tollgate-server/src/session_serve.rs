@@ -14,10 +14,10 @@ use sha2::{Digest, Sha256};
 use tollgate_ledger::{ChannelRecord, IdempotencyBegin, StoredResponse};
 use tollgate_payments::session::{Reservation, SessionGate};
 use tollgate_payments::{Offer, PaymentProblem, ProblemKind, SessionAuthorized};
-use tollgate_pricing::Usage;
+use tollgate_pricing::UsageDetail;
 
 use crate::handler::{Gateway, Route, forward, refuse};
-use crate::metering::{Metering, parse_usage};
+use crate::metering::{Metering, body_usage};
 use crate::pricing::QuotedCall;
 use crate::problem::{payment_problem, problem};
 use crate::session_stream;
@@ -157,10 +157,9 @@ pub async fn serve(request: SessionRequest<'_>) -> Response {
     // goes and pauses for a voucher when the balance runs out. The prompt
     // must be covered up front.
     let to_hold = if streamed {
-        let floor = metering.cost(Some(Usage {
+        let floor = metering.cost(Some(UsageDetail {
             input_tokens: metering.call().quote.input_units,
-            cached_tokens: 0,
-            output_tokens: 0,
+            ..UsageDetail::default()
         }));
         quote.min(channel.available().max(floor))
     } else {
@@ -213,7 +212,7 @@ pub async fn serve(request: SessionRequest<'_>) -> Response {
         Ok(bytes) => {
             let usage = serde_json::from_slice::<Value>(&bytes)
                 .ok()
-                .and_then(|v| parse_usage(&v["usage"]));
+                .and_then(|v| body_usage(metering.call().endpoint, &v));
             (bytes, usage)
         }
         Err(_) => {

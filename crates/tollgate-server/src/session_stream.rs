@@ -16,7 +16,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tollgate_ledger::{ChannelRecord, Ledger};
 use tollgate_payments::session::{Reservation, SessionGate};
-use tollgate_pricing::Usage;
+use tollgate_pricing::UsageDetail;
 use tollgate_pricing::tokens::Encoding;
 
 use crate::metering::{Metering, find_event_end, inspect_event};
@@ -66,11 +66,11 @@ struct Meter {
 }
 
 impl Meter {
-    fn usage(&self, extra: u64) -> Usage {
-        Usage {
+    fn usage(&self, extra: u64) -> UsageDetail {
+        UsageDetail {
             input_tokens: self.input_units,
-            cached_tokens: 0,
             output_tokens: self.delivered + extra,
+            ..UsageDetail::default()
         }
     }
 
@@ -105,6 +105,12 @@ impl Meter {
         // Responses API text deltas.
         if let Some(delta) = chunk["delta"].as_str() {
             delivered.push_str(delta);
+        }
+        // Anthropic Messages deltas: text, tool input, thinking.
+        for field in ["text", "partial_json", "thinking"] {
+            if let Some(part) = chunk["delta"][field].as_str() {
+                delivered.push_str(part);
+            }
         }
         if delivered.is_empty() {
             0

@@ -2,6 +2,7 @@
 //! benchmarks. It speaks the real wire format (JSON and SSE), reports
 //! realistic `usage`, and records what it receives so tests can assert on it.
 
+mod anthropic;
 mod chat;
 mod embeddings;
 mod media;
@@ -85,6 +86,7 @@ pub fn router(options: MockOptions) -> (Router, MockRecorder) {
     };
     let router = Router::new()
         .route("/v1/chat/completions", json_endpoint(chat::respond))
+        .route("/v1/messages", anthropic::endpoint())
         .route(
             "/v1/embeddings",
             json_endpoint(|r, _| embeddings::respond(r)),

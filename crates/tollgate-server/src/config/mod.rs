@@ -117,9 +117,11 @@ pub enum UpstreamConfig {
     Mock {
         latency: Duration,
         chunk_interval: Duration,
+        protocol: tollgate_providers::Protocol,
     },
     Http {
         kind: tollgate_providers::UpstreamKind,
+        protocol: tollgate_providers::Protocol,
         base_url: String,
         api_key: Option<Secret>,
         connect_timeout: Duration,
@@ -134,6 +136,8 @@ pub struct RouteConfig {
     pub upstream: String,
     pub price: RoutePrice,
     pub description: Option<String>,
+    /// Model-id prefix → upstream name; longest prefix wins, else `upstream`.
+    pub model_upstreams: Vec<(String, String)>,
 }
 
 /// How a route is paid for.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tollgate_ledger::Durability;
 use tollgate_payments::{Address, ChallengeKeys, PrivateKeySigner, SubmissionModes};
-use tollgate_providers::UpstreamKind;
+use tollgate_providers::{Protocol, UpstreamKind};
 
 use super::secrets::{Environment, SecretRef};
 use super::{
@@ -142,6 +142,8 @@ struct RawUpstream {
     latency_ms: u64,
     #[serde(default)]
     chunk_interval_ms: u64,
+    /// `openai` or `anthropic`: the API format the upstream speaks.
+    protocol: Option<String>,
 }
 
 fn default_connect_timeout() -> u64 {
@@ -163,6 +165,10 @@ struct RawRoute {
     free: bool,
     quote: Option<String>,
     description: Option<String>,
+    /// Model-id prefix → upstream, for requests whose model another
+    /// upstream serves (e.g. `"claude-" = "anthropic"`).
+    #[serde(default)]
+    model_upstreams: BTreeMap<String, String>,
 }
 
 impl RawConfig {
@@ -423,11 +429,23 @@ fn validate_upstream(
     env: &Environment,
 ) -> Result<UpstreamConfig, ConfigError> {
     let key = |field: &str| format!("upstreams.{name}.{field}");
+    let protocol = match raw.protocol.as_deref() {
+        None => None,
+        Some("openai") => Some(Protocol::OpenAi),
+        Some("anthropic") => Some(Protocol::Anthropic),
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                key("protocol"),
+                format!("unknown protocol {other:?}; expected \"openai\" or \"anthropic\""),
+            ));
+        }
+    };
     let kind = match raw.kind.as_str() {
         "mock" => {
             return Ok(UpstreamConfig::Mock {
                 latency: Duration::from_millis(raw.latency_ms),
                 chunk_interval: Duration::from_millis(raw.chunk_interval_ms),
+                protocol: protocol.unwrap_or(Protocol::OpenAi),
             });
         }
         "openai" => UpstreamKind::OpenAi,
@@ -471,8 +489,13 @@ fn validate_upstream(
             "required for this kind",
         ));
     }
+    let default_protocol = match kind {
+        UpstreamKind::Anthropic => Protocol::Anthropic,
+        _ => Protocol::OpenAi,
+    };
     Ok(UpstreamConfig::Http {
         kind,
+        protocol: protocol.unwrap_or(default_protocol),
         base_url,
         api_key,
         connect_timeout: Duration::from_secs(positive(
@@ -537,12 +560,21 @@ fn validate_routes(
             if !seen.insert((method.clone(), r.path.clone())) {
                 return Err(ConfigError::invalid(key("path"), "route declared twice"));
             }
+            for (prefix, upstream) in &r.model_upstreams {
+                if prefix.is_empty() || !upstreams.contains_key(upstream) {
+                    return Err(ConfigError::invalid(
+                        key("model_upstreams"),
+                        format!("{prefix:?} must be a non-empty model prefix naming a declared upstream"),
+                    ));
+                }
+            }
             Ok(RouteConfig {
                 method,
                 path: r.path,
                 upstream: r.upstream,
                 price,
                 description: r.description,
+                model_upstreams: r.model_upstreams.into_iter().collect(),
             })
         })
         .collect()
