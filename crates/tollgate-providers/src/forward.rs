@@ -176,6 +176,10 @@ impl Upstream {
             );
         }
         if let Some(router) = &self.mock {
+            // The mock checks for a key like Anthropic does; it has none.
+            if self.protocol == Protocol::Anthropic && !headers.contains_key("x-api-key") {
+                headers.insert("x-api-key", HeaderValue::from_static("tollgate-mock"));
+            }
             let mut request = http::Request::builder()
                 .method(method)
                 .uri(path_and_query)
@@ -224,4 +228,32 @@ fn into_streaming_response(response: reqwest::Response) -> Response<Body> {
     *out.status_mut() = status;
     *out.headers_mut() = headers;
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_in_process_mock_speaks_anthropic_when_told_to() {
+        let upstream =
+            Upstream::mock(mock::MockOptions::default()).with_protocol(Protocol::Anthropic);
+        let body = br#"{"model":"claude-haiku-4-5","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}"#;
+        let response = upstream
+            .forward(
+                Method::POST,
+                "/v1/messages",
+                &HeaderMap::new(),
+                Bytes::from_static(body),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let answer: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(answer["type"], "message");
+        assert_eq!(answer["usage"]["output_tokens"], 8);
+    }
 }

@@ -77,12 +77,25 @@ path = "tollgate.db"
 [upstreams.mock]
 kind = "mock"
 
+# The same built-in mock, spoken to in Anthropic's Messages format: Claude
+# models on /v1/chat/completions are translated to it and back.
+[upstreams.mock_claude]
+kind = "mock"
+protocol = "anthropic"
+
 # Priced per request from the shipped price table (`tollgate prices`).
 [[routes]]
 method = "POST"
 path = "/v1/chat/completions"
 upstream = "mock"
 quote = "chat"
+model_upstreams = {{ "claude-" = "mock_claude" }}
+
+[[routes]]
+method = "POST"
+path = "/v1/messages"
+upstream = "mock_claude"
+quote = "messages"
 
 [[routes]]
 method = "POST"
@@ -189,6 +202,7 @@ mod tests {
             paid,
             [
                 "POST /v1/chat/completions",
+                "POST /v1/messages",
                 "POST /v1/embeddings",
                 "POST /v1/images/generations",
                 "POST /v1/responses",

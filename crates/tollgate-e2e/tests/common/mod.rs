@@ -185,12 +185,25 @@ kind = "openai_compatible"
 base_url = "{upstream}"
 api_key = {{ env = "E2E_UPSTREAM_KEY" }}
 
+# The same loopback mock, spoken to in Anthropic's Messages format.
+[upstreams.claude]
+kind = "anthropic"
+base_url = "{upstream}"
+api_key = {{ env = "E2E_UPSTREAM_KEY" }}
+
 [[routes]]
 method = "POST"
 path = "/v1/chat/completions"
 upstream = "openai"
 {chat_price}
 description = "Chat completion"
+model_upstreams = {{ "claude-" = "claude" }}
+
+[[routes]]
+method = "POST"
+path = "/v1/messages"
+upstream = "claude"
+{messages_price}
 
 [[routes]]
 method = "POST"
@@ -237,6 +250,11 @@ upstream = "openai"
             chat_price = match (options.free, options.quoted) {
                 (true, _) => "free = true".to_owned(),
                 (false, true) => "quote = \"chat\"".to_owned(),
+                (false, false) => format!("charge = {CHAT_PRICE}"),
+            },
+            messages_price = match (options.free, options.quoted) {
+                (true, _) => "free = true".to_owned(),
+                (false, true) => "quote = \"messages\"".to_owned(),
                 (false, false) => format!("charge = {CHAT_PRICE}"),
             },
             embed_price = match (options.free, options.quoted) {
@@ -473,14 +491,17 @@ pub fn with_request(
 /// The official `openai` Python package, pinned.
 pub const OPENAI_PY: &str = "openai==3.52.0";
 
-/// Installs `requirement` from PyPI into the cache (once, atomically) and
+/// The official `openai` and `anthropic` Python packages, pinned, installed together.
+pub const CLAUDE_SDKS_PY: &str = "openai==3.52.0 anthropic==1.13.0";
+
+/// Installs `requirement` (space-separated pins) from PyPI into the cache (once, atomically) and
 /// returns the directory to put on `PYTHONPATH`.
 pub async fn python_packages(requirement: &str) -> PathBuf {
     // One installer at a time within this test process; the rename below
     // makes concurrent processes safe.
     static INSTALLING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _guard = INSTALLING.lock().await;
-    let name = requirement.replace(['=', '<', '>'], "-");
+    let name = requirement.replace(['=', '<', '>', ' '], "-");
     let target = tollgate_devnet::cache_dir().join(format!("python-{name}"));
     if target.join(".complete").exists() {
         return target;
@@ -497,7 +518,7 @@ pub async fn python_packages(requirement: &str) -> PathBuf {
             "--target",
         ])
         .arg(&staging)
-        .arg(requirement)
+        .args(requirement.split_whitespace())
         .output()
         .await
         .expect("python3 runs");
