@@ -42,9 +42,7 @@ const NOT_EXERCISED: &[(&str, &str)] = &[
 fn vectors_dir() -> PathBuf {
     std::env::var_os("TOLLGATE_CONFORMANCE_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
-        })
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors"))
 }
 
 fn load(file: &str) -> Value {

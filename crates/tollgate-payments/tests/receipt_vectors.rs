@@ -17,9 +17,7 @@ use tollgate_payments::{
 fn vectors() -> Value {
     let dir = std::env::var_os("TOLLGATE_CONFORMANCE_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
-        });
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors"));
     let text = std::fs::read_to_string(dir.join("tempo-receipt-verification.json"))
         .expect("vectors present");
     serde_json::from_str(&text).unwrap()
