@@ -10,8 +10,10 @@
 //! printed for C = 1, 8, 64, with `Durability::Normal` and `Durability::Full`.
 //!
 //! To show where the time goes it also times, separately: signature
-//! recovery alone (`voucher::verify`), the channel read `accept` does first
-//! (`ledger.channel`), and the ledger's `accept_voucher` transaction alone.
+//! recovery alone (`voucher::verify`, and libsecp256k1 for comparison), the
+//! channel read `accept` does first (`ledger.channel`), the ledger's
+//! `accept_voucher` transaction alone, and the reserve + commit pair a
+//! paid request adds.
 //!
 //! Run: `cargo bench -p tollgate-payments --bench vouchers`
 
@@ -22,7 +24,7 @@ use alloy::primitives::{Address, B256, Bytes};
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
 use tollgate_ledger::{
-    ChannelRecord, ChannelStatus, Durability, Ledger, SqliteLedger, StoredVoucher,
+    ChannelRecord, ChannelStatus, Durability, Ledger, ReserveOutcome, SqliteLedger, StoredVoucher,
 };
 use tollgate_payments::session::{SessionGate, SessionSettings, SignedVoucher, voucher};
 
@@ -104,9 +106,9 @@ async fn channels(
     all
 }
 
-/// Runs `work` on every voucher list from its own task; returns the wall
-/// time and every call's latency.
-async fn drive<F, Fut>(lists: Vec<Vec<SignedVoucher>>, work: F) -> (Duration, Vec<Duration>)
+/// Runs `work` on every voucher list from its own task, then reports the
+/// overall rate and every call's latency.
+async fn timed<F, Fut>(name: &str, lists: Vec<Vec<SignedVoucher>>, work: F)
 where
     F: Fn(SignedVoucher) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send,
@@ -131,7 +133,8 @@ where
     for task in tasks {
         latencies.extend(task.await.unwrap());
     }
-    (started.elapsed(), latencies)
+    let wall = started.elapsed();
+    report(name, latencies.len(), wall, &mut latencies);
 }
 
 fn gate(ledger: Arc<dyn Ledger>) -> Arc<SessionGate> {
@@ -151,83 +154,74 @@ fn gate(ledger: Arc<dyn Ledger>) -> Arc<SessionGate> {
     Arc::new(SessionGate::new(settings, ledger).unwrap())
 }
 
+fn id(v: &SignedVoucher) -> String {
+    format!("{:#x}", v.channel_id)
+}
+
 async fn accept_runs(durability: Durability) {
     let dir = tempfile::tempdir().unwrap();
     let ledger: Arc<dyn Ledger> =
         Arc::new(SqliteLedger::open(&dir.path().join("ledger.db"), durability).unwrap());
     let gate = gate(Arc::clone(&ledger));
+    let accept = move |v: SignedVoucher| {
+        let gate = Arc::clone(&gate);
+        async move {
+            gate.accept(&v).await.unwrap();
+        }
+    };
 
     // Warm-up: page cache, prepared statements, blocking pool threads.
     let warm = channels(&ledger, 8, 200).await;
-    let g = Arc::clone(&gate);
-    drive(warm, move |v| {
-        let g = Arc::clone(&g);
-        async move {
-            g.accept(&v).await.unwrap();
-        }
-    })
-    .await;
+    timed("(warm-up)", warm, accept.clone()).await;
 
     for c in CONCURRENCY {
         let lists = channels(&ledger, c, TOTAL / c).await;
-        let g = Arc::clone(&gate);
-        let (wall, mut latencies) = drive(lists, move |v| {
-            let g = Arc::clone(&g);
+        let name = format!("gate.accept {durability:?} C={c}");
+        timed(&name, lists, accept.clone()).await;
+    }
+    if durability != Durability::Normal {
+        return;
+    }
+
+    // The ledger parts of `accept`, each alone; then what a request does
+    // next on the channel (reserve + commit, two more transactions).
+    for c in [1, 8] {
+        let lists = channels(&ledger, c, TOTAL / c).await;
+        let l = Arc::clone(&ledger);
+        let name = format!("  ledger.channel (read) C={c}");
+        timed(&name, lists.clone(), move |v| {
+            let l = Arc::clone(&l);
             async move {
-                g.accept(&v).await.unwrap();
+                l.channel(&id(&v)).await.unwrap();
             }
         })
         .await;
-        let n = latencies.len();
-        report(
-            &format!("gate.accept {durability:?} C={c}"),
-            n,
-            wall,
-            &mut latencies,
-        );
-    }
-
-    // The parts of `accept`, each alone (Normal only: Full is all fsync).
-    if durability == Durability::Normal {
-        for c in [1, 8] {
-            let lists = channels(&ledger, c, TOTAL / c).await;
-            let l = Arc::clone(&ledger);
-            let (wall, mut latencies) = drive(lists.clone(), move |v| {
-                let l = Arc::clone(&l);
-                async move {
-                    l.channel(&format!("{:#x}", v.channel_id)).await.unwrap();
-                }
-            })
-            .await;
-            let n = latencies.len();
-            report(
-                &format!("  ledger.channel (read) C={c}"),
-                n,
-                wall,
-                &mut latencies,
-            );
-            let l = Arc::clone(&ledger);
-            let (wall, mut latencies) = drive(lists, move |v| {
-                let l = Arc::clone(&l);
-                async move {
-                    let stored = StoredVoucher {
-                        cumulative: v.cumulative,
-                        signature: format!("0x{}", alloy::hex::encode(&v.signature)),
-                    };
-                    l.accept_voucher(&format!("{:#x}", v.channel_id), &stored, 0)
-                        .await
-                        .unwrap();
-                }
-            })
-            .await;
-            let n = latencies.len();
-            report(
-                &format!("  ledger.accept_voucher (tx) C={c}"),
-                n,
-                wall,
-                &mut latencies,
-            );
-        }
+        let l = Arc::clone(&ledger);
+        let name = format!("  ledger.accept_voucher (tx) C={c}");
+        timed(&name, lists.clone(), move |v| {
+            let l = Arc::clone(&l);
+            async move {
+                let stored = StoredVoucher {
+                    cumulative: v.cumulative,
+                    signature: format!("0x{}", alloy::hex::encode(&v.signature)),
+                };
+                l.accept_voucher(&id(&v), &stored, 0).await.unwrap();
+            }
+        })
+        .await;
+        let l = Arc::clone(&ledger);
+        let name = format!("  ledger.reserve + commit (2 tx) C={c}");
+        timed(&name, lists, move |v| {
+            let l = Arc::clone(&l);
+            async move {
+                let reservation = match l.reserve(&id(&v), 1).await.unwrap() {
+                    ReserveOutcome::Reserved { reservation, .. } => reservation,
+                    other => panic!("not reserved: {other:?}"),
+                };
+                l.commit(reservation, 1, 1).await.unwrap();
+            }
+        })
+        .await;
     }
 }
 

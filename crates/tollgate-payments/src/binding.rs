@@ -195,3 +195,72 @@ pub fn check_session_terms(
     }
     Ok(())
 }
+
+/// Why a plan-endpoint credential does not answer this request's challenge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanBindingFault {
+    /// Not `tempo`/`session`.
+    MethodUnsupported,
+    /// Not ours, altered, another realm or route, or expired.
+    InvalidChallenge,
+    /// Issued for another body.
+    BodyDigestMismatch,
+    /// Issued for another plan resolution, pricing snapshot, caps or terms.
+    QuoteInvalid,
+}
+
+/// Checks a plan-endpoint credential against the challenge this request
+/// would get now: HMAC and realm, expiry, route, body digest, then the
+/// bound resolution (`opaque`) and the exact session terms.
+pub fn check_plan(
+    keys: &ChallengeKeys,
+    credential: &PaymentCredential,
+    realm: &str,
+    body: &[u8],
+    expected_opaque: &serde_json::Value,
+    offer: &crate::session::SessionOffer,
+) -> Result<(), PlanBindingFault> {
+    let challenge = &credential.challenge;
+    if challenge.method.as_str() != "tempo" || challenge.intent.as_str() != "session" {
+        return Err(PlanBindingFault::MethodUnsupported);
+    }
+    let fields = BoundFields {
+        realm: &challenge.realm,
+        method: challenge.method.as_str(),
+        intent: challenge.intent.as_str(),
+        request: challenge.request.raw(),
+        expires: challenge.expires.as_deref(),
+        digest: challenge.digest.as_deref(),
+        opaque: challenge.opaque.as_ref().map(|o| o.raw()),
+        header: challenge.header.as_deref(),
+    };
+    if challenge.realm != realm || !keys.verifies(&fields, &challenge.id) {
+        return Err(PlanBindingFault::InvalidChallenge);
+    }
+    let live = challenge
+        .expires
+        .as_deref()
+        .and_then(|e| {
+            time::OffsetDateTime::parse(e, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .is_some_and(|at| at > time::OffsetDateTime::now_utc());
+    if !live {
+        return Err(PlanBindingFault::InvalidChallenge);
+    }
+    let opaque = challenge
+        .opaque
+        .as_ref()
+        .and_then(|o| o.decode_value().ok());
+    let route = opaque.as_ref().map(|o| o["route"].clone());
+    if route.as_ref() != Some(&expected_opaque["route"]) {
+        return Err(PlanBindingFault::InvalidChallenge);
+    }
+    if challenge.digest != body_digest(body) {
+        return Err(PlanBindingFault::BodyDigestMismatch);
+    }
+    let echoed = challenge.request.decode_value().ok();
+    if opaque.as_ref() != Some(expected_opaque) || echoed != Some(offer.request_json()) {
+        return Err(PlanBindingFault::QuoteInvalid);
+    }
+    Ok(())
+}

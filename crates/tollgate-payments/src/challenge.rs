@@ -40,7 +40,7 @@ impl ChallengeIssuer {
         &self.realm
     }
 
-    pub(crate) fn keys(&self) -> &ChallengeKeys {
+    pub fn keys(&self) -> &ChallengeKeys {
         &self.keys
     }
 
@@ -52,9 +52,21 @@ impl ChallengeIssuer {
         scope: &str,
         body: &[u8],
     ) -> Result<IssuedChallenge, PaymentProblem> {
+        self.issue_with_opaque(offer, &route_opaque(scope), body)
+    }
+
+    /// Like [`issue`](Self::issue) with a caller-built `opaque` object (it
+    /// must name the route under `"route"`): the plan endpoint binds plan,
+    /// model, runtime, pricing snapshot and caps this way.
+    pub fn issue_with_opaque(
+        &self,
+        offer: &Offer,
+        opaque: &serde_json::Value,
+        body: &[u8],
+    ) -> Result<IssuedChallenge, PaymentProblem> {
         let description = offer.description();
         let request = Base64UrlJson::from_value(&offer.request_json()).map_err(internal)?;
-        let opaque = Base64UrlJson::from_value(&route_opaque(scope)).map_err(internal)?;
+        let opaque = Base64UrlJson::from_value(opaque).map_err(internal)?;
         let expires = mpp::expires::seconds(self.ttl.as_secs());
         let digest = body_digest(body);
         let challenge = PaymentChallenge::with_secret_key_full(
@@ -78,12 +90,12 @@ impl ChallengeIssuer {
 }
 
 /// The `opaque` object that pins a challenge to one route.
-pub(crate) fn route_opaque(scope: &str) -> serde_json::Value {
+pub fn route_opaque(scope: &str) -> serde_json::Value {
     json!({ "route": scope })
 }
 
 /// RFC 9530 `Content-Digest` member for `body`, or `None` without a body.
-pub(crate) fn body_digest(body: &[u8]) -> Option<String> {
+pub fn body_digest(body: &[u8]) -> Option<String> {
     use base64::Engine;
     use sha2::{Digest, Sha256};
     (!body.is_empty()).then(|| {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use tollgate_ledger::{ChargeRecord, ClaimOutcome, Ledger};
 
 pub use binding::DEFAULT_MAX_CREDENTIAL_BYTES;
-pub use challenge::{ChallengeIssuer, IssuedChallenge};
+pub use challenge::{ChallengeIssuer, IssuedChallenge, body_digest, route_opaque};
 pub use charge::{ChainSettings, SettledCharge, TempoChargeVerifier};
 pub use keys::{BoundFields, ChallengeKeys, KeyError, MIN_SECRET_BYTES};
 pub use offer::{ChargeOffer, Offer, SubmissionModes, rank_offers};
@@ -92,6 +92,14 @@ impl PaymentGate {
 
     pub fn sessions(&self) -> Option<&Arc<session::SessionGate>> {
         self.sessions.as_ref()
+    }
+
+    pub fn issuer(&self) -> &ChallengeIssuer {
+        &self.issuer
+    }
+
+    pub fn max_credential_bytes(&self) -> usize {
+        self.max_credential_bytes
     }
 
     fn credential(

@@ -44,6 +44,8 @@ pub enum ProblemKind {
     SessionChallengeNotFound,
     /// Session: the authorized balance does not cover the request.
     SessionInsufficientBalance,
+    /// The payer is refused by the operator's allow/deny policy.
+    PayerNotAllowed,
 }
 
 impl ProblemKind {
@@ -66,6 +68,7 @@ impl ProblemKind {
             Self::SessionChannelFinalized => "session/channel-finalized",
             Self::SessionChallengeNotFound => "session/challenge-not-found",
             Self::SessionInsufficientBalance => "session/insufficient-balance",
+            Self::PayerNotAllowed => "payer-not-allowed",
         }
     }
 
@@ -89,6 +92,7 @@ impl ProblemKind {
             Self::SessionChannelFinalized => "Channel Finalized",
             Self::SessionChallengeNotFound => "Challenge Not Found",
             Self::SessionInsufficientBalance => "Insufficient Balance",
+            Self::PayerNotAllowed => "Payer Not Allowed",
         }
     }
 
@@ -96,6 +100,7 @@ impl ProblemKind {
         match self {
             Self::MethodUnsupported => 400,
             Self::SessionChannelNotFound | Self::SessionChannelFinalized => 410,
+            Self::PayerNotAllowed => 403,
             Self::ChainUnavailable => 503,
             Self::Internal => 500,
             _ => 402,

@@ -155,6 +155,30 @@ pub async fn build_with_ledger(
         }
         router = router.route(path, method_router);
     }
+    if let Some(plans) = &config.plans {
+        let sessions = sessions.clone().ok_or_else(|| BuildError::Route {
+            scope: crate::plans::PATH.into(),
+            message: "the plan endpoint needs [session]".into(),
+        })?;
+        let endpoint = Arc::new(crate::plans::PlanEndpoint {
+            pricing_snapshot: crate::plans::pricing_snapshot(&table, plans),
+            config: plans.clone(),
+            gateway: Arc::clone(&gateway),
+            sessions,
+            ledger: Arc::clone(&gateway.ledger),
+            upstreams: upstreams.clone(),
+            table: Arc::clone(&table),
+            max_body_bytes: config.max_body_bytes,
+        });
+        router = router.route(
+            crate::plans::PATH,
+            axum::routing::post({
+                let endpoint = Arc::clone(&endpoint);
+                move |request| crate::plans::handle(Arc::clone(&endpoint), request)
+            })
+            .head(move |request| crate::plans::handle(Arc::clone(&endpoint), request)),
+        );
+    }
     Ok(router
         .fallback(problem::not_found)
         .layer(axum::middleware::from_fn(crate::access_log::log_request)))

@@ -6,6 +6,7 @@ mod app;
 pub mod config;
 mod handler;
 mod metering;
+pub mod plans;
 mod pricing;
 mod problem;
 mod session_serve;

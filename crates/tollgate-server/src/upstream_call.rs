@@ -70,15 +70,38 @@ pub async fn call(
     body: Bytes,
 ) -> Response {
     let upstream = choose(route, &body);
+    let defaults = |model: &str| route.default_max_tokens(model);
+    call_upstream(
+        upstream,
+        route.client_api,
+        &defaults,
+        method,
+        path_and_query,
+        headers,
+        body,
+    )
+    .await
+}
+
+/// Calls `upstream` with a request in `client_api`'s format, translating
+/// an OpenAI chat request for an Anthropic upstream (and its answer back).
+pub async fn call_upstream(
+    upstream: &Upstream,
+    client_api: ClientApi,
+    defaults: &(dyn Fn(&str) -> Option<u32> + Sync),
+    method: Method,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
     let translate =
-        route.client_api == ClientApi::OpenAiChat && upstream.protocol() == Protocol::Anthropic;
+        client_api == ClientApi::OpenAiChat && upstream.protocol() == Protocol::Anthropic;
     if !translate {
         return send(upstream, method, path_and_query, headers, body)
             .await
             .unwrap_or_else(|ours| ours);
     }
-    let defaults = |model: &str| route.default_max_tokens(model);
-    let (translated, info) = match anthropic::translate_request_body(&body, &defaults) {
+    let (translated, info) = match anthropic::translate_request_body(&body, defaults) {
         Ok(ok) => ok,
         Err(e) => {
             return openai_error(

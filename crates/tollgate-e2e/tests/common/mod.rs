@@ -42,6 +42,10 @@ pub struct Options {
     pub session: bool,
     /// Extra `[session]` keys.
     pub session_extra: String,
+    /// Give the gateway the recipient's key to settle and close.
+    pub operator: bool,
+    /// A `[plans]` section (the plan endpoint), verbatim.
+    pub plans: Option<String>,
 }
 
 impl Default for Options {
@@ -58,6 +62,8 @@ impl Default for Options {
             settle_after_upstream: false,
             session: false,
             session_extra: String::new(),
+            operator: true,
+            plans: None,
         }
     }
 }
@@ -139,8 +145,13 @@ impl Harness {
             .collect();
         let session = if options.session {
             format!(
-                "[session]\nescrow = \"{}\"\noperator_key = {{ env = \"E2E_OPERATOR_KEY\" }}\nfee_token = \"{}\"\n{}\n",
+                "[session]\nescrow = \"{}\"\n{}fee_token = \"{}\"\n{}\n",
                 self.devnet.escrow().expect("started with sessions"),
+                if options.operator {
+                    "operator_key = { env = \"E2E_OPERATOR_KEY\" }\n"
+                } else {
+                    ""
+                },
                 tollgate_devnet::ALPHA_USD,
                 if options.session_extra.contains("settle_interval_secs") {
                     options.session_extra.clone()
@@ -235,7 +246,8 @@ path = "/v1/audio/transcriptions"
 upstream = "openai"
 {transcription_price}
 
-{models_route}"#,
+{models_route}
+{plans}"#,
             secrets = secrets.join(", "),
             ttl = options.ttl_secs,
             settle = if options.settle_after_upstream {
@@ -282,6 +294,7 @@ upstream = "openai"
             } else {
                 "quote = \"transcription\""
             },
+            plans = options.plans.clone().unwrap_or_default(),
             models_route = if options.free || options.quoted {
                 ""
             } else {

@@ -124,6 +124,35 @@ impl SessionGate {
     /// Runs one channel action. `required` is what the request needs
     /// authorized (checked against an opening deposit).
     pub async fn apply(&self, action: &Action, required: u128) -> Result<Applied, PaymentProblem> {
+        self.apply_for(action, required, &|_| true).await
+    }
+
+    /// [`apply`](Self::apply) for payers `allowed` accepts only; checked
+    /// before anything is broadcast or stored.
+    pub async fn apply_for(
+        &self,
+        action: &Action,
+        required: u128,
+        allowed: &(dyn Fn(Address) -> bool + Sync),
+    ) -> Result<Applied, PaymentProblem> {
+        let payer = match action {
+            Action::Open(open) => self
+                .chain
+                .decode_open(&open.transaction)
+                .map(|d| d.payer)
+                .map_err(chain_problem)?,
+            _ => self
+                .known(action.channel_id())
+                .await?
+                .and_then(|c| c.payer.parse().ok())
+                .ok_or_else(not_found)?,
+        };
+        if !allowed(payer) {
+            return Err(PaymentProblem::new(
+                ProblemKind::PayerNotAllowed,
+                "this payer is not accepted here",
+            ));
+        }
         let applied = match action {
             Action::Open(open) => self.open(open, required).await?,
             Action::TopUp(top_up) => self.top_up(top_up).await?,

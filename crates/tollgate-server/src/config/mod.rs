@@ -3,9 +3,12 @@
 //! at fault.
 
 mod overrides;
+mod plans;
 mod raw;
 mod secrets;
 mod session;
+
+pub use plans::{CustomPrice, OptimizationRule, PlanConfig, PlanModel, PlansConfig};
 
 pub use session::{SessionConfig, SettlementPolicy};
 
@@ -80,6 +83,8 @@ pub struct Config {
     pub pricing: PricingConfig,
     /// Escrow channel sessions, offered beside `charge` on quoted routes.
     pub session: Option<SessionConfig>,
+    /// The accountless plan endpoint `POST /v1/mpp/chat/completions`.
+    pub plans: Option<PlansConfig>,
 }
 
 #[derive(Debug)]

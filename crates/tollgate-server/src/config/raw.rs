@@ -33,6 +33,7 @@ pub struct RawConfig {
     #[serde(default)]
     pricing: RawPricing,
     session: Option<super::session::RawSession>,
+    plans: Option<super::plans::RawPlans>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -246,6 +247,10 @@ impl RawConfig {
             .collect::<Result<BTreeMap<_, _>, ConfigError>>()?;
         let routes = validate_routes(self.routes, &upstreams)?;
         let pricing = validate_pricing(self.pricing, base_dir)?;
+        let plans = self
+            .plans
+            .map(|raw| raw.validate(&upstreams, &pricing.table, session.is_some()))
+            .transpose()?;
 
         Ok(Config {
             listen,
@@ -261,6 +266,7 @@ impl RawConfig {
             routes,
             pricing,
             session,
+            plans,
         })
     }
 }
