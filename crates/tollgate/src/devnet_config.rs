@@ -49,6 +49,41 @@ pub fn render(rpc_url: &str, chain_id: u64, escrow: Option<&str>, port: u16) -> 
 escrow = "{escrow}"
 suggested_deposit = 5000000
 operator_key = {{ file = "{OPERATOR_KEY_FILE}" }}
+
+# The accountless plan endpoint POST /v1/mpp/chat/completions (docs/plans.md),
+# backed by the mock acting as an OpenAI-compatible runtime (open models), as
+# OpenAI, and as Anthropic.
+[plans]
+voucher_bucket = 1000000
+suggested_deposit = 5000000
+
+[plans.models."Qwen/Qwen3-8B-AWQ"]
+upstream = "mock"
+input_per_mtok = 50000
+output_per_mtok = 200000
+context_window = 32768
+
+[plans.models."gpt-4o-mini"]
+upstream = "mock"
+
+[plans.models."claude-haiku-4-5"]
+upstream = "mock_claude"
+
+[plans.plans.Starter]
+models = ["Qwen/Qwen3-8B-AWQ"]
+max_input_tokens = 4000
+max_output_tokens = 512
+
+[plans.plans.Plus]
+models = ["Qwen/Qwen3-8B-AWQ", "gpt-4o-mini"]
+max_input_tokens = 32000
+max_output_tokens = 1024
+
+[plans.plans.Premium]
+models = ["Qwen/Qwen3-8B-AWQ", "gpt-4o-mini", "claude-haiku-4-5"]
+max_input_tokens = 100000
+max_output_tokens = 4096
+price_multiplier_bps = 12000
 "#
         ),
         None => String::new(),
@@ -183,6 +218,9 @@ mod tests {
         let session = config.session.as_ref().expect("sessions are offered");
         assert_eq!(session.escrow.to_string().to_lowercase(), escrow);
         assert!(session.operator.is_some());
+        let plans = config.plans.as_ref().expect("the plan endpoint is served");
+        let names: Vec<&str> = plans.plans.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["Plus", "Premium", "Starter"]);
         let without = render("http://127.0.0.1:1234", 42431, None, 8402);
         let config_without =
             tollgate_server::Config::from_toml(&without, dir.path(), Vec::new()).unwrap();
