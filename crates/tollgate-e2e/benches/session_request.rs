@@ -1,19 +1,26 @@
 //! Gateway overhead of a session-paid request under an open-loop load.
 //!
-//! One channel per gateway is opened on the devnet with its whole deposit
-//! authorized by the opening voucher; every measured request then resends
-//! that same, already accepted voucher on one reused session challenge (for
-//! one fixed body), so the hot path is: challenge binding check, voucher
-//! signature recovery, idempotent accept, reserve, upstream call, commit.
+//! For each `[store] durability` (`normal`, then `full`, the default) a
+//! gateway is started on its own database and one channel is opened on the
+//! devnet with its whole deposit authorized by the opening voucher. Every
+//! measured request then resends that same, already accepted voucher on one
+//! reused session challenge (for one fixed body), so the hot path is:
+//! challenge binding check, voucher signature recovery, idempotent accept,
+//! reserve, upstream call, commit (and the usage record). The upstream
+//! serves the harness mock's answer without delay (see [`fixed_upstream`]).
 //!
-//! Load: 2 000 req/s for 10 s (after 2 s of warm-up), sent on a tokio
-//! interval regardless of responses (open loop; tokio's 1 ms timer sends
-//! them in pairs) over a keep-alive client. Latency is measured from each
-//! request's scheduled send time to the end of its body. The same load is
-//! sent to the mock upstream directly; the gateway overhead is the
-//! difference of the percentiles. Gateway, mock and load generator share
-//! this process and the machine's cores (like `paid_request`). Logs are
-//! formatted at `info` (the binary's default) into a sink.
+//! Load: 2 000 req/s (`RATE=n` to change it) for 10 s after 2 s of warm-up,
+//! sent on a tokio interval regardless of responses (open loop; tokio's
+//! 1 ms timer sends them in pairs) over a keep-alive client. Latency runs
+//! from each request's send to the end of its body; how late sends left
+//! against the schedule is printed too (the generator shares the cores, so
+//! a saturated gateway delays them). The same load is sent to the
+//! upstream directly; the gateway overhead is the difference of the
+//! percentiles. Gateway, upstream and load generator share this process
+//! and the machine's cores (as in `paid_request`); the CPU time the whole
+//! process used per request is printed too, so the gateway's share is the
+//! difference. Logs are formatted at `info` (the binary's default) into a
+//! sink.
 //!
 //! Run: `cargo bench -p tollgate-e2e --bench session_request`
 
@@ -37,8 +44,26 @@ const WARM_UP_SECONDS: u32 = 2;
 
 struct Run {
     latencies: Vec<Duration>,
+    /// How late each request left against its schedule (the load
+    /// generator's own timer and scheduling delay).
+    lags: Vec<Duration>,
     errors: usize,
     wall: Duration,
+    /// CPU time of this whole process (client, upstream, gateway).
+    cpu: Duration,
+}
+
+/// User + system CPU time of this process so far.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10) // USER_HZ = 100
 }
 
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
@@ -59,6 +84,7 @@ async fn load(
     seconds: u32,
 ) -> Run {
     let period = Duration::from_secs(1) / rate();
+    let cpu = cpu_time();
     let start = Instant::now();
     let mut ticks = tokio::time::interval_at(start, period);
     let mut tasks = Vec::new();
@@ -74,6 +100,7 @@ async fn load(
             None => request,
         };
         tasks.push(tokio::spawn(async move {
+            let sent = Instant::now();
             let ok = match request.send().await {
                 Ok(response) if response.status() == 200 => response.bytes().await.is_ok(),
                 Ok(response) => {
@@ -87,16 +114,19 @@ async fn load(
                     false
                 }
             };
-            (ok, scheduled.elapsed())
+            (ok, sent - scheduled, sent.elapsed())
         }));
     }
     let mut run = Run {
         latencies: Vec::with_capacity(tasks.len()),
+        lags: Vec::with_capacity(tasks.len()),
         errors: 0,
         wall: Duration::ZERO,
+        cpu: Duration::ZERO,
     };
     for task in tasks {
-        let (ok, latency) = task.await.unwrap();
+        let (ok, lag, latency) = task.await.unwrap();
+        run.lags.push(lag);
         if ok {
             run.latencies.push(latency);
         } else {
@@ -104,6 +134,7 @@ async fn load(
         }
     }
     run.wall = start.elapsed();
+    run.cpu = cpu_time() - cpu;
     run
 }
 
@@ -121,29 +152,35 @@ fn report(name: &str, run: &mut Run) -> (Duration, Duration) {
     );
     let max = *run.latencies.last().unwrap();
     println!(
-        "{name:<34} ok={n:<6} errors={:<4} achieved={:>6.0}/s  p50={:>7.3} ms  p99={:>7.3} ms  max={:>7.3} ms",
+        "{name:<30} ok={n:<5} errors={:<3} achieved={:>4.0}/s  p50={:>7.3} ms  p99={:>7.3} ms  max={:>7.3} ms  cpu={:>4.0} µs/req  send lag p99={:.3} ms",
         run.errors,
         n as f64 / run.wall.as_secs_f64(),
         ms(p50),
         ms(p99),
         ms(max),
+        run.cpu.as_secs_f64() * 1e6 / (n + run.errors) as f64,
+        ms(percentile(&mut run.lags, 0.99)),
     );
     (p50, p99)
 }
 
-/// Like `Harness::gateway`, with `[store] durability` set and its own file.
-/// Returns the URL and the sender that stops it.
-async fn gateway(h: &Harness, durability: &str) -> (String, tokio::sync::oneshot::Sender<()>) {
+/// Like `Harness::gateway`, with `[store] durability` set, its own file and
+/// `upstream` in place of the harness mock.
+/// Returns the URL and a handle that stops it.
+async fn gateway(h: &Harness, upstream: &str, durability: &str) -> (String, impl AsyncFnOnce()) {
     let options = Options {
         quoted: true,
         session: true,
         db_path: Some(h.dir.path().join(format!("{durability}.db"))),
         ..Options::default()
     };
-    let text = h.config_text(&options).replace(
-        "[store]\n",
-        &format!("[store]\ndurability = \"{durability}\"\n"),
-    );
+    let text = h
+        .config_text(&options)
+        .replace(
+            "[store]\n",
+            &format!("[store]\ndurability = \"{durability}\"\n"),
+        )
+        .replace(&h.upstream_url, upstream);
     let env = [
         ("E2E_SECRET_0", SECRET),
         ("E2E_UPSTREAM_KEY", UPSTREAM_KEY),
@@ -159,10 +196,15 @@ async fn gateway(h: &Harness, durability: &str) -> (String, tokio::sync::oneshot
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(tollgate_server::serve(listener, router, async {
+    let task = tokio::spawn(tollgate_server::serve(listener, router, async {
         let _ = rx.await;
     }));
-    (url, tx)
+    // Graceful: lets a backlog drain before the next gateway is measured.
+    let stop = async move || {
+        let _ = tx.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(60), task).await;
+    };
+    (url, stop)
 }
 
 /// Opens a channel authorizing `requests` worst cases and returns the
@@ -190,6 +232,23 @@ async fn authorize(h: &Harness, url: &str, body: &str, requests: u128) -> String
     auth
 }
 
+/// Serves `answer` (the harness mock's answer to the benchmark body) on
+/// the chat path, with no delay. The harness mock sleeps its `latency` even
+/// when it is zero, which tokio rounds up to its next 1 ms tick.
+async fn fixed_upstream(answer: axum::body::Bytes) -> String {
+    let router = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move || {
+            let answer = answer.clone();
+            async move { ([("content-type", "application/json")], answer) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    url
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     // Installed before the harness: its debug-level capture would dominate.
@@ -198,15 +257,27 @@ async fn main() {
         .with_writer(std::io::sink)
         .init();
     let h = Harness::start_sessions(MockOptions::default()).await;
+    // Requests stuck behind a collapsed gateway count as errors after 10 s.
     let client = reqwest::Client::builder()
         .tcp_nodelay(true)
+        .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
     let body = chat_body();
-    let direct_url = format!("{}/v1/chat/completions", h.upstream_url);
+    let mock_url = format!("{}/v1/chat/completions", h.upstream_url);
+    let upstream = fixed_upstream(
+        post(&client, &mock_url, &body, None)
+            .await
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let direct_url = format!("{upstream}/v1/chat/completions");
     let requests = u128::from(rate() * (SECONDS + WARM_UP_SECONDS)) + 1_000;
 
     load(&client, &direct_url, &body, None, WARM_UP_SECONDS).await;
+    let mut mock = load(&client, &mock_url, &body, None, SECONDS).await;
     let mut direct = load(&client, &direct_url, &body, None, SECONDS).await;
 
     println!(
@@ -217,20 +288,21 @@ async fn main() {
             .unwrap_or_default()
             .trim()
     );
-    let (d50, d99) = report("mock upstream directly", &mut direct);
-    for durability in ["full", "normal"] {
-        let (gw, stop) = gateway(&h, durability).await;
+    report("harness mock directly", &mut mock);
+    let (d50, d99) = report("fixed upstream directly", &mut direct);
+    for durability in ["normal", "full"] {
+        let (gw, stop) = gateway(&h, &upstream, durability).await;
         let url = format!("{gw}/v1/chat/completions");
         let auth = authorize(&h, &url, &body, requests).await;
         load(&client, &url, &body, Some(&auth), WARM_UP_SECONDS).await;
         let mut run = load(&client, &url, &body, Some(&auth), SECONDS).await;
         let (g50, g99) = report(&format!("session via gateway ({durability})"), &mut run);
         println!(
-            "{:<34} p50={:>7.3} ms  p99={:>7.3} ms",
+            "{:<60} p50={:>7.3} ms  p99={:>7.3} ms",
             format!("  gateway overhead ({durability})"),
             ms(g50.saturating_sub(d50)),
             ms(g99.saturating_sub(d99)),
         );
-        let _ = stop.send(());
+        stop().await;
     }
 }
