@@ -596,3 +596,65 @@ async fn every_error_code_is_reached_for_real() {
     assert_eq!(calls(), before);
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streaming_and_head_metadata_when_enabled() {
+    let h = Harness::start_sessions(MockOptions::default()).await;
+    let options = options(plans_toml(
+        "streaming = true\nhead = \"metadata\"",
+        50_000,
+        None,
+    ));
+    let gw = h.gateway(&options).await;
+    let url = format!("{}/v1/mpp/chat/completions", gw.url);
+    let payer = Payer::new(
+        signer(PAYER),
+        &h.devnet.rpc_url(),
+        h.devnet.escrow().unwrap(),
+    );
+
+    // HEAD answers metadata and runs nothing.
+    let head = h.http.head(&url).send().await.unwrap();
+    assert_eq!(head.status(), 204);
+    assert_eq!(head.headers()["mpp-voucher-bucket"], BUCKET.to_string());
+    assert!(
+        head.headers()["mpp-plans"]
+            .to_str()
+            .unwrap()
+            .contains("Starter")
+    );
+    assert_eq!(h.upstream.count(), 0);
+
+    let body = json!({"plan": "Starter", "model_optimization": false, "model": "Qwen/Qwen3-8B-AWQ",
+        "messages": ask("hello"), "max_tokens": 32, "stream": true})
+    .to_string();
+    let c = challenge(&h, &url, &body).await;
+    let (channel, open) = payer.open(&c, 100_000, BUCKET).await;
+    let response = post(&h.http, &url, &body, Some(&open)).await;
+    assert_eq!(response.status(), 200);
+    // The receipt comes only once the turn is committed: in the stream.
+    assert!(response.headers().get("payment-receipt").is_none());
+    let text = response.text().await.unwrap();
+    assert!(text.contains("\"content\""));
+    assert!(
+        !text.contains("prompt_tokens"),
+        "the usage chunk stays hidden"
+    );
+    assert!(text.ends_with("data: [DONE]\n\n"));
+    let receipt_event = text
+        .split("\n\n")
+        .find(|e| e.starts_with("event: payment-receipt"))
+        .and_then(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .expect("a final receipt");
+    let r: Value = serde_json::from_str(receipt_event).unwrap();
+    let spent = number(&r["spent"]);
+    assert!(spent > 0);
+    let stored = h
+        .ledger(&options)
+        .channel(&format!("{:#x}", channel.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((stored.spent, stored.reserved), (spent, 0));
+    gw.stop().await;
+}

@@ -9,6 +9,7 @@
 
 mod errors;
 mod request;
+mod stream;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -264,7 +265,11 @@ pub async fn handle(endpoint: Arc<PlanEndpoint>, request: Request) -> Response {
             "the plan's runtime is not configured",
         );
     };
-    let upstream_body = plan_request.upstream_body(&resolution.model, resolution.output_cap);
+    let mut upstream_body = plan_request.upstream_body(&resolution.model, resolution.output_cap);
+    if plan_request.stream {
+        // Ask for the usage chunk: the turn is charged from it.
+        upstream_body["stream_options"] = json!({"include_usage": true});
+    }
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
@@ -293,6 +298,20 @@ pub async fn handle(endpoint: Arc<PlanEndpoint>, request: Request) -> Response {
             "runtime failed; plan turn not charged"
         );
         return response;
+    }
+    let is_sse = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if is_sse {
+        return stream::serve(stream::Turn {
+            response,
+            endpoint: Arc::clone(&endpoint),
+            reservation,
+            resolution,
+            challenge_id,
+        });
     }
     let (head, answer) = response.into_parts();
     let bytes = axum::body::to_bytes(answer, MAX_ANSWER_BYTES)
