@@ -5,6 +5,7 @@
 mod channels;
 mod devnet_config;
 mod logging;
+mod pay;
 
 use std::path::PathBuf;
 
@@ -55,6 +56,8 @@ enum Command {
         #[command(subcommand)]
         command: channels::ChannelsCommand,
     },
+    /// Send a request, paying its 402 challenge (charge or session), curl-like.
+    Pay(Box<pay::PayArgs>),
     /// Start a local Tempo chain and write a gateway config for it.
     Devnet {
         /// Loopback port for the chain RPC (a free one by default).
@@ -102,6 +105,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Channels { config, command } => channels::run(&config, command).await,
+        Command::Pay(args) => pay::run(*args).await,
         Command::Devnet { port, config_out } => {
             let mut devnet = start_devnet(port).await?;
             let path = devnet_config::write(&devnet, &config_out)?;
