@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod channels;
+mod demo;
 mod devnet_config;
 mod logging;
 mod pay;
@@ -58,6 +59,16 @@ enum Command {
     },
     /// Send a request, paying its 402 challenge (charge or session), curl-like.
     Pay(Box<pay::PayArgs>),
+    /// See everything working: a local chain, the gateway, and a narrated
+    /// walkthrough of a 402, a charge and a session; then keep serving.
+    Demo {
+        /// Exit after the walkthrough (status 0 only if every step succeeded).
+        #[arg(long)]
+        no_serve: bool,
+        /// Where the demo writes its gateway config, store and channel state.
+        #[arg(long, default_value = ".tollgate/demo")]
+        dir: PathBuf,
+    },
     /// Start a local Tempo chain and write a gateway config for it.
     Devnet {
         /// Loopback port for the chain RPC (a free one by default).
@@ -71,8 +82,12 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    logging::init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Demo { .. } => demo::init_logging(),
+        _ => logging::init(),
+    }
+    match cli.command {
         Command::Serve {
             config: Some(path), ..
         } => {
@@ -106,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Channels { config, command } => channels::run(&config, command).await,
         Command::Pay(args) => pay::run(*args).await,
+        Command::Demo { no_serve, dir } => demo::run(no_serve, &dir).await,
         Command::Devnet { port, config_out } => {
             let mut devnet = start_devnet(port).await?;
             let path = devnet_config::write(&devnet, &config_out)?;
