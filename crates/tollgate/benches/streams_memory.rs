@@ -12,7 +12,8 @@
 //! when idle, then sampled for 10 s more with the gateway's CPU use.
 //!
 //! Run: `cargo bench -p tollgate --bench streams_memory`
-//! (`STREAMS=n` changes the number of streams).
+//! (`STREAMS=n` changes the number of streams; `FREE=1` runs them on a free
+//! route, forwarding without metering, to show the HTTP plumbing's share).
 
 #[path = "../../tollgate-e2e/tests/common/mod.rs"]
 mod common;
@@ -124,6 +125,54 @@ async fn launch(h: &Harness, options: &Options) -> (tokio::process::Child, Strin
     panic!("the gateway did not come up");
 }
 
+/// `TcpExt: ListenOverflows` from `/proc/net/netstat` (system-wide).
+fn listen_overflows() -> u64 {
+    let text = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let mut rows = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (rows.next(), rows.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "ListenOverflows")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(0)
+}
+
+#[derive(Default)]
+struct Counts {
+    started: AtomicUsize,
+    failed: AtomicUsize,
+}
+
+/// One stream: counted as started at its first bytes, then read to the end.
+async fn stream(request: reqwest::RequestBuilder, counts: Arc<Counts>) {
+    let mut bytes = match request.send().await {
+        Ok(r) if r.status() == 200 => r.bytes_stream(),
+        Ok(r) => {
+            if counts.failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                let status = r.status();
+                println!(
+                    "first refusal: {status} {}",
+                    r.text().await.unwrap_or_default()
+                );
+            }
+            return;
+        }
+        Err(e) => {
+            if counts.failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                println!("first failure: {e}");
+            }
+            return;
+        }
+    };
+    if let Some(Ok(_)) = bytes.next().await {
+        counts.started.fetch_add(1, Ordering::Relaxed);
+    }
+    while let Some(Ok(_)) = bytes.next().await {}
+}
+
 /// Opens one channel authorizing `streams` worst cases of `stream_body`
 /// (by a short non-streamed request) and returns the `Authorization` value
 /// every stream reuses: that voucher on one session challenge.
@@ -164,8 +213,6 @@ async fn main() {
         ..MockOptions::default()
     })
     .await;
-    // `FREE=1`: the same streams on a free route (forwarding, no metering),
-    // to separate the HTTP plumbing's share.
     let free = std::env::var_os("FREE").is_some();
     let options = Options {
         quoted: true,
@@ -201,55 +248,26 @@ async fn main() {
     };
     print_memory("idle, before the streams", pid);
 
-    // The streams: each signals its first bytes, then keeps reading.
-    let client = h.http.clone();
-    let started = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(AtomicUsize::new(0));
-    let opening = Instant::now();
-    let tasks: Vec<_> = (0..n)
-        .map(|_| {
-            let (client, url, body, auth) = (
-                client.clone(),
-                chat_url.clone(),
-                stream_body.clone(),
-                auth.clone(),
-            );
-            let (started, failed) = (Arc::clone(&started), Arc::clone(&failed));
-            tokio::spawn(async move {
-                let mut request = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body);
-                if let Some(auth) = auth {
-                    request = request.header("authorization", &*auth);
-                }
-                let response = request.send().await;
-                let mut bytes = match response {
-                    Ok(r) if r.status() == 200 => r.bytes_stream(),
-                    Ok(r) => {
-                        if failed.fetch_add(1, Ordering::Relaxed) == 0 {
-                            let status = r.status();
-                            println!(
-                                "first refusal: {status} {}",
-                                r.text().await.unwrap_or_default()
-                            );
-                        }
-                        return;
-                    }
-                    Err(e) => {
-                        if failed.fetch_add(1, Ordering::Relaxed) == 0 {
-                            println!("first failure: {e}");
-                        }
-                        return;
-                    }
-                };
-                if let Some(Ok(_)) = bytes.next().await {
-                    started.fetch_add(1, Ordering::Relaxed);
-                }
-                while let Some(Ok(_)) = bytes.next().await {}
-            })
-        })
-        .collect();
+    // The streams, opened 1 ms apart. Listen queue overflows (backlog 128;
+    // in practice the busy in-process mock's) delay some by SYN retries.
+    let counts = Arc::new(Counts::default());
+    let (started, failed) = (&counts.started, &counts.failed);
+    let (opening, overflows) = (Instant::now(), listen_overflows());
+    let mut pace = tokio::time::interval(Duration::from_millis(1));
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        pace.tick().await;
+        let request = h
+            .http
+            .post(&chat_url)
+            .header("content-type", "application/json")
+            .body(stream_body.clone());
+        let request = match &auth {
+            Some(auth) => request.header("authorization", &**auth),
+            None => request,
+        };
+        tasks.push(tokio::spawn(stream(request, Arc::clone(&counts))));
+    }
     while started.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < n {
         assert!(
             opening.elapsed() < Duration::from_secs(60),
@@ -259,10 +277,11 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     println!(
-        "{} streams started in {:.2} s, {} refused",
+        "{} streams started in {:.2} s, {} refused, {} listen queue overflows",
         started.load(Ordering::Relaxed),
         opening.elapsed().as_secs_f64(),
-        failed.load(Ordering::Relaxed)
+        failed.load(Ordering::Relaxed),
+        listen_overflows() - overflows
     );
     print_memory("all streams past their first bytes", pid);
     // Steady state: sample for 10 s while the streams flow.

@@ -72,6 +72,54 @@ pub struct SessionGate {
     ledger: Arc<dyn Ledger>,
     /// Wakes streams paused for a voucher on a channel.
     voucher_bells: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Vouchers whose signature already verified (recovery is most of the
+    /// cost of a resubmitted voucher).
+    verified: VerifiedCache,
+}
+
+/// What makes a verified voucher: channel, amount, signature bytes and the
+/// signer they recovered to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct VerifiedVoucher {
+    channel_id: B256,
+    cumulative: u128,
+    signature: Bytes,
+    signer: Address,
+}
+
+impl VerifiedVoucher {
+    fn of(voucher: &SignedVoucher, signer: Address) -> Self {
+        Self {
+            channel_id: voucher.channel_id,
+            cumulative: voucher.cumulative,
+            signature: voucher.signature.clone(),
+            signer,
+        }
+    }
+}
+
+/// A bounded set of verified vouchers; cleared when full (cheap, and a
+/// miss only costs one signature recovery).
+#[derive(Debug, Default)]
+struct VerifiedCache(Mutex<std::collections::HashSet<VerifiedVoucher>>);
+
+const VERIFIED_CAPACITY: usize = 16_384;
+
+impl VerifiedCache {
+    fn contains(&self, voucher: &VerifiedVoucher) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(voucher)
+    }
+
+    fn insert(&self, voucher: VerifiedVoucher) {
+        let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if set.len() >= VERIFIED_CAPACITY {
+            set.clear();
+        }
+        set.insert(voucher);
+    }
 }
 
 impl SessionGate {
@@ -96,6 +144,7 @@ impl SessionGate {
             chain,
             ledger,
             voucher_bells: Mutex::new(HashMap::new()),
+            verified: VerifiedCache::default(),
         })
     }
 
@@ -323,7 +372,17 @@ impl SessionGate {
             .authorized_signer
             .parse()
             .map_err(|_| PaymentProblem::new(ProblemKind::Internal, "stored signer is corrupt"))?;
-        check_signature(&self.settings, voucher, signer)?;
+        let fingerprint = VerifiedVoucher::of(voucher, signer);
+        if !self.verified.contains(&fingerprint) {
+            check_signature(&self.settings, voucher, signer)?;
+        }
+        // The same voucher again (a client re-sending its current cumulative
+        // authorization on each request): nothing to write.
+        let serving = channel.status == ChannelStatus::Open && channel.close_requested_at == 0;
+        if serving && voucher.cumulative == channel.accepted {
+            self.verified.insert(fingerprint);
+            return Ok(channel);
+        }
         let stored = StoredVoucher {
             cumulative: voucher.cumulative,
             signature: format!("0x{}", alloy::hex::encode(&voucher.signature)),
@@ -348,10 +407,14 @@ impl SessionGate {
         }
         match outcome {
             VoucherOutcome::Accepted(channel) => {
+                self.verified.insert(fingerprint);
                 self.ring(id);
                 Ok(channel)
             }
-            VoucherOutcome::Unchanged(channel) => Ok(channel),
+            VoucherOutcome::Unchanged(channel) => {
+                self.verified.insert(fingerprint);
+                Ok(channel)
+            }
             VoucherOutcome::Refused(refusal) => Err(refusal_problem(refusal)),
         }
     }
