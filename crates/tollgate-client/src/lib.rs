@@ -36,6 +36,7 @@ pub mod charge;
 mod error;
 mod http;
 pub mod policy;
+pub mod proxy;
 pub mod receipt;
 mod rpc;
 pub mod session;

@@ -51,6 +51,47 @@ enum PayCommand {
         #[arg(long, value_name = "FILE")]
         state: Option<PathBuf>,
     },
+    /// Run a local HTTP proxy that pays for any client (an SDK pointed at
+    /// it as its base URL): each request is forwarded to --target with the
+    /// same path and query, its 402 paid under the spend options, and the
+    /// answer streamed back. Session streams' `payment-need-voucher` events
+    /// are answered here and, like `payment-receipt` events, removed from
+    /// the stream (the Payment-Receipt header stays; -v prints the stream's
+    /// final receipt). Prints the listening address; runs until Ctrl-C.
+    Proxy(Box<ProxyArgs>),
+}
+
+#[derive(Args)]
+struct ProxyArgs {
+    /// Address to listen on (port 0: any free port; the address is printed).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8402")]
+    listen: String,
+    /// The paid server: its base URL, to which the request's path and
+    /// query are appended.
+    #[arg(long, value_name = "URL")]
+    target: String,
+    /// Which offer to pay (default: session when a usable channel for the
+    /// payee, token and escrow exists in the state, else charge).
+    #[arg(long, value_enum)]
+    intent: Option<Intent>,
+    /// Charge: broadcast the transfer here and send its hash.
+    #[arg(long)]
+    push: bool,
+    /// Refuse a challenge above this amount (base units) before signing.
+    #[arg(long, value_name = "N")]
+    max_amount: Option<u128>,
+    /// Session: cap on a channel's deposit.
+    #[arg(long, value_name = "N")]
+    max_deposit: Option<u128>,
+    /// Session: authorize at most N beyond what was spent up front; a
+    /// stream asks for the rest as it goes.
+    #[arg(long, value_name = "N")]
+    authorize: Option<u128>,
+    /// Token paying the fees of this payer's own transactions.
+    #[arg(long, value_name = "ADDR")]
+    fee_token: Option<String>,
+    #[command(flatten)]
+    wallet: WalletArgs,
 }
 
 #[derive(Args)]
@@ -158,6 +199,7 @@ async fn execute(args: PayArgs) -> anyhow::Result<i32> {
     match args.command {
         Some(PayCommand::Close { url, wallet }) => close(&url, wallet).await,
         Some(PayCommand::Channels { state }) => channels(state),
+        Some(PayCommand::Proxy(args)) => proxy(*args).await,
         None => request(args.request, args.wallet).await,
     }
 }
@@ -329,6 +371,73 @@ async fn request(args: RequestArgs, wallet: WalletArgs) -> anyhow::Result<i32> {
         return Ok(22);
     }
     Ok(0)
+}
+
+/// `tollgate pay proxy`: binds, prints the address, serves until Ctrl-C
+/// (or SIGTERM), letting requests under way finish.
+async fn proxy(args: ProxyArgs) -> anyhow::Result<i32> {
+    let mut config = config(&args.wallet, args.wallet.verbose)?;
+    config.policy.max_amount = args.max_amount;
+    config.policy.max_deposit = args.max_deposit;
+    config.policy.authorize = args.authorize;
+    config.intent = match args.intent {
+        None => IntentChoice::Auto,
+        Some(Intent::Charge) => IntentChoice::Charge,
+        Some(Intent::Session) => IntentChoice::Session,
+    };
+    config.mode = if args.push {
+        ChargeMode::Push
+    } else {
+        ChargeMode::Pull
+    };
+    config.fee_token = args
+        .fee_token
+        .as_deref()
+        .map(|t| parse_address("--fee-token", t))
+        .transpose()?;
+    let target = tollgate_client::Url::parse(&args.target)
+        .with_context(|| format!("--target {:?} is not a URL", args.target))?;
+    if !matches!(target.scheme(), "http" | "https") {
+        bail!("--target {target} is not an http(s) URL");
+    }
+    if config.signer.is_none() {
+        eprintln!(
+            "tollgate pay proxy: no key (TOLLGATE_PRIVATE_KEY or --key-file): requests that need a payment will be refused"
+        );
+    }
+    let client = Client::new(config)?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let address = listener.local_addr()?;
+    println!("tollgate pay proxy: listening on http://{address}, paying for {target}");
+    std::io::stdout().flush()?;
+    tollgate_client::proxy::serve_with_shutdown(listener, target, client, shutdown_signal())
+        .await
+        .context("serving the proxy")?;
+    Ok(0)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let terminated = async {
+            match term.as_mut() {
+                Some(term) => {
+                    term.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminated => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// What had been sent when the server refused.
