@@ -4,12 +4,12 @@
 
 mod common;
 
-use common::session::{Payer, session_challenge};
+use common::session::session_challenge;
 use common::*;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tollgate_devnet::DEV_ACCOUNTS;
-use tollgate_ledger::{ChannelBook, Ledger};
+use tollgate_ledger::Ledger;
 use tollgate_providers::mock::MockOptions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,11 +157,7 @@ async fn a_session_paid_streamed_claude_call_debits_exactly_its_usage() {
     };
     let gw = h.gateway(&options).await;
     let table = tollgate_pricing::PriceTable::builtin();
-    let payer = Payer::new(
-        signer(PAYER),
-        &h.devnet.rpc_url(),
-        h.devnet.escrow().unwrap(),
-    );
+    let payer = h.payer();
 
     for (path, body) in [
         ("/v1/chat/completions", claude_chat(true)),
@@ -247,12 +243,7 @@ async fn a_session_paid_streamed_claude_call_debits_exactly_its_usage() {
             .map(|d| serde_json::from_str(d).unwrap())
             .expect("a final receipt event");
         assert_eq!(final_receipt["spent"], expected.to_string(), "{path}");
-        let stored = h
-            .ledger(&options)
-            .channel(&format!("{:#x}", channel.id))
-            .await
-            .unwrap()
-            .unwrap();
+        let stored = h.stored_channel(&options, channel).await;
         assert_eq!((stored.spent, stored.reserved), (expected, 0), "{path}");
     }
     gw.stop().await;

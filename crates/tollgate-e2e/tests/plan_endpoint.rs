@@ -143,11 +143,7 @@ async fn five_turns_on_one_bucket_refresh_and_exact_settlement() {
     let options = options(plans_toml("", 50_000, None));
     let gw = h.gateway(&options).await;
     let url = format!("{}/v1/mpp/chat/completions", gw.url);
-    let payer = Payer::new(
-        signer(PAYER),
-        &h.devnet.rpc_url(),
-        h.devnet.escrow().unwrap(),
-    );
+    let payer = h.payer();
     let payee = DEV_ACCOUNTS[RECIPIENT].address;
     let payee_before = h.balance(payee).await;
 
@@ -239,12 +235,7 @@ async fn five_turns_on_one_bucket_refresh_and_exact_settlement() {
     assert_eq!(close.status(), 200);
     assert!(receipt(&close)["txHash"].is_string());
     assert_eq!(h.balance(payee).await - payee_before, spent);
-    let stored = h
-        .ledger(&options)
-        .channel(&format!("{:#x}", channel.id))
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = h.stored_channel(&options, channel).await;
     assert_eq!((stored.settled, stored.spent), (spent, spent));
 
     // Privacy: no credential, signature, payer address, receipt or prompt.
@@ -305,11 +296,7 @@ async fn model_optimization_picks_the_cheapest_model_that_fits() {
     // A Claude turn on Premium is served through the Anthropic runtime.
     let claude = turn("Premium", Some("claude-haiku-4-5"), ask("hello"), 16);
     let c = challenge(&h, &url, &claude).await;
-    let payer = Payer::new(
-        signer(PAYER),
-        &h.devnet.rpc_url(),
-        h.devnet.escrow().unwrap(),
-    );
+    let payer = h.payer();
     let (_, open) = payer.open(&c, 2_000_000, 1_000_000).await;
     let r = post(&h.http, &url, &claude, Some(&open)).await;
     assert_eq!(r.status(), 200);
@@ -342,11 +329,7 @@ async fn every_error_code_is_reached_for_real() {
     let options = options(plans_toml("", 50_000, Some(&broken)));
     let gw = h.gateway(&options).await;
     let url = format!("{}/v1/mpp/chat/completions", gw.url);
-    let payer = Payer::new(
-        signer(PAYER),
-        &h.devnet.rpc_url(),
-        h.devnet.escrow().unwrap(),
-    );
+    let payer = h.payer();
     let body = turn("Starter", Some("Qwen/Qwen3-8B-AWQ"), ask("hello"), 32);
     let calls = || {
         h.upstream
@@ -456,12 +439,7 @@ async fn every_error_code_is_reached_for_real() {
     .await;
     plan_problem(r, 402, "mpp_payment_verification_failed").await;
     // mpp_commit_failed: a runtime that reports no usage; nothing charged
-    let before = h
-        .ledger(&options)
-        .channel(&format!("{:#x}", channel.id))
-        .await
-        .unwrap()
-        .unwrap();
+    let before = h.stored_channel(&options, channel).await;
     let broken_turn = turn("Starter", Some("broken/model"), ask("hello"), 32);
     let bc = challenge(&h, &url, &broken_turn).await;
     let r = post(
@@ -472,12 +450,7 @@ async fn every_error_code_is_reached_for_real() {
     )
     .await;
     plan_problem(r, 502, "mpp_commit_failed").await;
-    let after = h
-        .ledger(&options)
-        .channel(&format!("{:#x}", channel.id))
-        .await
-        .unwrap()
-        .unwrap();
+    let after = h.stored_channel(&options, channel).await;
     assert_eq!((after.spent, after.reserved), (before.spent, 0));
     // mpp_reservation_failed: the payer asked the escrow for a forced close
     assert_eq!(
@@ -607,11 +580,7 @@ async fn streaming_and_head_metadata_when_enabled() {
     ));
     let gw = h.gateway(&options).await;
     let url = format!("{}/v1/mpp/chat/completions", gw.url);
-    let payer = Payer::new(
-        signer(PAYER),
-        &h.devnet.rpc_url(),
-        h.devnet.escrow().unwrap(),
-    );
+    let payer = h.payer();
 
     // HEAD answers metadata and runs nothing.
     let head = h.http.head(&url).send().await.unwrap();
@@ -649,12 +618,7 @@ async fn streaming_and_head_metadata_when_enabled() {
     let r: Value = serde_json::from_str(receipt_event).unwrap();
     let spent = number(&r["spent"]);
     assert!(spent > 0);
-    let stored = h
-        .ledger(&options)
-        .channel(&format!("{:#x}", channel.id))
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = h.stored_channel(&options, channel).await;
     assert_eq!((stored.spent, stored.reserved), (spent, 0));
     gw.stop().await;
 }

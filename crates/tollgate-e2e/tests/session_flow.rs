@@ -78,11 +78,7 @@ async fn open_meter_stream_past_balance_and_close_exactly() {
     let options = session_options();
     let gw = h.gateway(&options).await;
     let url = format!("{}/v1/chat/completions", gw.url);
-    let payer = Payer::new(
-        signer(PAYER),
-        &h.devnet.rpc_url(),
-        h.devnet.escrow().unwrap(),
-    );
+    let payer = h.payer();
     let payee = DEV_ACCOUNTS[RECIPIENT].address;
     let payer_before = h.balance(DEV_ACCOUNTS[PAYER].address).await;
     let payee_before = h.balance(payee).await;
@@ -247,12 +243,7 @@ async fn open_meter_stream_past_balance_and_close_exactly() {
         payer_before - h.balance(DEV_ACCOUNTS[PAYER].address).await,
         spent_3
     );
-    let stored = h
-        .ledger(&options)
-        .channel(&format!("{:#x}", channel.id))
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = h.stored_channel(&options, channel).await;
     assert_eq!(
         (stored.settled, stored.spent, stored.reserved),
         (spent_3, spent_3, 0)
@@ -290,11 +281,7 @@ async fn top_up_by_head_raises_the_deposit() {
     let options = session_options();
     let gw = h.gateway(&options).await;
     let url = format!("{}/v1/chat/completions", gw.url);
-    let payer = Payer::new(
-        signer(PAYER),
-        &h.devnet.rpc_url(),
-        h.devnet.escrow().unwrap(),
-    );
+    let payer = h.payer();
     let body = chat("gpt-4o-mini", 16, false);
     let challenge = challenge_for(&h, &url, &body).await;
     let (channel, open) = payer.open(&challenge, 100_000, amount(&challenge)).await;
@@ -327,12 +314,7 @@ async fn top_up_by_head_raises_the_deposit() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers().get("payment-receipt").is_some());
-    let stored = h
-        .ledger(&options)
-        .channel(&format!("{:#x}", channel.id))
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = h.stored_channel(&options, channel).await;
     assert_eq!(stored.deposit, 200_000);
 
     let r = h
@@ -365,12 +347,7 @@ async fn top_up_by_head_raises_the_deposit() {
         .await
         .unwrap();
     assert_eq!(r.status(), 402);
-    let stored = h
-        .ledger(&options)
-        .channel(&format!("{:#x}", channel.id))
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = h.stored_channel(&options, channel).await;
     assert_eq!(stored.deposit, 200_000, "nothing was broadcast");
     gw.stop().await;
 }
@@ -388,11 +365,7 @@ async fn a_stream_without_a_voucher_ends_charging_only_what_was_delivered() {
     };
     let gw = h.gateway(&options).await;
     let url = format!("{}/v1/chat/completions", gw.url);
-    let payer = Payer::new(
-        signer(PAYER),
-        &h.devnet.rpc_url(),
-        h.devnet.escrow().unwrap(),
-    );
+    let payer = h.payer();
     let body = chat("gpt-4o", 4000, true);
     let challenge = challenge_for(&h, &url, &body).await;
     // Authorize a little: enough for the prompt and a few tokens.
@@ -419,12 +392,7 @@ async fn a_stream_without_a_voucher_ends_charging_only_what_was_delivered() {
     let last: Value = serde_json::from_str(data).unwrap();
     let spent = number(&last["spent"]);
     assert!(spent <= 300, "never beyond what was authorized");
-    let stored = h
-        .ledger(&options)
-        .channel(&format!("{:#x}", channel.id))
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = h.stored_channel(&options, channel).await;
     assert_eq!((stored.spent, stored.reserved), (spent, 0));
     gw.stop().await;
 }
@@ -435,11 +403,7 @@ async fn idempotent_retries_replay_without_a_second_debit() {
     let options = session_options();
     let gw = h.gateway(&options).await;
     let url = format!("{}/v1/chat/completions", gw.url);
-    let payer = Payer::new(
-        signer(PAYER),
-        &h.devnet.rpc_url(),
-        h.devnet.escrow().unwrap(),
-    );
+    let payer = h.payer();
     let body = chat("gpt-4o-mini", 32, false);
     let challenge = challenge_for(&h, &url, &body).await;
     let (channel, open) = payer
@@ -488,12 +452,7 @@ async fn idempotent_retries_replay_without_a_second_debit() {
     .await;
     assert_eq!(reused.status(), 422);
 
-    let stored = h
-        .ledger(&options)
-        .channel(&format!("{:#x}", channel.id))
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = h.stored_channel(&options, channel).await;
     let spent: u128 = number(&receipt_value(&first_receipt)["spent"]);
     assert_eq!(stored.spent, spent, "debited once");
     gw.stop().await;
@@ -513,11 +472,7 @@ async fn two_hundred_parallel_requests_on_a_balance_for_fifty() {
     let options = session_options();
     let gw = h.gateway(&options).await;
     let url = format!("{}/v1/chat/completions", gw.url);
-    let payer = Payer::new(
-        signer(PAYER),
-        &h.devnet.rpc_url(),
-        h.devnet.escrow().unwrap(),
-    );
+    let payer = h.payer();
     let body = chat("gpt-4o", 24, false);
     let challenge = challenge_for(&h, &url, &body).await;
     let quote = amount(&challenge);
@@ -552,12 +507,7 @@ async fn two_hundred_parallel_requests_on_a_balance_for_fifty() {
             other => panic!("unexpected status {other}"),
         }
     }
-    let stored = h
-        .ledger(&options)
-        .channel(&format!("{:#x}", channel.id))
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = h.stored_channel(&options, channel).await;
     // At most fifty. A request starts only when its whole worst case fits
     // beside the others in flight, so at least the balance's worth of worst
     // cases is served, and never more than the balance covers.
@@ -696,11 +646,7 @@ async fn forced_close_is_settled_before_the_grace_period_ends() {
     };
     let gw = h.gateway(&options).await;
     let url = format!("{}/v1/chat/completions", gw.url);
-    let payer = Payer::new(
-        signer(PAYER),
-        &h.devnet.rpc_url(),
-        h.devnet.escrow().unwrap(),
-    );
+    let payer = h.payer();
     let payee = DEV_ACCOUNTS[RECIPIENT].address;
     let payee_before = h.balance(payee).await;
     let payer_before = h.balance(DEV_ACCOUNTS[PAYER].address).await;

@@ -144,6 +144,24 @@ fn reserve_in(
     })
 }
 
+/// The one voucher `sql` selects for (channel, amount).
+fn one_voucher(
+    conn: &Connection,
+    sql: &str,
+    channel_id: &str,
+    amount: u128,
+) -> Result<Option<StoredVoucher>, LedgerError> {
+    Ok(conn
+        .prepare_cached(sql)?
+        .query_row(params![channel_id, to_db(amount)], |r| {
+            Ok(StoredVoucher {
+                cumulative: from_db(r.get(0)?),
+                signature: r.get(1)?,
+            })
+        })
+        .optional()?)
+}
+
 fn reservation(conn: &Connection, id: i64) -> Result<Option<(String, u128)>, LedgerError> {
     Ok(conn
         .prepare_cached("SELECT channel_id, amount FROM session_reservations WHERE id = ?1")?
@@ -313,18 +331,13 @@ impl ChannelBook for SqliteLedger {
     ) -> Result<Option<StoredVoucher>, LedgerError> {
         let id = channel_id.to_owned();
         self.with_conn(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT cumulative, signature FROM session_vouchers
-                     WHERE channel_id = ?1 AND cumulative >= ?2 ORDER BY cumulative LIMIT 1",
-                )?
-                .query_row(params![id, to_db(at_least)], |r| {
-                    Ok(StoredVoucher {
-                        cumulative: from_db(r.get(0)?),
-                        signature: r.get(1)?,
-                    })
-                })
-                .optional()?)
+            one_voucher(
+                conn,
+                "SELECT cumulative, signature FROM session_vouchers
+                 WHERE channel_id = ?1 AND cumulative >= ?2 ORDER BY cumulative LIMIT 1",
+                &id,
+                at_least,
+            )
         })
         .await
     }
@@ -336,18 +349,13 @@ impl ChannelBook for SqliteLedger {
     ) -> Result<Option<StoredVoucher>, LedgerError> {
         let id = channel_id.to_owned();
         self.with_conn(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT cumulative, signature FROM session_vouchers
-                     WHERE channel_id = ?1 AND cumulative <= ?2 ORDER BY cumulative DESC LIMIT 1",
-                )?
-                .query_row(params![id, to_db(at_most)], |r| {
-                    Ok(StoredVoucher {
-                        cumulative: from_db(r.get(0)?),
-                        signature: r.get(1)?,
-                    })
-                })
-                .optional()?)
+            one_voucher(
+                conn,
+                "SELECT cumulative, signature FROM session_vouchers
+                 WHERE channel_id = ?1 AND cumulative <= ?2 ORDER BY cumulative DESC LIMIT 1",
+                &id,
+                at_most,
+            )
         })
         .await
     }

@@ -185,7 +185,7 @@ fn tap_sse(
     hide_usage_chunk: bool,
     done: impl FnOnce(Option<UsageDetail>) + Send + 'static,
 ) -> Body {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(32);
+    let (tx, out) = channel_body();
     tokio::spawn(async move {
         let mut upstream = body.into_data_stream();
         let mut pending = BytesMut::new();
@@ -215,9 +215,20 @@ fn tap_sse(
         }
         done(usage);
     });
-    Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+    out
+}
+
+/// Where a re-framed stream's chunks are sent.
+pub(crate) type ChunkSender = tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>;
+
+/// A response body fed chunk by chunk from a task (at most 32 chunks
+/// buffered, so a slow client slows the upstream read down).
+pub(crate) fn channel_body() -> (ChunkSender, Body) {
+    let (tx, rx) = tokio::sync::mpsc::channel(32);
+    let body = Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
-    }))
+    }));
+    (tx, body)
 }
 
 /// Index just past the first blank line (`\n\n`) ending an event.

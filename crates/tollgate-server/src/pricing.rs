@@ -70,12 +70,9 @@ impl Pricing {
                 };
                 let mut offers = vec![Offer::TempoCharge(offer)];
                 if let Some(session) = session {
-                    offers.push(Offer::TempoSession(SessionOffer {
-                        amount: quote.amount,
-                        suggested_deposit: session.suggested_deposit.max(quote.amount),
-                        description: Some(quote.description.clone()),
-                        ..(**session).clone()
-                    }));
+                    offers.push(Offer::TempoSession(
+                        session.for_amount(quote.amount, Some(quote.description.clone())),
+                    ));
                 }
                 Ok(Some(Priced {
                     offers: Cow::Owned(offers),

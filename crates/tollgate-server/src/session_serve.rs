@@ -81,7 +81,8 @@ pub async fn action_only(
     )
 }
 
-fn receipt_response(
+/// An empty answer carrying a session receipt (actions that buy nothing).
+pub(crate) fn receipt_response(
     sessions: &SessionGate,
     challenge_id: &str,
     channel: &ChannelRecord,
@@ -96,7 +97,8 @@ fn receipt_response(
     response
 }
 
-fn attach_receipt(headers: &mut HeaderMap, receipt: &str) {
+/// `Payment-Receipt` (and `Cache-Control: private`) on a paid answer.
+pub(crate) fn attach_receipt(headers: &mut HeaderMap, receipt: &str) {
     if let Ok(value) = HeaderValue::from_str(receipt) {
         headers.insert("payment-receipt", value);
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));

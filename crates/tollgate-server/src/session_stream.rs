@@ -19,7 +19,7 @@ use tollgate_payments::session::{Reservation, SessionGate};
 use tollgate_pricing::UsageDetail;
 use tollgate_pricing::tokens::Encoding;
 
-use crate::metering::{Metering, find_event_end, inspect_event};
+use crate::metering::{Metering, channel_body, find_event_end, inspect_event};
 
 pub struct Stream {
     pub response: Response,
@@ -48,14 +48,9 @@ pub fn meter(mut stream: Stream) -> Response {
             HeaderValue::from_static("private, no-store"),
         );
     }
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(32);
+    let (tx, out) = channel_body();
     tokio::spawn(run(stream, body, tx));
-    Response::from_parts(
-        head,
-        Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        })),
-    )
+    Response::from_parts(head, out)
 }
 
 struct Meter {
@@ -120,7 +115,7 @@ impl Meter {
     }
 }
 
-type Sender = tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>;
+use crate::metering::ChunkSender as Sender;
 
 async fn run(stream: Stream, body: Body, tx: Sender) {
     let Stream {

@@ -188,7 +188,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 
 /// Re-frames Anthropic's SSE into OpenAI chunks as events arrive.
 fn stream(body: Body, mut translator: anthropic::StreamTranslator) -> Response {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(32);
+    let (tx, out) = crate::metering::channel_body();
     tokio::spawn(async move {
         let mut upstream = body.into_data_stream();
         let mut pending = BytesMut::new();
@@ -232,10 +232,7 @@ fn stream(body: Body, mut translator: anthropic::StreamTranslator) -> Response {
             let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
         }
     });
-    let mut response = Response::new(Body::from_stream(futures::stream::unfold(
-        rx,
-        |mut rx| async move { rx.recv().await.map(|item| (item, rx)) },
-    )));
+    let mut response = Response::new(out);
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

@@ -70,26 +70,8 @@ struct ProxyArgs {
     /// query are appended.
     #[arg(long, value_name = "URL")]
     target: String,
-    /// Which offer to pay (default: session when a usable channel for the
-    /// payee, token and escrow exists in the state, else charge).
-    #[arg(long, value_enum)]
-    intent: Option<Intent>,
-    /// Charge: broadcast the transfer here and send its hash.
-    #[arg(long)]
-    push: bool,
-    /// Refuse a challenge above this amount (base units) before signing.
-    #[arg(long, value_name = "N")]
-    max_amount: Option<u128>,
-    /// Session: cap on a channel's deposit.
-    #[arg(long, value_name = "N")]
-    max_deposit: Option<u128>,
-    /// Session: authorize at most N beyond what was spent up front; a
-    /// stream asks for the rest as it goes.
-    #[arg(long, value_name = "N")]
-    authorize: Option<u128>,
-    /// Token paying the fees of this payer's own transactions.
-    #[arg(long, value_name = "ADDR")]
-    fee_token: Option<String>,
+    #[command(flatten)]
+    spend: SpendArgs,
     #[command(flatten)]
     wallet: WalletArgs,
 }
@@ -122,6 +104,13 @@ struct RequestArgs {
     /// Include the response status line and headers in the output.
     #[arg(short = 'i', long = "include")]
     include: bool,
+    #[command(flatten)]
+    spend: SpendArgs,
+}
+
+/// How to pay: which offer, spend caps, fees (`pay` and `pay proxy`).
+#[derive(Args)]
+struct SpendArgs {
     /// Which offer to pay (default: session when a usable channel for the
     /// payee, token and escrow exists in the state, else charge).
     #[arg(long, value_enum)]
@@ -146,6 +135,30 @@ struct RequestArgs {
     /// the payment token).
     #[arg(long, value_name = "ADDR")]
     fee_token: Option<String>,
+}
+
+impl SpendArgs {
+    fn apply(&self, config: &mut Config) -> anyhow::Result<()> {
+        config.policy.max_amount = self.max_amount;
+        config.policy.max_deposit = self.max_deposit;
+        config.policy.authorize = self.authorize;
+        config.intent = match self.intent {
+            None => IntentChoice::Auto,
+            Some(Intent::Charge) => IntentChoice::Charge,
+            Some(Intent::Session) => IntentChoice::Session,
+        };
+        config.mode = if self.push {
+            ChargeMode::Push
+        } else {
+            ChargeMode::Pull
+        };
+        config.fee_token = self
+            .fee_token
+            .as_deref()
+            .map(|t| parse_address("--fee-token", t))
+            .transpose()?;
+        Ok(())
+    }
 }
 
 #[derive(Args)]
@@ -260,24 +273,7 @@ fn config(wallet: &WalletArgs, verbose_out: bool) -> anyhow::Result<Config> {
 
 async fn request(args: RequestArgs, wallet: WalletArgs) -> anyhow::Result<i32> {
     let mut config = config(&wallet, wallet.verbose)?;
-    config.policy.max_amount = args.max_amount;
-    config.policy.max_deposit = args.max_deposit;
-    config.policy.authorize = args.authorize;
-    config.intent = match args.intent {
-        None => IntentChoice::Auto,
-        Some(Intent::Charge) => IntentChoice::Charge,
-        Some(Intent::Session) => IntentChoice::Session,
-    };
-    config.mode = if args.push {
-        ChargeMode::Push
-    } else {
-        ChargeMode::Pull
-    };
-    config.fee_token = args
-        .fee_token
-        .as_deref()
-        .map(|t| parse_address("--fee-token", t))
-        .transpose()?;
+    args.spend.apply(&mut config)?;
 
     let url = args.url.as_deref().unwrap_or_default();
     let url = tollgate_client::Url::parse(url).with_context(|| format!("{url:?} is not a URL"))?;
@@ -377,24 +373,7 @@ async fn request(args: RequestArgs, wallet: WalletArgs) -> anyhow::Result<i32> {
 /// (or SIGTERM), letting requests under way finish.
 async fn proxy(args: ProxyArgs) -> anyhow::Result<i32> {
     let mut config = config(&args.wallet, args.wallet.verbose)?;
-    config.policy.max_amount = args.max_amount;
-    config.policy.max_deposit = args.max_deposit;
-    config.policy.authorize = args.authorize;
-    config.intent = match args.intent {
-        None => IntentChoice::Auto,
-        Some(Intent::Charge) => IntentChoice::Charge,
-        Some(Intent::Session) => IntentChoice::Session,
-    };
-    config.mode = if args.push {
-        ChargeMode::Push
-    } else {
-        ChargeMode::Pull
-    };
-    config.fee_token = args
-        .fee_token
-        .as_deref()
-        .map(|t| parse_address("--fee-token", t))
-        .transpose()?;
+    args.spend.apply(&mut config)?;
     let target = tollgate_client::Url::parse(&args.target)
         .with_context(|| format!("--target {:?} is not a URL", args.target))?;
     if !matches!(target.scheme(), "http" | "https") {

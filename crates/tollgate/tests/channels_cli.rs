@@ -5,7 +5,7 @@
 mod common;
 mod support;
 
-use common::session::{Payer, receipt, session_challenge};
+use common::session::{receipt, session_challenge};
 use common::*;
 use serde_json::{Value, json};
 use support::{launch, run_cli};
@@ -22,11 +22,7 @@ async fn operators_list_settle_and_close_channels() {
     };
     let gw = launch(&h, &options).await;
     let url = format!("{}/v1/chat/completions", gw.url);
-    let payer = Payer::new(
-        signer(PAYER),
-        &h.devnet.rpc_url(),
-        h.devnet.escrow().unwrap(),
-    );
+    let payer = h.payer();
     let payee = DEV_ACCOUNTS[RECIPIENT].address;
     let payee_before = h.balance(payee).await;
     let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 400}).to_string();

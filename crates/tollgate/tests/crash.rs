@@ -10,7 +10,7 @@ mod support;
 
 use std::time::Duration;
 
-use common::session::{Payer, receipt, session_challenge};
+use common::session::{receipt, session_challenge};
 use common::*;
 use futures::StreamExt;
 use serde_json::json;
@@ -70,11 +70,7 @@ async fn killed_mid_stream_loses_no_voucher_and_charges_nothing_undelivered() {
     let options = options();
     let gw = launch(&h, &options).await;
     let url = format!("{}/v1/chat/completions", gw.url);
-    let payer = Payer::new(
-        signer(PAYER),
-        &h.devnet.rpc_url(),
-        h.devnet.escrow().unwrap(),
-    );
+    let payer = h.payer();
 
     let body = chat(false);
     let challenge = session_challenge_for(&h, &url, &body).await;
@@ -142,11 +138,7 @@ async fn killed_mid_settlement_completes_after_restart() {
     let options = options();
     let gw = launch(&h, &options).await;
     let url = format!("{}/v1/chat/completions", gw.url);
-    let payer = Payer::new(
-        signer(PAYER),
-        &h.devnet.rpc_url(),
-        h.devnet.escrow().unwrap(),
-    );
+    let payer = h.payer();
     let payee = DEV_ACCOUNTS[RECIPIENT].address;
     let payee_before = h.balance(payee).await;
 

@@ -350,6 +350,29 @@ upstream = "openai"
         tollgate_ledger::SqliteLedger::open(&path, tollgate_ledger::Durability::Full).unwrap()
     }
 
+    /// The session payer (dev account `PAYER`) on this devnet's escrow.
+    pub fn payer(&self) -> session::Payer {
+        session::Payer::new(
+            signer(PAYER),
+            &self.devnet.rpc_url(),
+            self.devnet.escrow().expect("started with sessions"),
+        )
+    }
+
+    /// The gateway's record of `channel`, which must exist.
+    pub async fn stored_channel(
+        &self,
+        options: &Options,
+        channel: session::Channel,
+    ) -> tollgate_ledger::ChannelRecord {
+        use tollgate_ledger::ChannelBook;
+        self.ledger(options)
+            .channel(&format!("{:#x}", channel.id))
+            .await
+            .unwrap()
+            .expect("the gateway knows the channel")
+    }
+
     pub async fn balance(&self, account: &str) -> u128 {
         self.devnet
             .rpc()

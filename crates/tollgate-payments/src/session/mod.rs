@@ -159,44 +159,35 @@ impl SessionGate {
     /// The session offer for a request that needs `amount` authorized.
     pub fn offer(&self, amount: u128, description: Option<String>) -> SessionOffer {
         SessionOffer {
-            amount,
-            suggested_deposit: self.settings.suggested_deposit.max(amount),
+            amount: 0,
+            suggested_deposit: self.settings.suggested_deposit,
             currency: self.settings.currency,
             recipient: self.settings.recipient,
             chain_id: self.settings.chain_id,
             escrow: self.settings.escrow,
             min_voucher_delta: self.settings.min_voucher_delta,
-            description,
+            description: None,
         }
+        .for_amount(amount, description)
     }
 
     /// Runs one channel action. `required` is what the request needs
     /// authorized (checked against an opening deposit).
     pub async fn apply(&self, action: &Action, required: u128) -> Result<Applied, PaymentProblem> {
-        self.apply_for(action, required, &|_| true).await
+        self.apply_for(action, required, None).await
     }
 
-    /// [`apply`](Self::apply) for payers `allowed` accepts only; checked
-    /// before anything is broadcast or stored.
+    /// [`apply`](Self::apply) for payers `allowed` accepts only (when
+    /// given); checked before anything is broadcast or stored.
     pub async fn apply_for(
         &self,
         action: &Action,
         required: u128,
-        allowed: &(dyn Fn(Address) -> bool + Sync),
+        allowed: Option<&(dyn Fn(Address) -> bool + Sync)>,
     ) -> Result<Applied, PaymentProblem> {
-        let payer = match action {
-            Action::Open(open) => self
-                .chain
-                .decode_open(&open.transaction)
-                .map(|d| d.payer)
-                .map_err(chain_problem)?,
-            _ => self
-                .known(action.channel_id())
-                .await?
-                .and_then(|c| c.payer.parse().ok())
-                .ok_or_else(not_found)?,
-        };
-        if !allowed(payer) {
+        if let Some(allowed) = allowed
+            && !allowed(self.payer_of(action).await?)
+        {
             return Err(PaymentProblem::new(
                 ProblemKind::PayerNotAllowed,
                 "this payer is not accepted here",
@@ -212,6 +203,23 @@ impl SessionGate {
             Action::Close(voucher) => self.close(Some(voucher)).await?,
         };
         Ok(applied)
+    }
+
+    /// Who pays through `action`: the open transaction's sender, else the
+    /// stored channel's payer.
+    async fn payer_of(&self, action: &Action) -> Result<Address, PaymentProblem> {
+        match action {
+            Action::Open(open) => self
+                .chain
+                .decode_open(&open.transaction)
+                .map(|d| d.payer)
+                .map_err(chain_problem),
+            _ => self
+                .known(action.channel_id())
+                .await?
+                .and_then(|c| c.payer.parse().ok())
+                .ok_or_else(not_found),
+        }
     }
 
     async fn open(

@@ -23,6 +23,17 @@ pub struct SessionOffer {
 }
 
 impl SessionOffer {
+    /// These terms for a request needing `amount` authorized; the
+    /// suggested deposit is raised to cover it.
+    pub fn for_amount(&self, amount: u128, description: Option<String>) -> Self {
+        Self {
+            amount,
+            suggested_deposit: self.suggested_deposit.max(amount),
+            description,
+            ..self.clone()
+        }
+    }
+
     /// The challenge's `request` object.
     pub fn request_json(&self) -> Value {
         let mut details = Map::new();

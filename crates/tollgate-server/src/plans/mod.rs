@@ -35,6 +35,7 @@ use crate::config::PlansConfig;
 use crate::handler::Gateway;
 use crate::metering::body_usage;
 use crate::problem::problem;
+use crate::session_serve::{attach_receipt, receipt_response};
 use crate::upstream_call::{ClientApi, call_upstream};
 
 pub const PATH: &str = "/v1/mpp/chat/completions";
@@ -198,9 +199,13 @@ pub async fn handle(endpoint: Arc<PlanEndpoint>, request: Request) -> Response {
         );
     }
     let allowed = |payer: Address| endpoint.payer_allowed(payer);
+    // No lists, no lookup: the payer check costs a ledger read per turn.
+    let policy = &endpoint.config;
+    let allowed: Option<&(dyn Fn(Address) -> bool + Sync)> =
+        (!policy.payer_allow.is_empty() || !policy.payer_deny.is_empty()).then_some(&allowed);
     let applied = match endpoint
         .sessions
-        .apply_for(&action, endpoint.config.voucher_bucket, &allowed)
+        .apply_for(&action, endpoint.config.voucher_bucket, allowed)
         .await
     {
         Ok(applied) => applied,
@@ -216,10 +221,11 @@ pub async fn handle(endpoint: Arc<PlanEndpoint>, request: Request) -> Response {
     };
     let challenge_id = credential.challenge.id.clone();
     if matches!(action, Action::Close(_)) {
-        return receipt_only(
-            &endpoint,
+        return receipt_response(
+            &endpoint.sessions,
             &challenge_id,
             &applied.channel,
+            None,
             applied.tx_hash.as_deref(),
         );
     }
@@ -347,12 +353,7 @@ pub async fn handle(endpoint: Arc<PlanEndpoint>, request: Request) -> Response {
     let receipt = endpoint
         .sessions
         .receipt(&challenge_id, &committed, Some(units), None);
-    if let Ok(value) = HeaderValue::from_str(&receipt) {
-        response.headers_mut().insert("payment-receipt", value);
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
-    }
+    attach_receipt(response.headers_mut(), &receipt);
     tracing::info!(plan = %plan_request.plan, model = %resolution.model, cost = cost as u64, "plan turn served");
     response
 }
@@ -382,22 +383,6 @@ fn session_error(action: &Action, problem: &PaymentProblem) -> PlanError {
         }
         _ => PlanError::PaymentVerificationFailed,
     }
-}
-
-fn receipt_only(
-    endpoint: &PlanEndpoint,
-    challenge_id: &str,
-    channel: &tollgate_ledger::ChannelRecord,
-    tx_hash: Option<&str>,
-) -> Response {
-    let mut response = Response::new(Body::empty());
-    let receipt = endpoint
-        .sessions
-        .receipt(challenge_id, channel, None, tx_hash);
-    if let Ok(value) = HeaderValue::from_str(&receipt) {
-        response.headers_mut().insert("payment-receipt", value);
-    }
-    response
 }
 
 fn head(endpoint: &PlanEndpoint) -> Response {

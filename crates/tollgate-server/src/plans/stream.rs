@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -14,7 +13,7 @@ use tollgate_payments::session::Reservation;
 
 use super::PlanEndpoint;
 use super::request::Resolution;
-use crate::metering::{find_event_end, inspect_event};
+use crate::metering::{channel_body, find_event_end, inspect_event};
 
 pub struct Turn {
     pub response: Response,
@@ -26,7 +25,7 @@ pub struct Turn {
 
 pub fn serve(turn: Turn) -> Response {
     let (head, body) = turn.response.into_parts();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(32);
+    let (tx, out) = channel_body();
     let Turn {
         endpoint,
         reservation,
@@ -84,10 +83,5 @@ pub fn serve(turn: Turn) -> Response {
             let _ = tx.send(Ok(done.freeze())).await;
         }
     });
-    Response::from_parts(
-        head,
-        Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        })),
-    )
+    Response::from_parts(head, out)
 }
