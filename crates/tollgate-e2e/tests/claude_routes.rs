@@ -209,8 +209,17 @@ async fn a_session_paid_streamed_claude_call_debits_exactly_its_usage() {
             // The client did not ask for usage: the gateway's usage chunk is
             // hidden, so read what the ledger recorded instead.
             assert!(!text.contains("prompt_tokens"));
-            let records = h.ledger(&options).usage_for(&challenge.id).await.unwrap();
-            let r = records.last().unwrap();
+            // Usage records are written in the background: wait for it.
+            let ledger = h.ledger(&options);
+            let mut records = Vec::new();
+            for _ in 0..100 {
+                records = ledger.usage_for(&challenge.id).await.unwrap();
+                if !records.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            let r = records.last().expect("the usage was recorded");
             (
                 tollgate_pricing::UsageDetail {
                     input_tokens: r.input_tokens,
