@@ -483,7 +483,9 @@ impl Client {
         let signer = inner.signer()?;
         let rpc = inner.rpc("sessions sign escrow transactions")?;
         inner.check_chain(rpc, terms.chain_id).await?;
-        let state = inner.state(true)?.expect("created");
+        let state = inner
+            .state(true)?
+            .ok_or_else(|| Error::State("the channel store could not be created".into()))?;
         let fee_token = inner.fee_token.unwrap_or(terms.currency);
         let key = channel_key(signer.address(), terms);
         let channel = match channel {

@@ -6,6 +6,8 @@
 //! upstream, the upstream called directly, and a paid (pull) request split
 //! into total, chain and gateway overhead (total − chain − upstream).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -104,7 +106,7 @@ async fn main() {
     }
 
     // Streaming: a 2 000-chunk answer, direct vs through the gateway.
-    let long = Harness::start_with(tollgate_providers::mock::MockOptions {
+    let long = Harness::start_with(tollgate_mock::MockOptions {
         answer_tokens: 2_000,
         ..Default::default()
     })

@@ -24,6 +24,8 @@
 //!
 //! Run: `cargo bench -p tollgate-e2e --bench plan_turn`
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 #[path = "support/load.rs"]
@@ -33,7 +35,7 @@ use common::session::Payer;
 use common::*;
 use load::*;
 use tollgate_devnet::DEV_ACCOUNTS;
-use tollgate_providers::mock::MockOptions;
+use tollgate_mock::MockOptions;
 
 const DEFAULT_RATE: u32 = 200;
 

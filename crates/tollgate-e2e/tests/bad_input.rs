@@ -2,6 +2,8 @@
 //! right status, a fresh challenge when it is a 402 — and never reaches the
 //! upstream nor moves money.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use base64::Engine;

@@ -1,6 +1,8 @@
 //! Paid requests on a real local Tempo chain: pull, push, proof, fee
 //! sponsorship, single use under concurrency and across restarts.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use alloy::primitives::keccak256;

@@ -2,6 +2,8 @@
 //! Messages API and back, and the native `/v1/messages` route, with the
 //! official SDKs (free routes) and paid on the local chain.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use common::session::session_challenge;
@@ -10,7 +12,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tollgate_devnet::DEV_ACCOUNTS;
 use tollgate_ledger::Ledger;
-use tollgate_providers::mock::MockOptions;
+use tollgate_mock::MockOptions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_sdks_talk_to_claude_through_tollgate() {

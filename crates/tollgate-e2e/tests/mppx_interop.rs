@@ -1,6 +1,8 @@
 //! Interop: the reference TypeScript CLI (`mppx` from npm) pays a Tollgate
 //! charge route on the local chain.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::process::Stdio;

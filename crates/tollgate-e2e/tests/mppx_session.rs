@@ -3,6 +3,8 @@
 //! opens an escrow channel with Tollgate, pays several requests with
 //! cumulative vouchers (one streamed), and closes it on chain.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::path::PathBuf;
@@ -12,7 +14,7 @@ use common::*;
 use serde_json::Value;
 use tollgate_devnet::{DEV_ACCOUNTS, cache_dir, npm_install};
 use tollgate_ledger::{ChannelBook, ChannelStatus};
-use tollgate_providers::mock::MockOptions;
+use tollgate_mock::MockOptions;
 
 // The same pinned install as `mppx_interop.rs`, so it is downloaded once.
 const MPPX: &str = "mppx@0.11.0";

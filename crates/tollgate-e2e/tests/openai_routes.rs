@@ -2,6 +2,8 @@
 //! in the challenge, usage metered from the upstream's answer, bad requests
 //! refused before any challenge.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use common::*;

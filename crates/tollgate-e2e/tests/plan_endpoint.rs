@@ -3,6 +3,8 @@
 //! conversation on one voucher bucket, bucket refresh, model optimization,
 //! exact settlement, and private data kept out of the logs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use common::session::{Channel, Payer, credential, receipt, voucher_payload};
@@ -10,7 +12,7 @@ use common::*;
 use serde_json::{Value, json};
 use tollgate_devnet::DEV_ACCOUNTS;
 use tollgate_ledger::ChannelBook;
-use tollgate_providers::mock::MockOptions;
+use tollgate_mock::MockOptions;
 
 const BUCKET: u128 = 500;
 

@@ -2,6 +2,8 @@
 //! deployed: open, metered requests (one stream paused for a voucher),
 //! close; exact on-chain balances.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::time::Duration;
@@ -12,7 +14,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tollgate_devnet::DEV_ACCOUNTS;
 use tollgate_ledger::ChannelBook;
-use tollgate_providers::mock::MockOptions;
+use tollgate_mock::MockOptions;
 
 const DEPOSIT: u128 = 1_000_000;
 

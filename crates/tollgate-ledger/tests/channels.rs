@@ -1,5 +1,7 @@
 //! Channel accounting on a real SQLite file.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 use std::sync::Arc;
 
 use tollgate_ledger::{

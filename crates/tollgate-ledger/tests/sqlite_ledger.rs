@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 use std::sync::Arc;
 
 use tollgate_ledger::{ChargeRecord, ClaimOutcome, Durability, Ledger, SqliteLedger};

@@ -17,6 +17,8 @@
 //!
 //! Run: `cargo bench -p tollgate-payments --bench vouchers`
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -3,6 +3,8 @@
 //! excluded by its own `adapters`/`sdkVersions` filter, or named in
 //! `DIVERGENCES`/`NOT_EXERCISED` with the reason — never skipped silently.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 use std::path::PathBuf;
 
 use serde_json::{Value, json};

@@ -2,6 +2,8 @@
 //! against the transaction receipt, served by a loopback JSON-RPC stand-in
 //! for the chain, through the same verifier the gateway uses.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! Quote latency for a ~4 000-token chat request (real BPE count, framing,
 //! price arithmetic). Run: `cargo bench -p tollgate-pricing --bench quote`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};

@@ -2,6 +2,8 @@
 //! native Messages quotes, cache pricing and aliases. Prices are base units
 //! per million tokens, so "3.75 USD/M" is 3.75 units a token.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 use serde_json::{Value, json};
 use tollgate_pricing::tokens::Encoding;
 use tollgate_pricing::{

@@ -6,6 +6,8 @@
 //!
 //! Run: `cargo bench -p tollgate-providers --bench translate`
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

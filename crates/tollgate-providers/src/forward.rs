@@ -9,7 +9,6 @@ use http::{HeaderMap, HeaderValue, Method, Response, header};
 use tower::ServiceExt;
 
 use crate::headers::{is_hop_by_hop, strip_client_credentials};
-use crate::mock;
 
 /// The wire protocol an upstream speaks and how it authenticates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +69,7 @@ pub struct Upstream {
     base_url: String,
     api_key: Option<HeaderValue>,
     client: reqwest::Client,
-    mock: Option<axum::Router>,
+    in_process: Option<axum::Router>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -119,20 +118,21 @@ impl Upstream {
             base_url: base_url.trim_end_matches('/').to_owned(),
             api_key,
             client,
-            mock: None,
+            in_process: None,
         })
     }
 
-    /// The built-in mock, answered in-process without a socket.
-    pub fn mock(options: mock::MockOptions) -> Self {
-        let (router, _) = mock::router(options);
+    /// An upstream answered in-process by `router`, without a socket (the
+    /// mock of the `tollgate-mock` crate, which production builds need not
+    /// carry).
+    pub fn in_process(router: axum::Router) -> Self {
         Self {
             kind: UpstreamKind::Mock,
             protocol: Protocol::OpenAi,
             base_url: String::new(),
             api_key: None,
             client: reqwest::Client::new(),
-            mock: Some(router),
+            in_process: Some(router),
         }
     }
 
@@ -175,8 +175,8 @@ impl Upstream {
                 HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION),
             );
         }
-        if let Some(router) = &self.mock {
-            // The mock checks for a key like Anthropic does; it has none.
+        if let Some(router) = &self.in_process {
+            // An in-process stand-in checks for a key like Anthropic does; it has none.
             if self.protocol == Protocol::Anthropic && !headers.contains_key("x-api-key") {
                 headers.insert("x-api-key", HeaderValue::from_static("tollgate-mock"));
             }
@@ -235,16 +235,27 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn the_in_process_mock_speaks_anthropic_when_told_to() {
-        let upstream =
-            Upstream::mock(mock::MockOptions::default()).with_protocol(Protocol::Anthropic);
-        let body = br#"{"model":"claude-haiku-4-5","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}"#;
+    async fn an_in_process_anthropic_upstream_gets_a_key_and_version() {
+        let router = axum::Router::new().route(
+            "/v1/messages",
+            axum::routing::post(|headers: HeaderMap| async move {
+                let get = |name: &str| {
+                    headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                format!("{} {}", get("x-api-key"), get("anthropic-version"))
+            }),
+        );
+        let upstream = Upstream::in_process(router).with_protocol(Protocol::Anthropic);
         let response = upstream
             .forward(
                 Method::POST,
                 "/v1/messages",
                 &HeaderMap::new(),
-                Bytes::from_static(body),
+                Bytes::from_static(b"{}"),
             )
             .await
             .unwrap();
@@ -252,8 +263,9 @@ mod tests {
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
             .unwrap();
-        let answer: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!(answer["type"], "message");
-        assert_eq!(answer["usage"]["output_tokens"], 8);
+        assert_eq!(
+            std::str::from_utf8(&bytes).unwrap(),
+            format!("tollgate-mock {DEFAULT_ANTHROPIC_VERSION}")
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! Upstream AI providers: forwarding to real APIs and the built-in mock.
+//! Upstream AI providers: forwarding to real APIs (or an in-process router)
+//! and translating between their formats.
 //!
 //! This crate knows nothing about payments: it receives a request that has
 //! already been paid for (or is free) and returns the upstream's response.
@@ -7,7 +8,6 @@
 pub mod anthropic;
 mod forward;
 mod headers;
-pub mod mock;
 pub mod multipart;
 
 pub use forward::{

@@ -1,6 +1,8 @@
 //! Golden tests: OpenAI Chat Completions request → Anthropic Messages
 //! request. Fixtures: `tests/fixtures/anthropic/requests/`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 use std::path::PathBuf;
 
 use serde_json::{Value, json};

@@ -2,6 +2,8 @@
 //! and Anthropic errors → OpenAI errors. Fixtures:
 //! `tests/fixtures/anthropic/responses/` and `errors.json`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 use std::path::PathBuf;
 
 use serde_json::{Value, json};

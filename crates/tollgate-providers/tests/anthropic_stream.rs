@@ -2,6 +2,8 @@
 //! sequences. Fixtures: `tests/fixtures/anthropic/streams/NAME.sse` and
 //! `NAME.expected.json`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 

@@ -1,13 +1,15 @@
 //! Forwarding to an HTTP upstream: key injection, header hygiene, timeouts.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method};
-use tollgate_providers::mock::{MockOptions, router};
+use tollgate_mock::{MockOptions, router};
 use tollgate_providers::{ForwardError, Upstream, UpstreamKind, UpstreamTimeouts};
 
-async fn serve(options: MockOptions) -> (String, tollgate_providers::mock::MockRecorder) {
+async fn serve(options: MockOptions) -> (String, tollgate_mock::MockRecorder) {
     let (app, recorder) = router(options);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

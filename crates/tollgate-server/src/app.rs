@@ -12,7 +12,6 @@ use tollgate_payments::{
     ChainSettings, ChallengeIssuer, ChargeOffer, Offer, PaymentGate, TempoChargeVerifier,
 };
 use tollgate_pricing::PriceTable;
-use tollgate_providers::mock::MockOptions;
 use tollgate_providers::{Upstream, UpstreamTimeouts};
 
 use crate::config::{Config, RouteConfig, RoutePrice, UpstreamConfig};
@@ -32,14 +31,42 @@ pub enum BuildError {
     Route { scope: String, message: String },
 }
 
+/// What a `kind = "mock"` upstream is configured with.
+#[derive(Debug, Clone, Copy)]
+pub struct MockSettings {
+    pub latency: Duration,
+    pub chunk_interval: Duration,
+}
+
+/// Builds the router of an in-process mock upstream. The server does not
+/// carry a mock itself; the CLI passes `tollgate-mock`'s.
+pub type MockFactory = fn(&MockSettings) -> Router;
+
+/// What the embedding program adds to a configuration.
+#[derive(Default, Clone)]
+pub struct BuildOptions {
+    /// A ledger to use instead of opening `[store]`.
+    pub ledger: Option<Arc<dyn Ledger>>,
+    /// Serves `kind = "mock"` upstreams; without it they are refused.
+    pub mock: Option<MockFactory>,
+}
+
 /// Opens the store, recovers what a previous process left in flight,
 /// connects the chain and wires every route.
 pub async fn build(config: &Config) -> Result<Router, BuildError> {
-    let ledger: Arc<dyn Ledger> = Arc::new(SqliteLedger::open(
-        &config.store.path,
-        config.store.durability,
-    )?);
-    build_with_ledger(config, ledger).await
+    build_with(config, BuildOptions::default()).await
+}
+
+/// Like [`build`], with what the embedding program provides.
+pub async fn build_with(config: &Config, options: BuildOptions) -> Result<Router, BuildError> {
+    let ledger: Arc<dyn Ledger> = match options.ledger {
+        Some(ledger) => ledger,
+        None => Arc::new(SqliteLedger::open(
+            &config.store.path,
+            config.store.durability,
+        )?),
+    };
+    build_on(config, ledger, options.mock).await
 }
 
 /// Like [`build`], on a given ledger. The ledger must not be shared with
@@ -48,6 +75,14 @@ pub async fn build(config: &Config) -> Result<Router, BuildError> {
 pub async fn build_with_ledger(
     config: &Config,
     ledger: Arc<dyn Ledger>,
+) -> Result<Router, BuildError> {
+    build_on(config, ledger, None).await
+}
+
+async fn build_on(
+    config: &Config,
+    ledger: Arc<dyn Ledger>,
+    mock: Option<MockFactory>,
 ) -> Result<Router, BuildError> {
     let released = ledger.release_all_reservations().await?;
     if released > 0 {
@@ -94,7 +129,7 @@ pub async fn build_with_ledger(
             .map_or(Duration::from_secs(30), |s| s.stream_voucher_timeout),
         session_floor: config.pricing.table.finalize(1).max(1),
     });
-    let upstreams = build_upstreams(config)?;
+    let upstreams = build_upstreams(config, mock)?;
     let table = Arc::new(config.pricing.table.clone());
     tollgate_pricing::tokens::warm_up();
 
@@ -260,7 +295,10 @@ fn charge_offer(config: &Config, route: &RouteConfig, amount: u128) -> ChargeOff
     }
 }
 
-fn build_upstreams(config: &Config) -> Result<BTreeMap<String, Upstream>, BuildError> {
+fn build_upstreams(
+    config: &Config,
+    mock: Option<MockFactory>,
+) -> Result<BTreeMap<String, Upstream>, BuildError> {
     config
         .upstreams
         .iter()
@@ -270,12 +308,17 @@ fn build_upstreams(config: &Config) -> Result<BTreeMap<String, Upstream>, BuildE
                     latency,
                     chunk_interval,
                     protocol,
-                } => Upstream::mock(MockOptions {
-                    latency: *latency,
-                    chunk_interval: *chunk_interval,
-                    ..MockOptions::default()
-                })
-                .with_protocol(*protocol),
+                } => {
+                    let factory = mock.ok_or_else(|| BuildError::Upstream {
+                        name: name.clone(),
+                        message: "`kind = \"mock\"` needs a binary that includes the mock (the `tollgate` CLI)".into(),
+                    })?;
+                    let settings = MockSettings {
+                        latency: *latency,
+                        chunk_interval: *chunk_interval,
+                    };
+                    Upstream::in_process(factory(&settings)).with_protocol(*protocol)
+                }
                 UpstreamConfig::Http {
                     kind,
                     protocol,

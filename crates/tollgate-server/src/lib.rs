@@ -14,7 +14,10 @@ mod session_stream;
 pub mod settlement;
 mod upstream_call;
 
-pub use app::{BuildError, build, build_with_ledger, session_gate};
+pub use app::{
+    BuildError, BuildOptions, MockFactory, MockSettings, build, build_with, build_with_ledger,
+    session_gate,
+};
 pub use config::{Config, ConfigError};
 
 /// Serves `router` on `listener` until `shutdown` resolves.

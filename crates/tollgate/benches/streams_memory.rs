@@ -15,6 +15,8 @@
 //! (`STREAMS=n` changes the number of streams; `FREE=1` runs them on a free
 //! route, forwarding without metering, to show the HTTP plumbing's share).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 #[path = "../../tollgate-e2e/tests/common/mod.rs"]
 mod common;
 
@@ -28,7 +30,7 @@ use common::*;
 use futures::StreamExt;
 use serde_json::json;
 use tollgate_devnet::DEV_ACCOUNTS;
-use tollgate_providers::mock::MockOptions;
+use tollgate_mock::MockOptions;
 
 fn streams() -> usize {
     std::env::var("STREAMS").map_or(1_000, |n| n.parse().expect("STREAMS is a number"))

@@ -164,7 +164,7 @@ async fn start_gateway(out: &Narrator, devnet: &Devnet, dir: &Path) -> anyhow::R
         Err(_) => TcpListener::bind("127.0.0.1:0").await?,
     };
     let address = listener.local_addr()?;
-    let router = tollgate_server::build(&config)
+    let router = tollgate_server::build_with(&config, crate::gateway_options())
         .await
         .context("building the gateway")?;
     let (stop, stopped) = oneshot::channel::<()>();

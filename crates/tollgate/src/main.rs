@@ -174,7 +174,7 @@ fn print_devnet(devnet: &Devnet, config: &std::path::Path, standalone: bool) {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let router = tollgate_server::build(&config).await?;
+    let router = tollgate_server::build_with(&config, gateway_options()).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -185,4 +185,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     })
     .await?;
     Ok(())
+}
+
+/// The CLI serves `kind = "mock"` upstreams with `tollgate-mock`.
+pub(crate) fn gateway_options() -> tollgate_server::BuildOptions {
+    tollgate_server::BuildOptions {
+        mock: Some(|settings| {
+            tollgate_mock::router(tollgate_mock::MockOptions {
+                latency: settings.latency,
+                chunk_interval: settings.chunk_interval,
+                ..tollgate_mock::MockOptions::default()
+            })
+            .0
+        }),
+        ..Default::default()
+    }
 }

@@ -1,6 +1,8 @@
 //! `tollgate channels` against a running gateway's database: list, settle
 //! what was spent, close.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 #[path = "../../tollgate-e2e/tests/common/mod.rs"]
 mod common;
 mod support;
@@ -10,7 +12,7 @@ use common::*;
 use serde_json::{Value, json};
 use support::{launch, run_cli};
 use tollgate_devnet::DEV_ACCOUNTS;
-use tollgate_providers::mock::MockOptions;
+use tollgate_mock::MockOptions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn operators_list_settle_and_close_channels() {

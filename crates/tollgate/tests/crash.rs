@@ -4,6 +4,8 @@
 //! charged beyond what was delivered, nothing twice, and the settlement
 //! completes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 #[path = "../../tollgate-e2e/tests/common/mod.rs"]
 mod common;
 mod support;
@@ -17,7 +19,7 @@ use serde_json::json;
 use support::launch;
 use tollgate_devnet::DEV_ACCOUNTS;
 use tollgate_ledger::{ChannelBook, ChannelStatus};
-use tollgate_providers::mock::MockOptions;
+use tollgate_mock::MockOptions;
 
 fn options() -> Options {
     Options {

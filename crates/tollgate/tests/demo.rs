@@ -2,6 +2,8 @@
 //! walkthrough on a fresh local chain and exits 0 only when every step
 //! succeeded; a failing step exits non-zero and names the step.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -3,6 +3,8 @@
 //! the spend cap, and servers that send bad challenges or refuse payment
 //! (each refused with a clear message, never paid twice).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 #[path = "../../tollgate-e2e/tests/common/mod.rs"]
 mod common;
 mod support;
@@ -17,7 +19,7 @@ use common::*;
 use serde_json::{Value, json};
 use support::launch;
 use tollgate_devnet::{DEV_ACCOUNTS, PATH_USD};
-use tollgate_providers::mock::MockOptions;
+use tollgate_mock::MockOptions;
 
 struct Run {
     code: i32,

@@ -4,6 +4,8 @@
 //! pathUSD, pull (the server broadcasts) and push (we broadcast and send
 //! the hash), and pull with the fees sponsored by the server's fee payer.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};

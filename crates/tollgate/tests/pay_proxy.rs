@@ -7,6 +7,8 @@
 //! stream). Refusals come back as JSON errors the SDKs understand, with
 //! nothing paid.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 #[path = "../../tollgate-e2e/tests/common/mod.rs"]
 mod common;
 
@@ -25,7 +27,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tollgate_client::{Client, Config, IntentChoice, State};
 use tollgate_devnet::{ALPHA_USD, DEV_ACCOUNTS};
 use tollgate_ledger::ChannelBook;
-use tollgate_providers::mock::MockOptions;
+use tollgate_mock::MockOptions;
 
 const DEPOSIT: u128 = 100_000;
 const SCRIPT: &str = "sdk_proxy_clients.py";

@@ -4,6 +4,8 @@
 //! a stream that outruns its authorization and is fed a voucher
 //! mid-stream, then `tollgate pay close` capturing exactly what was spent.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 #[path = "../../tollgate-e2e/tests/common/mod.rs"]
 mod common;
 mod support;
@@ -17,7 +19,7 @@ use support::launch;
 use tollgate_client::{ChannelStatus, State};
 use tollgate_devnet::{ALPHA_USD, DEV_ACCOUNTS};
 use tollgate_ledger::ChannelBook;
-use tollgate_providers::mock::MockOptions;
+use tollgate_mock::MockOptions;
 
 const DEPOSIT: u128 = 100_000;
 

@@ -12,7 +12,7 @@ use alloy::signers::local::PrivateKeySigner;
 use mpp::client::PaymentProvider;
 use mpp::{PaymentChallenge, PaymentCredential};
 use tollgate_devnet::{DEV_ACCOUNTS, Devnet, DevnetOptions, PATH_USD};
-use tollgate_providers::mock::{MockOptions, MockRecorder};
+use tollgate_mock::{MockOptions, MockRecorder};
 
 pub const UPSTREAM_KEY: &str = "sk-upstream-test-key-0123456789";
 pub const SECRET: &str = "e2e-challenge-secret-that-is-long-enough-0001";
@@ -113,7 +113,7 @@ impl Harness {
         })
         .await
         .expect("devnet starts");
-        let (router, upstream) = tollgate_providers::mock::router(mock);
+        let (router, upstream) = tollgate_mock::router(mock);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let upstream_url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move {

@@ -132,7 +132,12 @@ pub fn response_body(body: &[u8], opts: &ResponseOptions<'_>) -> Result<Vec<u8>,
             format!("the Anthropic response could not be read: {e}"),
         )
     })?;
-    Ok(serde_json::to_vec(&response_with(&msg, opts)).expect("completion serializes"))
+    serde_json::to_vec(&response_with(&msg, opts)).map_err(|e| {
+        TranslateError::body(
+            "upstream_invalid_response",
+            format!("the completion could not be written: {e}"),
+        )
+    })
 }
 
 /// An Anthropic error (status and body) → OpenAI status and error body

@@ -215,7 +215,12 @@ pub fn translate_request_body(
         )
     })?;
     let out = to_anthropic::request(&req, defaults)?;
-    let json = serde_json::to_vec(&out).expect("Anthropic request serializes");
+    let json = serde_json::to_vec(&out).map_err(|e| {
+        TranslateError::body(
+            "invalid_request_body",
+            format!("the Anthropic request could not be written: {e}"),
+        )
+    })?;
     Ok((json, RequestInfo::from_request(&req)))
 }
 

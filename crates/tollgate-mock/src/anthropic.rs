@@ -46,8 +46,8 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use tollgate_pricing::PriceTable;
 
-use super::text::{estimate_tokens, seed, words};
-use super::{MockOptions, MockState, record};
+use crate::text::{estimate_tokens, seed, words};
+use crate::{MockOptions, MockState, record};
 
 /// Fields the Messages API accepts at the top level.
 const TOP_LEVEL: &[&str] = &[

@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use super::openai_error;
-use super::text::{estimate_tokens, seed, words};
+use crate::openai_error;
+use crate::text::{estimate_tokens, seed, words};
 
 const DEFAULT_ANSWER_TOKENS: u64 = 24;
 

@@ -1,11 +1,13 @@
 //! The mock's `/v1/messages` speaks Anthropic's Messages API: it validates
 //! requests like the real one and answers JSON or SSE with real usage.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 use axum::Router;
 use axum::body::Body;
 use http::Request;
 use serde_json::{Value, json};
-use tollgate_providers::mock::{MockOptions, router};
+use tollgate_mock::{MockOptions, router};
 use tower::ServiceExt;
 
 const KEY: (&str, &str) = ("x-api-key", "sk-ant-test");
@@ -709,4 +711,28 @@ async fn every_rule_is_enforced() {
     });
     let answer = send(&app, full).await;
     assert_eq!(answer.status, 200, "{}", answer.text);
+}
+
+#[tokio::test]
+async fn the_in_process_mock_speaks_anthropic_when_told_to() {
+    use tollgate_providers::{Protocol, Upstream};
+    let upstream =
+        Upstream::in_process(router(MockOptions::default()).0).with_protocol(Protocol::Anthropic);
+    let body = br#"{"model":"claude-haiku-4-5","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}"#;
+    let response = upstream
+        .forward(
+            axum::http::Method::POST,
+            "/v1/messages",
+            &axum::http::HeaderMap::new(),
+            axum::body::Bytes::from_static(body),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(answer["type"], "message");
+    assert_eq!(answer["usage"]["output_tokens"], 8);
 }

@@ -1,6 +1,7 @@
-//! A deterministic stand-in for the OpenAI API, for the demo, tests and
+//! Tollgate's mock upstream: a deterministic stand-in for the OpenAI API, for the demo, tests and
 //! benchmarks. It speaks the real wire format (JSON and SSE), reports
 //! realistic `usage`, and records what it receives so tests can assert on it.
+#![forbid(unsafe_code)]
 
 mod anthropic;
 mod chat;
@@ -147,7 +148,7 @@ async fn transcriptions(
         .to_owned();
     record(&state, method, &uri, headers, &body);
     tokio::time::sleep(state.options.latency).await;
-    match crate::multipart::fields(&content_type, body).await {
+    match tollgate_providers::multipart::fields(&content_type, body).await {
         Ok(fields) => media::transcription(&fields),
         Err(e) => openai_error(StatusCode::BAD_REQUEST, &e, None),
     }

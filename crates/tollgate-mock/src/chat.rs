@@ -8,10 +8,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::openai_error;
-use super::text::{estimate_tokens, seed, words};
+use crate::openai_error;
+use crate::text::{estimate_tokens, seed, words};
 
-pub fn respond(request: &Value, options: &super::MockOptions) -> Response {
+pub fn respond(request: &Value, options: &crate::MockOptions) -> Response {
     let chunk_interval = options.chunk_interval;
     let default_answer = options.answer_tokens.max(1);
     let Some(model) = request.get("model").and_then(Value::as_str) else {

@@ -1,8 +1,10 @@
 //! The built-in mock speaks OpenAI's wire format: JSON and SSE with usage.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
 use axum::body::Body;
 use http::Request;
-use tollgate_providers::mock::{MockOptions, router};
+use tollgate_mock::{MockOptions, router};
 use tower::ServiceExt;
 
 async fn call(body: &str, path: &str) -> (u16, String, String) {

@@ -5,8 +5,8 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Value, json};
 
-use super::openai_error;
-use super::text::{estimate_tokens, seed};
+use crate::openai_error;
+use crate::text::{estimate_tokens, seed};
 
 const DEFAULT_DIMENSIONS: usize = 256;
 
