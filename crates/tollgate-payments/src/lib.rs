@@ -7,6 +7,7 @@
 pub mod binding;
 mod challenge;
 mod charge;
+mod hold;
 mod keys;
 mod offer;
 mod problem;
@@ -231,6 +232,7 @@ impl PaymentGate {
             pull: credential.payload.get("type").and_then(|t| t.as_str()) == Some("transaction"),
             credential,
             offer: offer.clone(),
+            release: hold::ReleaseOnDrop::claim(Arc::clone(&self.ledger), claim.clone()),
             claim,
             scope: scope.to_owned(),
             chain_time: std::time::Duration::ZERO,
@@ -256,6 +258,7 @@ impl PaymentGate {
     /// a second use of a transaction that did land.
     pub async fn settle(&self, pending: Pending) -> Result<Paid, PaymentProblem> {
         let started = std::time::Instant::now();
+        let mut pending = pending;
         let settled = match self.verifier.settle(&pending.credential).await {
             Ok(settled) => settled,
             Err(problem) => {
@@ -263,6 +266,9 @@ impl PaymentGate {
                 return Err(problem);
             }
         };
+        // Money moved: the claim is never given back, even if recording
+        // fails below (the transaction's own marker stops a second use).
+        pending.release.disarm();
         let chain_time = pending.chain_time + started.elapsed();
         let record = ChargeRecord {
             challenge_id: pending.credential.challenge.id.clone(),
@@ -285,21 +291,25 @@ impl PaymentGate {
         })
     }
 
-    /// Gives the challenge back after a failure that moved no money.
-    pub async fn release(&self, pending: Pending) {
-        if let Err(e) = self.ledger.release_claim(&pending.claim).await {
-            tracing::warn!(error = %e, "could not release challenge claim");
+    /// Gives the challenge back after a failure that moved no money, awaiting
+    /// the store (dropping a `Pending` releases it in the background).
+    pub async fn release(&self, mut pending: Pending) {
+        match self.ledger.release_claim(&pending.claim).await {
+            Ok(()) => pending.release.disarm(),
+            Err(e) => tracing::warn!(error = %e, "could not release challenge claim"),
         }
     }
 }
 
 /// A credential that passed every check short of settlement, holding its
-/// challenge's claim. Settle it or release it.
+/// challenge's claim. Settle it, release it, or drop it: a dropped claim is
+/// released (the client went away before anything was broadcast).
 #[derive(Debug)]
 pub struct Pending {
     credential: mpp::PaymentCredential,
     offer: ChargeOffer,
     claim: String,
+    release: hold::ReleaseOnDrop,
     scope: String,
     pull: bool,
     chain_time: std::time::Duration,

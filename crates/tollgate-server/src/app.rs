@@ -15,9 +15,10 @@ use tollgate_pricing::PriceTable;
 use tollgate_providers::{Upstream, UpstreamTimeouts};
 
 use crate::config::{Config, RouteConfig, RoutePrice, UpstreamConfig};
-use crate::handler::{self, Gateway, Route};
 use crate::pricing::Pricing;
 use crate::problem;
+use crate::routes;
+use crate::state::{ClientApi, Gateway, Route};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -167,7 +168,7 @@ async fn build_on(
                     .iter()
                     .map(|(prefix, name)| (prefix.clone(), upstreams[name].clone()))
                     .collect(),
-                client_api: crate::upstream_call::ClientApi::of_path(&route_config.path),
+                client_api: ClientApi::of_path(&route_config.path),
                 pricing: route_pricing(config, route_config, &table, sessions.as_ref()),
                 table: Arc::clone(&table),
             });
@@ -180,12 +181,12 @@ async fn build_on(
                 let gateway = Arc::clone(&gateway);
                 let route = Arc::clone(&route);
                 method_router = method_router.merge(on(MethodFilter::HEAD, move |request| {
-                    handler::handle(Arc::clone(&gateway), Arc::clone(&route), request)
+                    routes::handle(Arc::clone(&gateway), Arc::clone(&route), request)
                 }));
             }
             let gateway = Arc::clone(&gateway);
             method_router = method_router.merge(on(filter, move |request| {
-                handler::handle(Arc::clone(&gateway), Arc::clone(&route), request)
+                routes::handle(Arc::clone(&gateway), Arc::clone(&route), request)
             }));
         }
         router = router.route(path, method_router);

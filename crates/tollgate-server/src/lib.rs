@@ -1,18 +1,35 @@
 //! The Tollgate HTTP gateway: routes, payment gate, forwarding, receipts.
 #![forbid(unsafe_code)]
 
+// The module chain, each link importing only links above it: shared
+// state and errors; reading (sse, usage, metering); the upstream call;
+// receipts and idempotency; the payment policies; the pipeline and the
+// stream delivery; the products (routes, plans); the app that wires them.
 mod access_log;
-mod app;
 pub mod config;
-mod handler;
-mod metering;
-pub mod plans;
 mod pricing;
 mod problem;
-mod session_serve;
-mod session_stream;
+mod state;
+
+mod metering;
+mod sse;
+mod usage;
+
+mod upstream;
+
+mod idempotency;
+mod receipts;
+
+mod policy;
+
+mod pipeline;
+mod stream;
+
+pub mod plans;
+mod routes;
+
+mod app;
 pub mod settlement;
-mod upstream_call;
 
 pub use app::{
     BuildError, BuildOptions, MockFactory, MockSettings, build, build_with, build_with_ledger,

@@ -26,8 +26,6 @@ pub enum Pricing {
 }
 
 impl Pricing {
-    /// The offers for this request (`None`: free), or why it cannot be
-    /// priced (a 400, before any challenge).
     /// Whether requests are quoted (and so may be paid by a session).
     pub fn session_terms(&self) -> Option<&SessionOffer> {
         match self {
@@ -36,6 +34,8 @@ impl Pricing {
         }
     }
 
+    /// The offers for this request (`None`: free), or why it cannot be
+    /// priced (a 400, before any challenge).
     pub async fn price(
         &self,
         content_type: Option<&str>,
@@ -143,4 +143,11 @@ pub struct QuotedCall {
     pub table: Arc<PriceTable>,
     pub quote: Quote,
     pub request: Value,
+}
+
+impl QuotedCall {
+    /// `stream: true`.
+    pub fn is_streamed(&self) -> bool {
+        self.request.get("stream").and_then(Value::as_bool) == Some(true)
+    }
 }

@@ -2,6 +2,7 @@
 //! loopback OpenAI-format upstream that records what it receives.
 #![allow(dead_code)]
 
+pub mod faults;
 pub mod logs;
 pub mod session;
 
@@ -46,6 +47,10 @@ pub struct Options {
     pub operator: bool,
     /// A `[plans]` section (the plan endpoint), verbatim.
     pub plans: Option<String>,
+    /// Send upstream calls here instead of the recording mock.
+    pub upstream_url: Option<String>,
+    /// The upstreams' `idle_timeout_secs`.
+    pub upstream_idle_secs: Option<u64>,
 }
 
 impl Default for Options {
@@ -64,6 +69,8 @@ impl Default for Options {
             session_extra: String::new(),
             operator: true,
             plans: None,
+            upstream_url: None,
+            upstream_idle_secs: None,
         }
     }
 }
@@ -195,12 +202,13 @@ path = "{db}"
 kind = "openai_compatible"
 base_url = "{upstream}"
 api_key = {{ env = "E2E_UPSTREAM_KEY" }}
-
+{idle}
 # The same loopback mock, spoken to in Anthropic's Messages format.
 [upstreams.claude]
 kind = "anthropic"
 base_url = "{upstream}"
 api_key = {{ env = "E2E_UPSTREAM_KEY" }}
+{idle}
 
 [[routes]]
 method = "POST"
@@ -258,7 +266,14 @@ upstream = "openai"
             recipient = DEV_ACCOUNTS[RECIPIENT].address,
             modes = options.modes,
             db = db.display(),
-            upstream = self.upstream_url,
+            upstream = options
+                .upstream_url
+                .as_deref()
+                .unwrap_or(&self.upstream_url),
+            idle = options
+                .upstream_idle_secs
+                .map(|s| format!("idle_timeout_secs = {s}\n"))
+                .unwrap_or_default(),
             chat_price = match (options.free, options.quoted) {
                 (true, _) => "free = true".to_owned(),
                 (false, true) => "quote = \"chat\"".to_owned(),

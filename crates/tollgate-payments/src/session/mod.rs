@@ -56,13 +56,23 @@ pub struct Applied {
     pub tx_hash: Option<String>,
 }
 
-/// A held part of a channel's balance, for one request.
-#[derive(Debug, Clone)]
+/// A held part of a channel's balance, for one request. It is a value that
+/// releases itself: committed at most once ([`SessionGate::commit`]), or
+/// released when dropped (client gone, timeout, panic, early return).
+#[derive(Debug)]
 pub struct Reservation {
     pub id: i64,
     pub channel_id: String,
     /// What is held so far.
     pub held: u128,
+    release: crate::hold::ReleaseOnDrop,
+}
+
+impl Reservation {
+    /// Nothing is left to release (committed or released by hand).
+    fn settled(mut self) {
+        self.release.disarm();
+    }
 }
 
 /// Sessions on one escrow, with accounting in the ledger.
@@ -443,6 +453,10 @@ impl SessionGate {
                 id: reservation,
                 channel_id: channel_id.to_owned(),
                 held: amount,
+                release: crate::hold::ReleaseOnDrop::reservation(
+                    Arc::clone(&self.ledger),
+                    reservation,
+                ),
             }),
             ReserveOutcome::Insufficient { channel } => Err(insufficient(&channel, amount)),
             ReserveOutcome::Unavailable(refusal) => Err(refusal_problem(refusal)),
@@ -471,19 +485,25 @@ impl SessionGate {
         }
     }
 
-    /// Charges `cost` (at most what is held) and releases the rest.
+    /// Charges `cost` (at most what is held) and releases the rest. On a
+    /// store failure nothing is charged and the reservation is released
+    /// when dropped.
     pub async fn commit(
         &self,
         reservation: Reservation,
         cost: u128,
         units: u64,
     ) -> Result<ChannelRecord, LedgerError> {
-        self.ledger.commit(reservation.id, cost, units).await
+        let committed = self.ledger.commit(reservation.id, cost, units).await?;
+        reservation.settled();
+        Ok(committed)
     }
 
+    /// Releases now, awaiting the store (dropping releases in the background).
     pub async fn release(&self, reservation: Reservation) {
-        if let Err(e) = self.ledger.release_reservation(reservation.id).await {
-            tracing::error!(error = %e, "could not release a session reservation");
+        match self.ledger.release_reservation(reservation.id).await {
+            Ok(()) => reservation.settled(),
+            Err(e) => tracing::error!(error = %e, "could not release a session reservation"),
         }
     }
 

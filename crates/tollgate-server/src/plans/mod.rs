@@ -9,15 +9,16 @@
 
 mod errors;
 mod request;
-mod stream;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use axum::body::Body;
 use axum::extract::Request;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -25,22 +26,25 @@ use tollgate_ledger::Ledger;
 use tollgate_payments::binding::{PlanBindingFault, check_plan, parse_authorization};
 use tollgate_payments::session::{Action, SessionGate, SessionOffer};
 use tollgate_payments::{Address, Offer, PaymentProblem, ProblemKind};
-use tollgate_pricing::PriceTable;
+use tollgate_pricing::{PriceTable, Quote};
 use tollgate_providers::Upstream;
 
 pub use errors::PlanError;
 use request::{PlanRequest, Resolution};
 
 use crate::config::PlansConfig;
-use crate::handler::Gateway;
-use crate::metering::body_usage;
-use crate::problem::problem;
-use crate::session_serve::{attach_receipt, receipt_response};
-use crate::upstream_call::{ClientApi, call_upstream};
+use crate::metering::Meter;
+use crate::pipeline::{self, Prepared, Product, Step};
+use crate::policy::Admission;
+use crate::policy::session::{Growth, SessionHold};
+use crate::pricing::QuotedCall;
+use crate::problem::{ApiError, Problem};
+use crate::receipts;
+use crate::state::{ClientApi, Gateway};
+use crate::upstream::UpstreamCall;
 
 pub const PATH: &str = "/v1/mpp/chat/completions";
 const SCOPE: &str = "POST /v1/mpp/chat/completions";
-const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
 
 /// Everything the plan endpoint needs.
 pub struct PlanEndpoint {
@@ -91,271 +95,308 @@ impl PlanEndpoint {
     }
 }
 
+/// The axum handler of the plan endpoint.
 pub async fn handle(endpoint: Arc<PlanEndpoint>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    if parts.method == Method::HEAD {
-        return head(&endpoint);
-    }
-    let body = match axum::body::to_bytes(body, endpoint.max_body_bytes).await {
-        Ok(body) => body,
-        Err(_) => {
-            return problem(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                format!("request body exceeds {} bytes", endpoint.max_body_bytes),
-            );
-        }
-    };
-    let plan_request = match PlanRequest::parse(&body, &endpoint.config) {
-        Ok(r) => r,
-        Err(e) => return bad_request(e.param, &e.message),
-    };
-    if plan_request.stream && !endpoint.config.streaming {
-        return refuse(
-            &endpoint,
-            PlanError::StreamingUnavailable,
-            "streaming is not available on this endpoint",
-            None,
-        );
-    }
-    let resolution = match request::resolve(&plan_request, &endpoint.config, &endpoint.table) {
-        Ok(r) => r,
-        Err(e) => return bad_request(e.param, &e.message),
-    };
-    if resolution.worst_case > endpoint.config.voucher_bucket {
-        return refuse(
-            &endpoint,
-            PlanError::RequestExceedsVoucherBucket,
-            "this request's worst case exceeds one voucher bucket; lower max_tokens or shorten the prompt",
-            None,
-        );
-    }
-    let opaque = endpoint.opaque(&plan_request, &resolution);
-    let offer = endpoint.offer();
-    let challenge =
-        |e: PlanError, detail: &str| refuse(&endpoint, e, detail, Some((&offer, &opaque, &body)));
+    let gateway = Arc::clone(&endpoint.gateway);
+    pipeline::serve(&gateway, endpoint.as_ref(), request)
+        .await
+        .into_response()
+}
 
-    // The credential and its binding to this exact request.
-    let authorization = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let credential = match authorization
-        .and_then(|v| parse_authorization(v, endpoint.gateway.gate.max_credential_bytes()))
-    {
-        None => return challenge(PlanError::PaymentRequired, "this resource requires payment"),
-        Some(Err(_)) => {
-            return challenge(
-                PlanError::MalformedCredential,
-                "the credential could not be decoded",
-            );
+/// What a turn's payment must answer: the plan's session offer and the
+/// binding (`opaque`) of plan, model, runtime, pricing snapshot and caps.
+pub struct PlanTerms {
+    offer: SessionOffer,
+    opaque: Value,
+    resolution: Resolution,
+}
+
+#[async_trait]
+impl Product for PlanEndpoint {
+    type Terms = PlanTerms;
+
+    async fn prepare<'a>(
+        &'a self,
+        parts: &Parts,
+        body: &Bytes,
+    ) -> Result<Step<'a, PlanTerms>, ApiError> {
+        if parts.method == Method::HEAD {
+            return Ok(Step::Answered(head(self)));
         }
-        Some(Ok(c)) => c,
-    };
-    let issuer = endpoint.gateway.gate.issuer();
-    if let Err(fault) = check_plan(
-        issuer.keys(),
-        &credential,
-        issuer.realm(),
-        &body,
-        &opaque,
-        &offer,
-    ) {
-        let (e, detail) = match fault {
-            PlanBindingFault::MethodUnsupported => (
-                PlanError::MethodUnsupported,
-                "only tempo session credentials are accepted",
-            ),
-            PlanBindingFault::InvalidChallenge => (
-                PlanError::InvalidChallenge,
-                "the challenge is unknown, altered, expired or for another route",
-            ),
-            PlanBindingFault::BodyDigestMismatch => (
-                PlanError::BodyDigestMismatch,
-                "the credential was issued for another request body",
-            ),
-            PlanBindingFault::QuoteInvalid => (
-                PlanError::RequestQuoteInvalid,
-                "plan resolution, prices or caps changed since the challenge",
-            ),
+        let plan_request =
+            PlanRequest::parse(body, &self.config).map_err(|e| bad_request(e.param, &e.message))?;
+        if plan_request.stream && !self.config.streaming {
+            return Err(refuse(
+                PlanError::StreamingUnavailable,
+                "streaming is not available on this endpoint",
+            ));
+        }
+        let resolution = request::resolve(&plan_request, &self.config, &self.table)
+            .map_err(|e| bad_request(e.param, &e.message))?;
+        if resolution.worst_case > self.config.voucher_bucket {
+            return Err(refuse(
+                PlanError::RequestExceedsVoucherBucket,
+                "this request's worst case exceeds one voucher bucket; lower max_tokens or shorten the prompt",
+            ));
+        }
+        let Some(upstream) = self.upstreams.get(&resolution.runtime) else {
+            return Err(Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "runtime-unavailable",
+                "the plan's runtime is not configured",
+            )
+            .into());
         };
-        return challenge(e, detail);
+        let request = plan_request.upstream_body(&resolution.model, resolution.output_cap);
+        let meter = Meter::new(
+            QuotedCall {
+                endpoint: tollgate_pricing::Endpoint::Chat,
+                table: Arc::clone(&self.table),
+                quote: Quote {
+                    model: resolution.model.clone(),
+                    amount: resolution.worst_case,
+                    description: format!("{} on plan {}", resolution.model, plan_request.plan),
+                    input_units: resolution.input_tokens,
+                    output_units: resolution.output_cap,
+                },
+                request: request.clone(),
+            },
+            SCOPE,
+        )
+        .with_cost({
+            let table = Arc::clone(&self.table);
+            let resolution = resolution.clone();
+            Arc::new(move |usage| resolution.actual_cost(&table, usage))
+        });
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        // The runtime is asked for the usage chunk of a stream (the turn is
+        // charged from it); the translation to a Claude runtime is checked
+        // here, before any challenge.
+        let call = UpstreamCall::prepare(
+            upstream,
+            ClientApi::OpenAiChat,
+            &self.table,
+            Method::POST,
+            "/v1/chat/completions",
+            &headers,
+            meter.upstream_body(Bytes::from(request.to_string())),
+        )?;
+        let opaque = self.opaque(&plan_request, &resolution);
+        Ok(Step::Paid(Box::new(Prepared {
+            call,
+            meter: Some(meter),
+            terms: PlanTerms {
+                offer: self.offer(),
+                opaque,
+                resolution,
+            },
+        })))
     }
-    let action = match Action::parse(&credential.payload) {
-        Ok(action) => action,
-        Err(_) => {
-            return challenge(
+
+    async fn admit(
+        &self,
+        parts: &Parts,
+        body: &Bytes,
+        prepared: &Prepared<'_, PlanTerms>,
+    ) -> Result<Admission, ApiError> {
+        let PlanTerms {
+            offer,
+            opaque,
+            resolution,
+        } = &prepared.terms;
+        let challenge = |e: PlanError, detail: &str| self.challenge(e, detail, offer, opaque, body);
+
+        // The credential and its binding to this exact request.
+        let credential = match parts.headers.get(header::AUTHORIZATION).map(|v| v.to_str()) {
+            None => {
+                return Err(challenge(
+                    PlanError::PaymentRequired,
+                    "this resource requires payment",
+                ));
+            }
+            Some(Err(_)) => {
+                return Err(challenge(
+                    PlanError::MalformedCredential,
+                    "Authorization header is not visible ASCII",
+                ));
+            }
+            Some(Ok(value)) => {
+                match parse_authorization(value, self.gateway.gate.max_credential_bytes()) {
+                    None => {
+                        return Err(challenge(
+                            PlanError::PaymentRequired,
+                            "this resource requires payment",
+                        ));
+                    }
+                    Some(Err(_)) => {
+                        return Err(challenge(
+                            PlanError::MalformedCredential,
+                            "the credential could not be decoded",
+                        ));
+                    }
+                    Some(Ok(c)) => c,
+                }
+            }
+        };
+        let issuer = self.gateway.gate.issuer();
+        if let Err(fault) = check_plan(
+            issuer.keys(),
+            &credential,
+            issuer.realm(),
+            body,
+            opaque,
+            offer,
+        ) {
+            let (e, detail) = match fault {
+                PlanBindingFault::MethodUnsupported => (
+                    PlanError::MethodUnsupported,
+                    "only tempo session credentials are accepted",
+                ),
+                PlanBindingFault::InvalidChallenge => (
+                    PlanError::InvalidChallenge,
+                    "the challenge is unknown, altered, expired or for another route",
+                ),
+                PlanBindingFault::BodyDigestMismatch => (
+                    PlanError::BodyDigestMismatch,
+                    "the credential was issued for another request body",
+                ),
+                PlanBindingFault::QuoteInvalid => (
+                    PlanError::RequestQuoteInvalid,
+                    "plan resolution, prices or caps changed since the challenge",
+                ),
+            };
+            return Err(challenge(e, detail));
+        }
+        let action = Action::parse(&credential.payload).map_err(|_| {
+            challenge(
                 PlanError::MalformedCredential,
                 "the session payload is not understood",
-            );
+            )
+        })?;
+        if matches!(action, Action::Close(_)) && self.sessions.chain().operator().is_none() {
+            return Err(refuse(
+                PlanError::SessionCloseUnavailable,
+                "this gateway cannot sign closes now; retry later or wait for settlement",
+            ));
         }
-    };
-    if matches!(action, Action::Close(_)) && endpoint.sessions.chain().operator().is_none() {
-        return refuse(
-            &endpoint,
-            PlanError::SessionCloseUnavailable,
-            "this gateway cannot sign closes now; retry later or wait for settlement",
-            None,
-        );
+        let allowed = |payer: Address| self.payer_allowed(payer);
+        // No lists, no lookup: the payer check costs a ledger read per turn.
+        let policy = &self.config;
+        let allowed: Option<&(dyn Fn(Address) -> bool + Sync)> =
+            (!policy.payer_allow.is_empty() || !policy.payer_deny.is_empty()).then_some(&allowed);
+        let applied = self
+            .sessions
+            .apply_for(&action, self.config.voucher_bucket, allowed)
+            .await
+            .map_err(|problem| {
+                let e = session_error(&action, &problem);
+                tracing::info!(
+                    code = e.code(),
+                    problem = problem.kind.slug(),
+                    "plan payment refused"
+                );
+                challenge(e, &problem.detail)
+            })?;
+        let challenge_id = credential.challenge.id.clone();
+        if matches!(action, Action::Close(_)) {
+            return Ok(Admission::Answered(receipts::only(&self.sessions.receipt(
+                &challenge_id,
+                &applied.channel,
+                None,
+                applied.tx_hash.as_deref(),
+            ))));
+        }
+
+        // The whole worst case is reserved: at most one bucket, so a
+        // stream never pauses for a voucher.
+        let channel = applied.channel;
+        let reservation = match self
+            .sessions
+            .reserve(&channel.channel_id, resolution.worst_case)
+            .await
+        {
+            Ok(r) => r,
+            Err(problem) if problem.kind == ProblemKind::SessionInsufficientBalance => {
+                let required = channel.spent + channel.reserved + resolution.worst_case;
+                let bucket = self.config.voucher_bucket;
+                let next = required.div_ceil(bucket) * bucket;
+                return Err(self
+                    .challenge_problem(
+                        PlanError::VoucherBucketRefreshRequired,
+                        "the accepted voucher bucket is exhausted: sign a higher cumulative voucher and retry the same body",
+                        offer,
+                        opaque,
+                        body,
+                    )
+                    .extension("acceptedCumulative", json!(channel.accepted.to_string()))
+                    .extension("requiredCumulative", json!(next.to_string()))
+                    .into());
+            }
+            Err(problem) => {
+                tracing::info!(problem = problem.kind.slug(), "plan reservation failed");
+                return Err(refuse(
+                    PlanError::ReservationFailed,
+                    "the channel cannot take a reservation now",
+                ));
+            }
+        };
+        Ok(Admission::Held(Box::new(SessionHold {
+            sessions: Arc::clone(&self.sessions),
+            reservation,
+            challenge_id,
+            channel,
+            quote: resolution.worst_case,
+            growth: Growth::Upfront,
+            replay: None,
+            on_commit_failure: || {
+                refuse(
+                    PlanError::CommitFailed,
+                    "the turn's cost could not be committed",
+                )
+            },
+        })))
     }
-    let allowed = |payer: Address| endpoint.payer_allowed(payer);
-    // No lists, no lookup: the payer check costs a ledger read per turn.
-    let policy = &endpoint.config;
-    let allowed: Option<&(dyn Fn(Address) -> bool + Sync)> =
-        (!policy.payer_allow.is_empty() || !policy.payer_deny.is_empty()).then_some(&allowed);
-    let applied = match endpoint
-        .sessions
-        .apply_for(&action, endpoint.config.voucher_bucket, allowed)
-        .await
-    {
-        Ok(applied) => applied,
-        Err(problem) => {
-            let e = session_error(&action, &problem);
-            tracing::info!(
-                code = e.code(),
-                problem = problem.kind.slug(),
-                "plan payment refused"
-            );
-            return challenge(e, &problem.detail);
-        }
-    };
-    let challenge_id = credential.challenge.id.clone();
-    if matches!(action, Action::Close(_)) {
-        return receipt_response(
-            &endpoint.sessions,
-            &challenge_id,
-            &applied.channel,
-            None,
-            applied.tx_hash.as_deref(),
-        );
+}
+
+impl PlanEndpoint {
+    /// A refusal with a fresh challenge bound to this turn.
+    fn challenge(
+        &self,
+        e: PlanError,
+        detail: &str,
+        offer: &SessionOffer,
+        opaque: &Value,
+        body: &Bytes,
+    ) -> ApiError {
+        self.challenge_problem(e, detail, offer, opaque, body)
+            .into()
     }
 
-    // Reserve the worst case; run; commit what it actually cost.
-    let channel = &applied.channel;
-    let reservation = match endpoint
-        .sessions
-        .reserve(&channel.channel_id, resolution.worst_case)
-        .await
-    {
-        Ok(r) => r,
-        Err(problem) if problem.kind == ProblemKind::SessionInsufficientBalance => {
-            let required = channel.spent + channel.reserved + resolution.worst_case;
-            let bucket = endpoint.config.voucher_bucket;
-            let next = required.div_ceil(bucket) * bucket;
-            return refuse_with(
-                &endpoint,
-                PlanError::VoucherBucketRefreshRequired,
-                "the accepted voucher bucket is exhausted: sign a higher cumulative voucher and retry the same body",
-                Some((&offer, &opaque, &body)),
-                &[
-                    ("acceptedCumulative", json!(channel.accepted.to_string())),
-                    ("requiredCumulative", json!(next.to_string())),
-                ],
-            );
+    fn challenge_problem(
+        &self,
+        e: PlanError,
+        detail: &str,
+        offer: &SessionOffer,
+        opaque: &Value,
+        body: &Bytes,
+    ) -> Problem {
+        let problem = plan_problem(e, detail);
+        if !e.carries_challenge() {
+            return problem;
         }
-        Err(problem) => {
-            tracing::info!(problem = problem.kind.slug(), "plan reservation failed");
-            return refuse(
-                &endpoint,
-                PlanError::ReservationFailed,
-                "the channel cannot take a reservation now",
-                None,
-            );
+        match self.gateway.gate.issuer().issue_with_opaque(
+            &Offer::TempoSession(offer.clone()),
+            opaque,
+            body,
+        ) {
+            Ok(issued) => problem.challenges(vec![issued]),
+            Err(_) => problem,
         }
-    };
-    let Some(upstream) = endpoint.upstreams.get(&resolution.runtime) else {
-        endpoint.sessions.release(reservation).await;
-        return problem(
-            StatusCode::BAD_GATEWAY,
-            "runtime-unavailable",
-            "the plan's runtime is not configured",
-        );
-    };
-    let mut upstream_body = plan_request.upstream_body(&resolution.model, resolution.output_cap);
-    if plan_request.stream {
-        // Ask for the usage chunk: the turn is charged from it.
-        upstream_body["stream_options"] = json!({"include_usage": true});
     }
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    let table = Arc::clone(&endpoint.table);
-    let defaults = move |model: &str| {
-        table
-            .chat_model(model)
-            .map(|(_, p)| u32::try_from(p.default_output_tokens()).unwrap_or(u32::MAX))
-    };
-    let response = call_upstream(
-        upstream,
-        ClientApi::OpenAiChat,
-        &defaults,
-        Method::POST,
-        "/v1/chat/completions",
-        &headers,
-        Bytes::from(upstream_body.to_string()),
-    )
-    .await;
-    if !response.status().is_success() {
-        endpoint.sessions.release(reservation).await;
-        tracing::info!(
-            status = response.status().as_u16(),
-            "runtime failed; plan turn not charged"
-        );
-        return response;
-    }
-    let is_sse = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
-    if is_sse {
-        return stream::serve(stream::Turn {
-            response,
-            endpoint: Arc::clone(&endpoint),
-            reservation,
-            resolution,
-            challenge_id,
-        });
-    }
-    let (head, answer) = response.into_parts();
-    let bytes = axum::body::to_bytes(answer, MAX_ANSWER_BYTES)
-        .await
-        .unwrap_or_default();
-    let usage = serde_json::from_slice::<Value>(&bytes)
-        .ok()
-        .and_then(|v| body_usage(tollgate_pricing::Endpoint::Chat, &v));
-    let Some(usage) = usage else {
-        endpoint.sessions.release(reservation).await;
-        return refuse(
-            &endpoint,
-            PlanError::CommitFailed,
-            "the runtime's answer reported no usage to charge",
-            None,
-        );
-    };
-    let cost = resolution.actual_cost(&endpoint.table, usage);
-    let units = usage.input_tokens + usage.output_tokens;
-    let committed = match endpoint.sessions.commit(reservation, cost, units).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "plan commit failed");
-            return refuse(
-                &endpoint,
-                PlanError::CommitFailed,
-                "the turn's cost could not be committed",
-                None,
-            );
-        }
-    };
-    let mut response = Response::from_parts(head, Body::from(bytes));
-    let receipt = endpoint
-        .sessions
-        .receipt(&challenge_id, &committed, Some(units), None);
-    attach_receipt(response.headers_mut(), &receipt);
-    tracing::info!(plan = %plan_request.plan, model = %resolution.model, cost = cost as u64, "plan turn served");
-    response
 }
 
 /// Maps a session refusal onto the plan endpoint's codes.
@@ -422,84 +463,24 @@ fn head(endpoint: &PlanEndpoint) -> Response {
     response
 }
 
-fn bad_request(param: &str, message: &str) -> Response {
-    let body = json!({
-        "type": "about:blank",
-        "title": "Invalid Request",
-        "status": 400,
-        "detail": message,
-        "code": "invalid_request",
-        "error": {"message": message, "type": "invalid_request_error", "param": param, "code": "invalid_request"},
-    });
-    json_problem(StatusCode::BAD_REQUEST, &body)
+fn bad_request(param: &str, message: &str) -> ApiError {
+    Problem::invalid_request("invalid_request", message, Some(param))
+        .typed("Invalid Request")
+        .into()
 }
 
-type Challenge<'a> = Option<(&'a SessionOffer, &'a Value, &'a Bytes)>;
-
-fn refuse(
-    endpoint: &PlanEndpoint,
-    e: PlanError,
-    detail: &str,
-    challenge: Challenge<'_>,
-) -> Response {
-    refuse_with(endpoint, e, detail, challenge, &[])
-}
-
-/// RFC 9457 body with the stable `code`; 402s carry a fresh challenge.
-fn refuse_with(
-    endpoint: &PlanEndpoint,
-    e: PlanError,
-    detail: &str,
-    challenge: Challenge<'_>,
-    extensions: &[(&str, Value)],
-) -> Response {
-    let issued = match (e.carries_challenge(), challenge) {
-        (true, Some((offer, opaque, body))) => endpoint
-            .gateway
-            .gate
-            .issuer()
-            .issue_with_opaque(&Offer::TempoSession(offer.clone()), opaque, body)
-            .ok(),
-        _ => None,
-    };
-    let mut body = json!({
-        "type": format!("https://tollgate.dev/problems/{}", e.code()),
-        "title": e.title(),
-        "status": e.status().as_u16(),
-        "detail": detail,
-        "code": e.code(),
-    });
-    for (name, value) in extensions {
-        body[*name] = value.clone();
-    }
-    if let Some(issued) = &issued {
-        body["challengeId"] = json!(issued.id);
-    }
-    let mut response = json_problem(e.status(), &body);
-    if let Some(issued) = issued
-        && let Ok(value) = HeaderValue::from_str(&issued.header)
-    {
-        response
-            .headers_mut()
-            .append(header::WWW_AUTHENTICATE, value);
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    }
+/// The plan endpoint's RFC 9457 body with its stable `code`.
+fn plan_problem(e: PlanError, detail: &str) -> Problem {
+    let problem = Problem::new(e.status(), e.code(), detail)
+        .typed(e.title())
+        .without_openai_error();
     if e == PlanError::SessionCloseUnavailable {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        return problem.header(header::RETRY_AFTER, HeaderValue::from_static("60"));
     }
-    response
+    problem
 }
 
-fn json_problem(status: StatusCode, body: &Value) -> Response {
-    let mut response = Response::new(Body::from(body.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    response
+/// A refusal without a challenge.
+fn refuse(e: PlanError, detail: &str) -> ApiError {
+    plan_problem(e, detail).into()
 }

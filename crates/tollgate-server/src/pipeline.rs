@@ -1,0 +1,250 @@
+//! The one lifecycle of a request, whatever pays for it:
+//!
+//! 1. read the body (bounded);
+//! 2. **prepare**: price it and run every check it will meet — the quote,
+//!    the translation to the upstream's format, the plan rules — so that a
+//!    request that would be refused is refused before any challenge;
+//! 3. **admit**: no credential → 402 with fresh challenges; a credential →
+//!    verify it and hold the payer's money (a [`Hold`]);
+//! 4. call the upstream; a failed call drops the hold, which releases it;
+//! 5. **deliver**: a whole answer is read in full (bounded), metered, and
+//!    its payment made final before it goes out with its receipt; a stream
+//!    is metered event by event ([`crate::stream`]).
+//!
+//! What differs between `charge`, `session` and the plan endpoint is a
+//! [`Product`] (how requests are priced and admitted) and the policy behind
+//! its [`Hold`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use bytes::Bytes;
+use serde_json::Value;
+use tollgate_pricing::UsageDetail;
+use tollgate_providers::anthropic;
+
+use crate::metering::{Meter, Metered};
+use crate::policy::{Admission, Hold};
+use crate::problem::{ApiError, Problem, upstream as fault};
+use crate::state::Gateway;
+use crate::upstream::{Answer, MAX_ANSWER_BYTES, UpstreamCall, read_whole};
+
+/// A priced, validated request, ready to be paid for and sent.
+pub struct Prepared<'a, T> {
+    pub call: UpstreamCall<'a>,
+    /// How usage is priced (quoted calls); `None`: a fixed price.
+    pub meter: Option<Meter>,
+    /// What the payment must cover (the product's offers and bindings).
+    pub terms: T,
+}
+
+/// What preparing a request found.
+pub enum Step<'a, T> {
+    /// Answered already (a session action that buys nothing, metadata).
+    Answered(Response),
+    /// Free: forward as it is.
+    Free(UpstreamCall<'a>),
+    Paid(Box<Prepared<'a, T>>),
+}
+
+/// Something sold: how its requests are priced, checked and admitted.
+#[async_trait]
+pub trait Product: Send + Sync {
+    /// What admission needs from preparation (offers, bindings).
+    type Terms: Send + Sync;
+
+    /// Prices and validates the request (every check it will meet).
+    async fn prepare<'a>(
+        &'a self,
+        parts: &Parts,
+        body: &Bytes,
+    ) -> Result<Step<'a, Self::Terms>, ApiError>;
+
+    /// Challenges, or verifies the credential and holds the payment.
+    async fn admit(
+        &self,
+        parts: &Parts,
+        body: &Bytes,
+        prepared: &Prepared<'_, Self::Terms>,
+    ) -> Result<Admission, ApiError>;
+}
+
+/// Serves one request through `product`.
+pub async fn serve<P: Product>(
+    gateway: &Arc<Gateway>,
+    product: &P,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let body = read_request_body(body, &parts.headers, gateway.max_body_bytes).await?;
+    let prepared = match product.prepare(&parts, &body).await? {
+        Step::Answered(response) => return Ok(response),
+        Step::Free(call) => return Ok(crate::stream::pass_through(call.send().await?)),
+        Step::Paid(prepared) => *prepared,
+    };
+    let started = Instant::now();
+    let hold = match product.admit(&parts, &body, &prepared).await? {
+        Admission::Answered(response) => return Ok(response),
+        Admission::Held(hold) => hold,
+    };
+    let payment_time = started.elapsed();
+    let upstream_started = Instant::now();
+    // A failed call drops the hold here, which releases it.
+    let answer = prepared.call.send().await?;
+    let timing = Timing {
+        payment: payment_time,
+        upstream: upstream_started.elapsed(),
+    };
+    let mut response = if answer.is_stream() {
+        crate::stream::deliver(answer, hold, prepared.meter, Arc::clone(&gateway.ledger)).await?
+    } else {
+        deliver_whole(answer, hold, prepared.meter.as_ref(), gateway).await?
+    };
+    timing.attach(response.headers_mut());
+    Ok(response)
+}
+
+struct Timing {
+    payment: Duration,
+    upstream: Duration,
+}
+
+impl Timing {
+    /// `Server-Timing`: where the gateway's own time went.
+    fn attach(&self, headers: &mut HeaderMap) {
+        let millis = |d: Duration| d.as_secs_f64() * 1000.0;
+        let value = format!(
+            "payment;dur={:.3}, upstream;dur={:.3}",
+            millis(self.payment),
+            millis(self.upstream)
+        );
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert("server-timing", value);
+        }
+    }
+}
+
+/// A whole answer: read in full, checked, metered, paid, then sent.
+async fn deliver_whole(
+    answer: Answer,
+    hold: Box<dyn Hold>,
+    meter: Option<&Meter>,
+    gateway: &Gateway,
+) -> Result<Response, ApiError> {
+    let Answer {
+        mut head,
+        body,
+        translation,
+    } = answer;
+    // A cut, stalled or oversized answer drops the hold: nothing is charged.
+    let bytes = read_whole(body, MAX_ANSWER_BYTES).await?;
+    let is_json = translation.is_some()
+        || head
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().contains("json"));
+    let json = if is_json {
+        Some(serde_json::from_slice::<Value>(&bytes).map_err(|e| {
+            tracing::warn!(error = %e, "upstream answered malformed JSON; not charged");
+            fault::malformed("the upstream's answer is not valid JSON")
+        })?)
+    } else {
+        None
+    };
+    let (bytes, reported) = match (&translation, &json) {
+        (Some(info), Some(original)) => {
+            let created = time::OffsetDateTime::now_utc().unix_timestamp();
+            let out =
+                anthropic::from_anthropic::response_body(&bytes, &info.response_options(created))
+                    .map_err(|e| fault::malformed(e.message))?;
+            head.headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            (
+                Bytes::from(out),
+                UsageDetail::from_anthropic(&original["usage"]),
+            )
+        }
+        _ => {
+            let reported = match (meter, &json) {
+                (Some(meter), Some(json)) => crate::usage::body_usage(meter.call().endpoint, json),
+                _ => None,
+            };
+            (bytes, reported)
+        }
+    };
+    head.headers.remove(header::CONTENT_LENGTH);
+    let metered = match meter {
+        Some(meter) => {
+            let delivered = json
+                .as_ref()
+                .map_or(0, |json| meter.delivered().in_body(json));
+            meter.settle(reported, true, delivered)
+        }
+        None => Metered {
+            usage: UsageDetail::default(),
+            reported: false,
+            cost: 0,
+        },
+    };
+    let challenge_id = hold.challenge_id().to_owned();
+    let committed = hold.commit(&metered).await?;
+    if let Some(meter) = meter {
+        meter.record(&challenge_id, metered, Arc::clone(&gateway.ledger));
+    }
+    crate::receipts::attach(&mut head.headers, &committed.receipt);
+    if let Some(key) = committed.replay {
+        key.finish(&head, &bytes).await;
+    }
+    Ok(Response::from_parts(head, Body::from(bytes)))
+}
+
+/// Reads the request body under `limit`: a declared or actual excess is a
+/// 413; a body that breaks off is a 400.
+pub async fn read_request_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::from(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            format!("request body exceeds {limit} bytes"),
+        ))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
+    }
+    match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => Ok(bytes),
+        Err(e) => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> =
+                std::error::Error::source(&e);
+            while let Some(inner) = source {
+                if inner.is::<http_body_util::LengthLimitError>() {
+                    return Err(too_large());
+                }
+                source = inner.source();
+            }
+            Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "malformed-body",
+                "the request body could not be read (broken framing or cut off)",
+            )
+            .into())
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Configured routes as products of the pipeline: priced free, fixed or by
+//! a quote of the body, paid by `charge` or `session`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::extract::Request;
+use axum::http::header;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use tollgate_payments::{Authorized, Offer, PaymentProblem, ProblemKind};
+
+use crate::metering::Meter;
+use crate::pipeline::{self, Prepared, Product, Step};
+use crate::policy::{self, Admission, Challenger};
+use crate::problem::{ApiError, Problem};
+use crate::state::{Gateway, Route};
+use crate::upstream::UpstreamCall;
+
+/// The axum handler of every configured route.
+pub async fn handle(gateway: Arc<Gateway>, route: Arc<Route>, request: Request) -> Response {
+    let product = PaidRoute {
+        gateway: &gateway,
+        route: &route,
+    };
+    pipeline::serve(&gateway, &product, request)
+        .await
+        .into_response()
+}
+
+struct PaidRoute<'r> {
+    gateway: &'r Arc<Gateway>,
+    route: &'r Route,
+}
+
+fn path_and_query(parts: &Parts) -> &str {
+    parts
+        .uri
+        .path_and_query()
+        .map_or(parts.uri.path(), |p| p.as_str())
+}
+
+#[async_trait]
+impl Product for PaidRoute<'_> {
+    /// The offers the request may be paid by.
+    type Terms = Vec<Offer>;
+
+    async fn prepare<'a>(
+        &'a self,
+        parts: &Parts,
+        body: &Bytes,
+    ) -> Result<Step<'a, Vec<Offer>>, ApiError> {
+        let route = self.route;
+        // Session actions that buy nothing: body-less vouchers, top-ups,
+        // opens and closes on the resource itself, and `HEAD`.
+        if let (Some(sessions), Some(_)) =
+            (self.gateway.gate.sessions(), route.pricing.session_terms())
+            && policy::session::is_action_only(parts, body)
+        {
+            return policy::session::action_only(self.gateway, route, parts, sessions)
+                .await
+                .map(Step::Answered);
+        }
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let priced = route
+            .pricing
+            .price(content_type, body)
+            .await
+            .map_err(|e| Problem::invalid_request(e.code, e.message, e.param))?;
+        let call = |body: Bytes| {
+            UpstreamCall::prepare(
+                route.upstream_for(&body),
+                route.client_api,
+                &route.table,
+                parts.method.clone(),
+                path_and_query(parts),
+                &parts.headers,
+                body,
+            )
+        };
+        let Some(priced) = priced else {
+            return Ok(Step::Free(call(body.clone())?));
+        };
+        let meter = priced.quoted.map(|quoted| Meter::new(quoted, &route.scope));
+        let upstream_body = match &meter {
+            Some(meter) => meter.upstream_body(body.clone()),
+            None => body.clone(),
+        };
+        Ok(Step::Paid(Box::new(Prepared {
+            call: call(upstream_body)?,
+            meter,
+            terms: priced.offers.into_owned(),
+        })))
+    }
+
+    async fn admit(
+        &self,
+        parts: &Parts,
+        body: &Bytes,
+        prepared: &Prepared<'_, Vec<Offer>>,
+    ) -> Result<Admission, ApiError> {
+        let route = self.route;
+        let challenger = Challenger::new(
+            self.gateway,
+            &route.scope,
+            prepared.terms.clone(),
+            body,
+            &parts.headers,
+        );
+        let authorization =
+            policy::authorization(&parts.headers).map_err(|p| challenger.refuse(&p))?;
+        let authorized = self
+            .gateway
+            .gate
+            .authorize(authorization, &challenger.offers, &route.scope, body)
+            .await;
+        match authorized {
+            Ok(Authorized::Charge(pending)) => Ok(Admission::Held(Box::new(
+                policy::charge::hold(pending, challenger).await?,
+            ))),
+            Ok(Authorized::Session(authorized)) => match &prepared.meter {
+                Some(meter) => {
+                    policy::session::admit(self.gateway, parts, body, authorized, meter, challenger)
+                        .await
+                }
+                None => Err(challenger.refuse(&PaymentProblem::new(
+                    ProblemKind::MethodUnsupported,
+                    "this route is not paid by sessions",
+                ))),
+            },
+            Err(problem) => Err(challenger.refuse(&problem)),
+        }
+    }
+}

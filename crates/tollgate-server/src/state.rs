@@ -1,0 +1,92 @@
+//! What every request shares: the payment gate, the ledger, limits, and the
+//! configured routes. The first link of the server's module chain: it
+//! imports nothing of the server but configuration types.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tollgate_ledger::Ledger;
+use tollgate_payments::PaymentGate;
+use tollgate_pricing::PriceTable;
+use tollgate_providers::Upstream;
+
+use crate::pricing::Pricing;
+
+/// Shared by every route.
+pub struct Gateway {
+    pub gate: PaymentGate,
+    pub ledger: Arc<dyn Ledger>,
+    pub max_body_bytes: usize,
+    pub settle_after_upstream: bool,
+    /// How long a session stream waits for a voucher once it asked.
+    pub stream_voucher_timeout: Duration,
+    /// The session amount asked by a challenge that buys nothing itself
+    /// (`HEAD`, voucher top-ups).
+    pub session_floor: u128,
+}
+
+/// The API a route's clients speak, from its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientApi {
+    OpenAiChat,
+    AnthropicMessages,
+    Other,
+}
+
+impl ClientApi {
+    pub fn of_path(path: &str) -> Self {
+        if path.ends_with("/chat/completions") {
+            Self::OpenAiChat
+        } else if path.ends_with("/messages") {
+            Self::AnthropicMessages
+        } else {
+            Self::Other
+        }
+    }
+}
+
+/// One configured method + path.
+pub struct Route {
+    pub scope: String,
+    /// The default upstream.
+    pub upstream: Upstream,
+    /// Model-id prefix → upstream, for models another upstream serves.
+    pub model_upstreams: Vec<(String, Upstream)>,
+    /// What clients of this route speak (decides translation).
+    pub client_api: ClientApi,
+    pub pricing: Pricing,
+    /// The price table, for per-model defaults (`max_tokens` for Claude).
+    pub table: Arc<PriceTable>,
+}
+
+#[derive(Deserialize)]
+struct ModelOnly {
+    model: Option<String>,
+}
+
+impl Route {
+    /// The upstream serving `body`'s model on this route.
+    pub fn upstream_for(&self, body: &[u8]) -> &Upstream {
+        if self.model_upstreams.is_empty() {
+            return &self.upstream;
+        }
+        let model = serde_json::from_slice::<ModelOnly>(body)
+            .ok()
+            .and_then(|m| m.model)
+            .unwrap_or_default();
+        self.model_upstreams
+            .iter()
+            .filter(|(prefix, _)| model.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map_or(&self.upstream, |(_, upstream)| upstream)
+    }
+}
+
+/// `max_tokens` for a translated request that sets none: the model's
+/// default output length from the price table.
+pub fn default_max_tokens(table: &PriceTable, model: &str) -> Option<u32> {
+    table
+        .chat_model(model)
+        .map(|(_, price)| u32::try_from(price.default_output_tokens()).unwrap_or(u32::MAX))
+}
