@@ -1,12 +1,26 @@
 //! A local Tempo chain for development and tests: `anvil --network tempo`
 //! from the npm package `@foundry-rs/anvil-linux-amd64`, installed on first
 //! use into a cache directory.
+//!
+//! Sessions on it:
+//! - v1: [`escrow`] compiles and deploys our `TempoStreamChannel` escrow
+//!   ([`DevnetOptions::escrow`], address from [`Devnet::escrow`]).
+//! - v2: [`reserve`] places our stand-in for the TIP-1034 channel reserve at
+//!   the precompile address [`CHANNEL_RESERVE`] ([`DevnetOptions::channel_reserve`],
+//!   on by default). The chain is then reached through a small RPC front
+//!   ([`Devnet::rpc_url`]) that tells the stand-in each opening
+//!   transaction's expiring-nonce hash and grants it the payer's allowance;
+//!   [`Devnet::anvil_url`] bypasses it. ABI: [`ITIP20ChannelReserve`];
+//!   state: [`reserve::read_channel`], [`reserve::read_channel_state`].
 #![forbid(unsafe_code)]
 
 mod accounts;
 pub mod escrow;
+mod front;
 mod install;
+pub mod reserve;
 mod rpc;
+mod solc;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -17,7 +31,9 @@ use tokio::process::{Child, Command};
 
 pub use accounts::{DEV_ACCOUNTS, DevAccount};
 pub use install::{ANVIL_PACKAGE, ANVIL_VERSION, anvil_binary, cache_dir, npm_install};
+pub use reserve::{CHANNEL_RESERVE, CHANNEL_RESERVE_ADDRESS, ITIP20ChannelReserve};
 pub use rpc::{RpcClient, RpcError};
+pub use solc::Compiled;
 
 /// Chain id the devnet runs with (Tempo's Moderato testnet id).
 pub const DEVNET_CHAIN_ID: u64 = 42431;
@@ -30,6 +46,8 @@ pub const ALPHA_USD: &str = "0x20c0000000000000000000000000000000000001";
 pub enum DevnetError {
     #[error("cannot install {ANVIL_PACKAGE}@{ANVIL_VERSION}: {0}")]
     Install(String),
+    #[error("cannot compile our contracts: {0}")]
+    Compile(String),
     #[error("cannot start anvil: {0}")]
     Start(String),
     #[error("chain RPC failed: {0}")]
@@ -39,19 +57,38 @@ pub enum DevnetError {
 /// A running local chain. Dropping it stops the chain.
 pub struct Devnet {
     child: Child,
-    port: u16,
+    /// anvil's own port.
+    anvil_port: u16,
+    /// In front of anvil when the channel reserve is installed.
+    front: Option<front::Front>,
     rpc: RpcClient,
     escrow: Option<String>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct DevnetOptions {
-    /// Loopback port; a free one when `None`.
+    /// Loopback port of [`Devnet::rpc_url`]; a free one when `None`.
     pub port: Option<u16>,
     /// Where anvil is installed; [`cache_dir`] when `None`.
     pub cache_dir: Option<PathBuf>,
     /// Compile and deploy the v1 session escrow.
     pub escrow: bool,
+    /// Install the v2 channel reserve stand-in at [`CHANNEL_RESERVE`] and
+    /// serve the chain through the RPC front. On by default: it costs one
+    /// cached compile and a few storage writes, and v2 is the protocol
+    /// servers offer where the chain has the reserve.
+    pub channel_reserve: bool,
+}
+
+impl Default for DevnetOptions {
+    fn default() -> Self {
+        Self {
+            port: None,
+            cache_dir: None,
+            escrow: false,
+            channel_reserve: true,
+        }
+    }
 }
 
 impl Devnet {
@@ -64,9 +101,14 @@ impl Devnet {
             true => Some(escrow::escrow_bytecode(&cache).await?),
             false => None,
         };
-        let port = match options.port {
-            Some(port) => port,
-            None => free_port().map_err(|e| DevnetError::Start(e.to_string()))?,
+        let reserve_code = match options.channel_reserve {
+            true => Some(reserve::reserve_code(&cache).await?),
+            false => None,
+        };
+        // With a front, the requested port is the front's; anvil hides behind.
+        let port = match (options.port, options.channel_reserve) {
+            (Some(port), false) => port,
+            _ => free_port().map_err(|e| DevnetError::Start(e.to_string()))?,
         };
         let child = Command::new(&binary)
             .args(["--network", "tempo", "--chain-id"])
@@ -79,14 +121,21 @@ impl Devnet {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| DevnetError::Start(format!("{}: {e}", binary.display())))?;
-        let rpc = RpcClient::new(&format!("http://127.0.0.1:{port}"));
+        let anvil_url = format!("http://127.0.0.1:{port}");
         let mut devnet = Self {
             child,
-            port,
-            rpc,
+            anvil_port: port,
+            front: None,
+            rpc: RpcClient::new(&anvil_url),
             escrow: None,
         };
         devnet.wait_ready(Duration::from_secs(30)).await?;
+        if let Some(code) = reserve_code {
+            reserve::install(&devnet.rpc, &code.runtime).await?;
+            let front = front::Front::start(options.port, &anvil_url)?;
+            devnet.rpc = RpcClient::new(&format!("http://127.0.0.1:{}", front.port()));
+            devnet.front = Some(front);
+        }
         // A fresh chain reports block timestamp 1 until a block is mined, and
         // Tempo transactions carry a `validAfter` relative to wall-clock time.
         devnet
@@ -111,7 +160,7 @@ impl Devnet {
                 }
                 return Err(DevnetError::Start(format!(
                     "port {} answers with chain id {id}, not {DEVNET_CHAIN_ID}",
-                    self.port
+                    self.anvil_port
                 )));
             }
             if started.elapsed() > limit {
@@ -121,16 +170,34 @@ impl Devnet {
         }
     }
 
+    /// The port of [`Self::rpc_url`].
     pub fn port(&self) -> u16 {
-        self.port
+        self.front
+            .as_ref()
+            .map_or(self.anvil_port, front::Front::port)
     }
 
+    /// The chain's RPC URL for every client: the front when the channel
+    /// reserve is installed, else anvil itself.
     pub fn rpc_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://127.0.0.1:{}", self.port())
     }
 
+    /// anvil itself, bypassing the front: a channel `open` sent here fails
+    /// with `ExpiringNonceHashNotSet`, since nobody tells the stand-in its
+    /// transaction's hash.
+    pub fn anvil_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.anvil_port)
+    }
+
+    /// A client for [`Self::rpc_url`].
     pub fn rpc(&self) -> &RpcClient {
         &self.rpc
+    }
+
+    /// The channel reserve (always at [`CHANNEL_RESERVE`]), when installed.
+    pub fn channel_reserve(&self) -> Option<&'static str> {
+        self.front.as_ref().map(|_| CHANNEL_RESERVE)
     }
 
     /// The deployed v1 session escrow, when requested.

@@ -90,6 +90,51 @@ impl RpcClient {
         Err(RpcError::Decode(format!("no receipt for {hash}")))
     }
 
+    /// `eth_call` against the latest block; the raw return data.
+    pub async fn eth_call(&self, to: &str, data: &[u8]) -> Result<Vec<u8>, RpcError> {
+        let hex_out: String = self
+            .call(
+                "eth_call",
+                json!([{"to": to, "data": format!("0x{}", hex::encode(data))}, "latest"]),
+            )
+            .await?;
+        hex::decode(hex_out.trim_start_matches("0x"))
+            .map_err(|e| RpcError::Decode(format!("eth_call result: {e}")))
+    }
+
+    /// `anvil_setStorageAt`: writes one 32-byte word of `address`'s storage.
+    pub async fn set_storage_at(
+        &self,
+        address: &str,
+        slot: [u8; 32],
+        value: [u8; 32],
+    ) -> Result<(), RpcError> {
+        let ok: bool = self
+            .call(
+                "anvil_setStorageAt",
+                json!([
+                    address,
+                    format!("0x{}", hex::encode(slot)),
+                    format!("0x{}", hex::encode(value))
+                ]),
+            )
+            .await?;
+        match ok {
+            true => Ok(()),
+            false => Err(RpcError::Decode("anvil_setStorageAt refused".into())),
+        }
+    }
+
+    /// `anvil_setCode`: replaces `address`'s runtime code (hex, no `0x`).
+    pub async fn set_code(&self, address: &str, runtime_hex: &str) -> Result<(), RpcError> {
+        self.call::<Value>(
+            "anvil_setCode",
+            json!([address, format!("0x{runtime_hex}")]),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Moves the chain clock forward (and mines a block).
     pub async fn increase_time(&self, seconds: u64) -> Result<(), RpcError> {
         self.call::<Value>("evm_increaseTime", json!([seconds]))

@@ -101,9 +101,8 @@ async fn start_chain(out: &Narrator) -> anyhow::Result<Devnet> {
     out.say("which can take a minute), then the v1 session escrow is deployed…");
     flush();
     let devnet = Devnet::start(DevnetOptions {
-        port: None,
-        cache_dir: None,
         escrow: true,
+        ..DevnetOptions::default()
     })
     .await
     .context("starting the local chain")?;

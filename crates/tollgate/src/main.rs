@@ -140,8 +140,8 @@ async fn start_devnet(port: Option<u16>) -> anyhow::Result<Devnet> {
     eprintln!("starting local Tempo chain (installs anvil and solc on first use)…");
     Devnet::start(DevnetOptions {
         port,
-        cache_dir: None,
         escrow: true,
+        ..DevnetOptions::default()
     })
     .await
     .context("starting the local chain")
@@ -154,6 +154,9 @@ fn print_devnet(devnet: &Devnet, config: &std::path::Path, standalone: bool) {
     println!("  token:    {PATH_USD} (pathUSD, 6 decimals)");
     if let Some(escrow) = devnet.escrow() {
         println!("  escrow:   {escrow} (v1 session escrow, TempoStreamChannel)");
+    }
+    if let Some(reserve) = devnet.channel_reserve() {
+        println!("  reserve:  {reserve} (v2 channel reserve, TIP-1034 stand-in)");
     }
     println!(
         "Development accounts (public test keys, funded with pathUSD; never use for real funds):"
