@@ -20,7 +20,7 @@ mod front;
 mod install;
 pub mod reserve;
 mod rpc;
-mod solc;
+pub mod solc;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

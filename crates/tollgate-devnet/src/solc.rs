@@ -1,4 +1,4 @@
-//! Compiling our contracts with the npm `solc` package (solcjs, standard
+//! Compiling contracts with the npm `solc` package (solcjs, standard
 //! JSON), cached by source and settings so a chain starts without a compile.
 
 use std::path::{Path, PathBuf};
@@ -26,7 +26,7 @@ pub struct Compiled {
 }
 
 /// What to compile: one source file and the contract in it.
-pub(crate) struct Job<'a> {
+pub struct Job<'a> {
     /// Prefix of the cached artefact's name.
     pub artefact: &'a str,
     pub file_name: &'a str,
@@ -38,7 +38,7 @@ pub(crate) struct Job<'a> {
 
 /// Compiles on first use (installing solcjs into `cache`), then answers from
 /// the cache.
-pub(crate) async fn compile(cache: &Path, job: &Job<'_>) -> Result<Compiled, DevnetError> {
+pub async fn compile(cache: &Path, job: &Job<'_>) -> Result<Compiled, DevnetError> {
     let input = standard_input(job);
     let input_text = input.to_string();
     let hash: String = Sha256::digest(input_text.as_bytes())[..8]
