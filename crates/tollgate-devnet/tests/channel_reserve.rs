@@ -167,6 +167,37 @@ async fn open_derives_the_channel_from_its_transaction_and_refuses_bad_opens() {
         .open(&other_payer, &Terms::new(payee, 10), Nonce::Expiring)
         .await;
     assert_ne!(expiring.id, opened.id);
+    // A second one from the same payer goes through too (the front reopens
+    // anvil's expiring-nonce lane), and replaying a mined one changes nothing.
+    let again = chain
+        .open(&other_payer, &Terms::new(payee, 20), Nonce::Expiring)
+        .await;
+    assert_ne!(again.id, expiring.id);
+    let replay = chain
+        .rpc(
+            &chain.front,
+            "eth_sendRawTransaction",
+            serde_json::json!([again.sent.raw.clone()]),
+        )
+        .await;
+    let _ = replay; // anvil may answer with the known hash or an error
+    assert_eq!(chain.state(again.id).await, (0, 20, 0));
+    assert_eq!(
+        chain.balance(path_usd(), CHANNEL_RESERVE_ADDRESS).await - reserve_before,
+        1_000_000 + 10 + 20
+    );
+    // anvil estimates a Tempo batch as an empty call; the front raises it.
+    let batch_gas = chain
+        .rpc(
+            &chain.front,
+            "eth_estimateGas",
+            serde_json::json!([{"from": other_payer.address(), "calls": [{"to": CHANNEL_RESERVE, "data": Bytes::from(Terms::new(payee, 1).open_call())}]}]),
+        )
+        .await
+        .unwrap();
+    let batch_gas =
+        u64::from_str_radix(batch_gas.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    assert!(batch_gas >= 1_000_000, "{batch_gas}");
 
     // Several opens in one transaction share its hash and differ by salt.
     let (a, b) = (Terms::new(payee, 7), Terms::new(payee, 8));

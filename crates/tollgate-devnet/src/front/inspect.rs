@@ -22,20 +22,48 @@ pub(crate) enum Action {
     Grant { token: Address, owner: Address },
 }
 
-/// The actions a raw transaction (hex, as in `eth_sendRawTransaction`)
-/// needs; none when it is not a transaction or does not touch the reserve
-/// (anvil then answers it as usual).
-pub(crate) fn inspect_raw(raw_hex: &str) -> Vec<Action> {
+/// What the front learned from one raw transaction.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Inspection {
+    pub actions: Vec<Action>,
+    /// A Tempo transaction on the expiring-nonce key (TIP-1009).
+    pub expiring: Option<Expiring>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Expiring {
+    pub sender: Address,
+    pub tx_hash: B256,
+}
+
+/// Reads a raw transaction (hex, as in `eth_sendRawTransaction`); nothing
+/// when it is not one (anvil then answers it as usual).
+pub(crate) fn inspect(raw_hex: &str) -> Inspection {
     let Ok(bytes) = hex::decode(raw_hex.trim_start_matches("0x")) else {
-        return Vec::new();
+        return Inspection::default();
     };
     let Ok(envelope) = TempoTxEnvelope::decode_2718(&mut bytes.as_slice()) else {
-        return Vec::new();
+        return Inspection::default();
     };
     let Ok(sender) = envelope.recover_signer() else {
-        return Vec::new();
+        return Inspection::default();
     };
-    let calls: Vec<(Option<Address>, &[u8])> = match &envelope {
+    let expiring = match &envelope {
+        TempoTxEnvelope::AA(signed) if signed.tx().is_expiring_nonce_tx() => Some(Expiring {
+            sender,
+            tx_hash: *signed.hash(),
+        }),
+        _ => None,
+    };
+    Inspection {
+        actions: reserve_actions(&envelope, sender),
+        expiring,
+    }
+}
+
+/// The storage writes a transaction's reserve calls need.
+fn reserve_actions(envelope: &TempoTxEnvelope, sender: Address) -> Vec<Action> {
+    let calls: Vec<(Option<Address>, &[u8])> = match envelope {
         TempoTxEnvelope::AA(signed) => signed
             .tx()
             .calls
@@ -50,7 +78,7 @@ pub(crate) fn inspect_raw(raw_hex: &str) -> Vec<Action> {
     if !touches_reserve {
         return Vec::new();
     }
-    let context = context_hash(&envelope, sender);
+    let context = context_hash(envelope, sender);
     calls
         .into_iter()
         .filter(|(to, _)| *to == Some(CHANNEL_RESERVE_ADDRESS))
@@ -139,9 +167,17 @@ mod tests {
         key: &PrivateKeySigner,
         calls: Vec<(Address, Vec<u8>)>,
     ) -> (String, TempoTransaction) {
+        signed_on(key, calls, U256::from(7))
+    }
+
+    fn signed_on(
+        key: &PrivateKeySigner,
+        calls: Vec<(Address, Vec<u8>)>,
+        nonce_key: U256,
+    ) -> (String, TempoTransaction) {
         let tx = TempoTransaction {
             chain_id: 42431,
-            nonce_key: U256::from(7),
+            nonce_key,
             gas_limit: 1_000_000,
             max_fee_per_gas: 20_000_000_000,
             max_priority_fee_per_gas: 1,
@@ -158,6 +194,10 @@ mod tests {
         let signature = key.sign_hash_sync(&tx.signature_hash()).unwrap();
         let raw = tx.clone().into_signed(signature.into()).encoded_2718();
         (format!("0x{}", hex::encode(raw)), tx)
+    }
+
+    fn inspect_actions(raw: &str) -> Vec<Action> {
+        inspect(raw).actions
     }
 
     #[test]
@@ -180,8 +220,10 @@ mod tests {
             salt,
             Address::ZERO,
         );
+        let inspection = inspect(&raw);
+        assert_eq!(inspection.expiring, None);
         assert_eq!(
-            inspect_raw(&raw),
+            inspection.actions,
             vec![
                 Action::Seed {
                     slot,
@@ -206,7 +248,7 @@ mod tests {
                 (CHANNEL_RESERVE_ADDRESS, open_call(B256::repeat_byte(2))),
             ],
         );
-        let hashes: Vec<B256> = inspect_raw(&raw)
+        let hashes: Vec<B256> = inspect_actions(&raw)
             .into_iter()
             .filter_map(|a| match a {
                 Action::Seed { hash, .. } => Some(hash),
@@ -221,9 +263,9 @@ mod tests {
     fn transactions_elsewhere_and_garbage_need_nothing() {
         let key = PrivateKeySigner::random();
         let (raw, _) = signed(&key, vec![(TOKEN, open_call(B256::ZERO))]);
-        assert_eq!(inspect_raw(&raw), vec![]);
-        assert_eq!(inspect_raw("0x76deadbeef"), vec![]);
-        assert_eq!(inspect_raw("not hex"), vec![]);
+        assert_eq!(inspect_actions(&raw), vec![]);
+        assert_eq!(inspect_actions("0x76deadbeef"), vec![]);
+        assert_eq!(inspect_actions("not hex"), vec![]);
         // A reserve call that is not open or topUp (requestClose) needs nothing.
         let descriptor = ITIP20ChannelReserve::ChannelDescriptor {
             payer: key.address(),
@@ -239,7 +281,7 @@ mod tests {
         }
         .abi_encode();
         let (raw, _) = signed(&key, vec![(CHANNEL_RESERVE_ADDRESS, request_close)]);
-        assert_eq!(inspect_raw(&raw), vec![]);
+        assert_eq!(inspect_actions(&raw), vec![]);
         let top_up = ITIP20ChannelReserve::topUpCall {
             descriptor,
             additionalDeposit: U96::from(5u8),
@@ -247,11 +289,26 @@ mod tests {
         .abi_encode();
         let (raw, _) = signed(&key, vec![(CHANNEL_RESERVE_ADDRESS, top_up)]);
         assert_eq!(
-            inspect_raw(&raw),
+            inspect_actions(&raw),
             vec![Action::Grant {
                 token: TOKEN,
                 owner: key.address()
             }]
+        );
+    }
+
+    #[test]
+    fn an_expiring_nonce_transaction_is_recognised_with_its_hash() {
+        use tempo_alloy::primitives::transaction::TEMPO_EXPIRING_NONCE_KEY;
+        let key = PrivateKeySigner::random();
+        let (raw, _) = signed_on(&key, vec![(TOKEN, vec![1])], TEMPO_EXPIRING_NONCE_KEY);
+        let expected_hash = keccak256(hex::decode(raw.trim_start_matches("0x")).unwrap());
+        assert_eq!(
+            inspect(&raw).expiring,
+            Some(Expiring {
+                sender: key.address(),
+                tx_hash: expected_hash
+            })
         );
     }
 }

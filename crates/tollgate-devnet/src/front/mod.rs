@@ -4,18 +4,22 @@
 //! transaction's expiring-nonce hash and writes it where the stand-in reads
 //! it (`anvil_setStorageAt`); before `open`/`topUp` it grants the reserve the
 //! payer's allowance (the precompile needs none, TIP-1035); and it gives RPC
-//! simulations the node's simulation context. Everything else — other
-//! methods, batches, errors, status codes — passes through byte for byte.
+//! simulations the node's simulation context. It also papers over two anvil
+//! quirks that break unmodified Tempo clients ([`quirks`]). Everything else
+//! — other methods, batches, errors, status codes — passes through byte for
+//! byte.
 //!
 //! It runs on its own thread and runtime so it keeps serving while the
 //! thread that started the devnet blocks (for example on a child process
 //! that pays through the chain).
 
 mod inspect;
+mod quirks;
 mod simulation;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -23,11 +27,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
-use tokio::sync::oneshot;
+use tokio::sync::{Mutex, oneshot};
 
 use crate::DevnetError;
 use crate::rpc::RpcClient;
-use inspect::{Action, inspect_raw};
+use inspect::{Action, Expiring, inspect};
+use quirks::GasFloor;
 
 /// A running front. Dropping it stops it.
 pub(crate) struct Front {
@@ -48,6 +53,7 @@ impl Front {
             http: reqwest::Client::new(),
             upstream: upstream.trim_end_matches('/').to_owned(),
             chain: RpcClient::new(upstream),
+            expiring: Mutex::new(()),
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -97,6 +103,15 @@ struct Relay {
     upstream: String,
     /// The same node, for the front's own storage writes.
     chain: RpcClient,
+    /// Expiring-nonce transactions go to anvil one at a time (see [`quirks`]).
+    expiring: Mutex<()>,
+}
+
+/// A request ready to forward, with what to do around it.
+struct Prepared {
+    body: Bytes,
+    floors: Vec<GasFloor>,
+    expiring: Vec<Expiring>,
 }
 
 async fn relay_request(
@@ -105,13 +120,22 @@ async fn relay_request(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let body = relay.prepare(body).await;
+    let prepared = relay.prepare(body).await;
+    let _one_at_a_time = match prepared.expiring.is_empty() {
+        true => None,
+        false => Some(relay.expiring.lock().await),
+    };
+    for expiring in &prepared.expiring {
+        if let Err(e) = relay.reopen_expiring_lane(expiring).await {
+            tracing::warn!(error = %e, "devnet RPC front could not reset an expiring-nonce lane");
+        }
+    }
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let mut request = relay.http.post(format!("{}{path}", relay.upstream));
     if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
         request = request.header(header::CONTENT_TYPE, content_type);
     }
-    let response = match request.body(body).send().await {
+    let response = match request.body(prepared.body).send().await {
         Ok(response) => response,
         Err(e) => {
             return (
@@ -123,34 +147,71 @@ async fn relay_request(
     };
     let status = response.status();
     let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
-    match response.bytes().await {
-        Ok(bytes) => {
-            let mut answer = (status, bytes).into_response();
-            if let Some(content_type) = content_type {
-                answer
-                    .headers_mut()
-                    .insert(header::CONTENT_TYPE, content_type);
-            }
-            answer
+    let bytes = match response.bytes().await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            return (StatusCode::BAD_GATEWAY, format!("devnet chain answer: {e}")).into_response();
         }
-        Err(e) => (StatusCode::BAD_GATEWAY, format!("devnet chain answer: {e}")).into_response(),
+    };
+    if !answered_with_error(&bytes) {
+        for expiring in &prepared.expiring {
+            relay.await_mined(expiring.tx_hash).await;
+        }
+    }
+    let bytes = raise_gas(bytes, &prepared.floors);
+    let mut answer = (status, bytes).into_response();
+    if let Some(content_type) = content_type {
+        answer
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, content_type);
+    }
+    answer
+}
+
+/// A single JSON-RPC answer carrying an error (nothing will be mined).
+fn answered_with_error(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(bytes).is_ok_and(|answer| answer.get("error").is_some())
+}
+
+fn raise_gas(bytes: Bytes, floors: &[GasFloor]) -> Bytes {
+    if floors.is_empty() {
+        return bytes;
+    }
+    let Ok(mut response) = serde_json::from_slice::<Value>(&bytes) else {
+        return bytes;
+    };
+    match quirks::raise_gas(&mut response, floors) {
+        true => serde_json::to_vec(&response)
+            .map(Bytes::from)
+            .unwrap_or(bytes),
+        false => bytes,
     }
 }
 
 impl Relay {
     /// Applies what the request's transactions need and returns the body to
     /// forward: the original bytes unless a simulation got its context.
-    async fn prepare(&self, body: Bytes) -> Bytes {
+    async fn prepare(&self, body: Bytes) -> Prepared {
+        let untouched = |body| Prepared {
+            body,
+            floors: Vec::new(),
+            expiring: Vec::new(),
+        };
         let Ok(mut message) = serde_json::from_slice::<Value>(&body) else {
-            return body;
+            return untouched(body);
         };
         let mut actions = Vec::new();
+        let mut floors = Vec::new();
+        let mut expiring = Vec::new();
         let mut rewritten = false;
         for request in requests(&mut message) {
+            floors.extend(quirks::gas_floor(request));
             match request.get("method").and_then(Value::as_str) {
                 Some("eth_sendRawTransaction" | "eth_sendRawTransactionSync") => {
                     if let Some(raw) = request.pointer("/params/0").and_then(Value::as_str) {
-                        actions.extend(inspect_raw(raw));
+                        let inspection = inspect(raw);
+                        actions.extend(inspection.actions);
+                        expiring.extend(inspection.expiring);
                     }
                 }
                 Some("eth_call" | "eth_estimateGas") => {
@@ -166,11 +227,16 @@ impl Relay {
                 tracing::warn!(error = %e, "devnet RPC front could not prepare a transaction");
             }
         }
-        match rewritten {
+        let body = match rewritten {
             true => serde_json::to_vec(&message)
                 .map(Bytes::from)
                 .unwrap_or(body),
             false => body,
+        };
+        Prepared {
+            body,
+            floors,
+            expiring,
         }
     }
 
@@ -184,6 +250,38 @@ impl Relay {
                 crate::reserve::layout::grant_allowance(&self.chain, &format!("{token:#x}"), *owner)
                     .await
             }
+        }
+    }
+
+    /// Lets a new expiring-nonce transaction in; one already mined keeps
+    /// its lane, so resending it stays a no-op.
+    async fn reopen_expiring_lane(&self, expiring: &Expiring) -> Result<(), DevnetError> {
+        if self.mined(expiring.tx_hash).await {
+            return Ok(());
+        }
+        let slot = quirks::expiring_lane_slot(expiring.sender);
+        Ok(self
+            .chain
+            .set_storage_at(quirks::NONCE_PRECOMPILE, slot.0, [0; 32])
+            .await?)
+    }
+
+    async fn mined(&self, tx_hash: alloy::primitives::B256) -> bool {
+        self.chain
+            .call::<Value>(
+                "eth_getTransactionReceipt",
+                serde_json::json!([format!("{tx_hash:#x}")]),
+            )
+            .await
+            .is_ok_and(|receipt| !receipt.is_null())
+    }
+
+    /// anvil mines right after accepting; the next expiring transaction
+    /// must not be let in before this one has used the lane.
+    async fn await_mined(&self, tx_hash: alloy::primitives::B256) {
+        let started = Instant::now();
+        while !self.mined(tx_hash).await && started.elapsed() < Duration::from_secs(2) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 }

@@ -63,6 +63,7 @@ pub struct Chain {
 
 /// A mined transaction.
 pub struct Sent {
+    pub raw: Bytes,
     pub tx: TempoTransaction,
     pub sender: Address,
     pub receipt: Value,
@@ -225,7 +226,7 @@ impl Chain {
     ) -> Sent {
         let (raw, tx) = self.sign(key, calls, nonce).await;
         let hash = self
-            .rpc(url, "eth_sendRawTransaction", json!([raw]))
+            .rpc(url, "eth_sendRawTransaction", json!([raw.clone()]))
             .await
             .unwrap();
         let receipt = self
@@ -235,6 +236,7 @@ impl Chain {
             .await
             .unwrap();
         Sent {
+            raw,
             tx,
             sender: key.address(),
             receipt,
