@@ -129,6 +129,15 @@ contract TIP20ChannelReserve {
     error DepositOverflow();
     /// TIP-20's error for a transfer its TIP-403 policy refuses.
     error PolicyForbids();
+    /// Tempo precompiles' answer to a selector they do not have.
+    error UnknownFunctionSelector(bytes4 selector);
+
+    /// Like the precompile: calldata without a selector reverts bare, an
+    /// unknown selector names itself.
+    fallback() external {
+        if (msg.data.length < 4) revert();
+        revert UnknownFunctionSelector(bytes4(msg.data[:4]));
+    }
 
     // ---- channel lifecycle ----
 

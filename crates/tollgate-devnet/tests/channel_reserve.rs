@@ -9,7 +9,7 @@
 mod support;
 
 use alloy::primitives::{Address, B256, Bytes, U256, aliases::U96, keccak256};
-use alloy::sol_types::{SolCall, SolValue};
+use alloy::sol_types::{SolCall, SolError, SolValue};
 use mpp::protocol::methods::tempo::precompile_voucher::{
     compute_precompile_channel_id_with_escrow, precompile_voucher_signing_hash_with_escrow,
 };
@@ -22,6 +22,12 @@ const PAYER: usize = 3;
 const PAYEE: usize = 4;
 const OPERATOR: usize = 6;
 const STRANGER: usize = 7;
+
+alloy::sol! {
+    interface UnknownSelector {
+        error UnknownFunctionSelector(bytes4 selector);
+    }
+}
 
 fn word(out: &[u8]) -> B256 {
     B256::from_slice(out)
@@ -306,6 +312,17 @@ async fn open_derives_the_channel_from_its_transaction_and_refuses_bad_opens() {
         chain.revert(from, &bad.open_call()).await,
         error::<Reserve::ZeroDeposit>()
     );
+    // Unknown selectors and selector-less calldata, as a precompile answers them.
+    assert_eq!(
+        chain.revert(from, &[0xde, 0xad, 0xbe, 0xef, 0x00]).await,
+        [
+            &UnknownSelector::UnknownFunctionSelector::SELECTOR[..],
+            &[0xde, 0xad, 0xbe, 0xef],
+            &[0; 28]
+        ]
+        .concat()
+    );
+    assert_eq!(chain.revert(from, &[0x01]).await, Vec::<u8>::new());
     // A deposit word past uint96 is not an open at all.
     let past_uint96 = open_call_raw(&terms, U256::from(1u8) << 96);
     assert_eq!(chain.revert(from, &past_uint96).await, Vec::<u8>::new());
