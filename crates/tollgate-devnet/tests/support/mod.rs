@@ -2,7 +2,13 @@
 //! here and sent through the RPC front (or straight to anvil), raw JSON-RPC
 //! so refusals keep their revert data, and EIP-712 vouchers signed by hand.
 
-#![allow(dead_code)] // each test file uses its own part
+#![allow(dead_code, unused_imports)] // each test file uses its own part
+
+mod calls;
+mod signatures;
+
+pub use calls::*;
+pub use signatures::*;
 
 use std::num::NonZeroU64;
 
@@ -331,6 +337,12 @@ impl Chain {
     }
 }
 
+pub struct Opened {
+    pub id: B256,
+    pub descriptor: ChannelDescriptor,
+    pub sent: Sent,
+}
+
 fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -339,123 +351,6 @@ fn now() -> u64 {
 }
 
 /// What a payer chooses when opening.
-#[derive(Debug, Clone)]
-pub struct Terms {
-    pub payee: Address,
-    pub operator: Address,
-    pub token: Address,
-    pub deposit: u128,
-    pub salt: B256,
-    pub authorized_signer: Address,
-}
-
-impl Terms {
-    pub fn new(payee: Address, deposit: u128) -> Self {
-        Self {
-            payee,
-            operator: Address::ZERO,
-            token: path_usd(),
-            deposit,
-            salt: B256::random(),
-            authorized_signer: Address::ZERO,
-        }
-    }
-
-    pub fn open_call(&self) -> Vec<u8> {
-        open_call_raw(self, U256::from(self.deposit))
-    }
-
-    pub fn descriptor(&self, payer: Address, expiring_nonce_hash: B256) -> ChannelDescriptor {
-        ChannelDescriptor {
-            payer,
-            payee: self.payee,
-            operator: self.operator,
-            token: self.token,
-            salt: self.salt,
-            authorizedSigner: self.authorized_signer,
-            expiringNonceHash: expiring_nonce_hash,
-        }
-    }
-}
-
-/// `open` with any 256-bit deposit word (to show what happens past uint96).
-pub fn open_call_raw(terms: &Terms, deposit_word: U256) -> Vec<u8> {
-    let mut data = ITIP20ChannelReserve::openCall {
-        payee: terms.payee,
-        operator: terms.operator,
-        token: terms.token,
-        deposit: U96::ZERO,
-        salt: terms.salt,
-        authorizedSigner: terms.authorized_signer,
-    }
-    .abi_encode();
-    data[4 + 3 * 32..4 + 4 * 32].copy_from_slice(&deposit_word.to_be_bytes::<32>());
-    data
-}
-
-pub struct Opened {
-    pub id: B256,
-    pub descriptor: ChannelDescriptor,
-    pub sent: Sent,
-}
-
-/// A voucher signature, 65 bytes r || s || v with v 27/28.
-pub fn voucher(signer: &PrivateKeySigner, channel_id: B256, cumulative: u128) -> Bytes {
-    let digest = reserve::voucher_digest(channel_id, cumulative, CHAIN_ID).unwrap();
-    Bytes::from(signer.sign_hash_sync(&digest).unwrap().as_bytes().to_vec())
-}
-
-pub fn settle_call(descriptor: &ChannelDescriptor, cumulative: u128, signature: Bytes) -> Vec<u8> {
-    ITIP20ChannelReserve::settleCall {
-        descriptor: descriptor.clone(),
-        cumulativeAmount: U96::from(cumulative),
-        signature,
-    }
-    .abi_encode()
-}
-
-pub fn close_call(
-    descriptor: &ChannelDescriptor,
-    cumulative: u128,
-    capture: u128,
-    signature: Bytes,
-) -> Vec<u8> {
-    ITIP20ChannelReserve::closeCall {
-        descriptor: descriptor.clone(),
-        cumulativeAmount: U96::from(cumulative),
-        captureAmount: U96::from(capture),
-        signature,
-    }
-    .abi_encode()
-}
-
-pub fn top_up_call(descriptor: &ChannelDescriptor, additional: u128) -> Vec<u8> {
-    ITIP20ChannelReserve::topUpCall {
-        descriptor: descriptor.clone(),
-        additionalDeposit: U96::from(additional),
-    }
-    .abi_encode()
-}
-
-pub fn request_close_call(descriptor: &ChannelDescriptor) -> Vec<u8> {
-    ITIP20ChannelReserve::requestCloseCall {
-        descriptor: descriptor.clone(),
-    }
-    .abi_encode()
-}
-
-pub fn withdraw_call(descriptor: &ChannelDescriptor) -> Vec<u8> {
-    ITIP20ChannelReserve::withdrawCall {
-        descriptor: descriptor.clone(),
-    }
-    .abi_encode()
-}
-
-/// The 4-byte revert data of a custom error without arguments.
-pub fn error<E: alloy::sol_types::SolError>() -> Vec<u8> {
-    E::SELECTOR.to_vec()
-}
-
 /// A contract that opens, closes and reopens one channel in a single call.
 const REOPENER_SOURCE: &str = r#"
 pragma solidity ^0.8.28;
