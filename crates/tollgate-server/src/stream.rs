@@ -209,7 +209,7 @@ impl Events {
                     }
                 },
                 Some(Err(e)) => {
-                    self.failure = Some(classify(&e));
+                    self.failure = Some(crate::upstream::body_failure(&e, None));
                     self.ended = true;
                 }
                 None => {
@@ -256,24 +256,6 @@ impl Events {
             }
         }
     }
-}
-
-fn classify(error: &axum::Error) -> Problem {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            return fault::stalled();
-        }
-        if let Some(http) = e.downcast_ref::<reqwest::Error>()
-            && http.is_timeout()
-        {
-            return fault::stalled();
-        }
-        source = e.source();
-    }
-    fault::cut()
 }
 
 struct Run {

@@ -135,13 +135,17 @@ impl Answer {
 pub async fn read_whole(body: Body, limit: usize) -> Result<Bytes, Problem> {
     axum::body::to_bytes(body, limit)
         .await
-        .map_err(|e| classify_read_error(&e, limit))
+        .map_err(|e| body_failure(&e, Some(limit)))
 }
 
-fn classify_read_error(error: &axum::Error, limit: usize) -> Problem {
+/// Why an upstream body could not be read: too large (past `limit`), a
+/// stall (the idle timeout), or a cut.
+pub fn body_failure(error: &axum::Error, limit: Option<usize>) -> Problem {
     let mut source: Option<&(dyn std::error::Error + 'static)> = error.source();
     while let Some(e) = source {
-        if e.is::<http_body_util::LengthLimitError>() {
+        if let Some(limit) = limit
+            && e.is::<http_body_util::LengthLimitError>()
+        {
             return fault::too_large(limit);
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>()
