@@ -240,8 +240,21 @@ pub trait ChannelBook: Send + Sync {
         extra: u128,
     ) -> Result<ReserveOutcome, LedgerError>;
 
-    /// Charges `cost` (capped at what the reservation holds) and releases the
-    /// rest; `units` are added to the channel's delivered units.
+    /// Charges part of a reservation while its stream runs: moves what
+    /// makes the reservation's charged total `charged` (capped at what it
+    /// holds; never lowered) from `reserved` to `spent`, so a crash keeps
+    /// what was delivered. Returns the reservation's charged total (`None`
+    /// when it is not held).
+    async fn checkpoint_reservation(
+        &self,
+        reservation: i64,
+        charged: u128,
+    ) -> Result<Option<u128>, LedgerError>;
+
+    /// Charges `cost` (capped at what the reservation holds, checkpoints
+    /// included) and releases the rest; `units` are added to the channel's
+    /// delivered units. The charge replaces the checkpoints: a stream whose
+    /// upstream reported less than was counted is charged the report.
     async fn commit(
         &self,
         reservation: i64,
@@ -253,8 +266,9 @@ pub trait ChannelBook: Send + Sync {
     async fn release_reservation(&self, reservation: i64) -> Result<(), LedgerError>;
 
     /// Releases every reservation and forgets unfinished idempotent requests
-    /// (at startup: their requests died with the previous process). Returns
-    /// how many reservations there were.
+    /// (at startup: their requests died with the previous process); what
+    /// their streams checkpointed stays charged. Returns how many
+    /// reservations there were.
     async fn release_all_reservations(&self) -> Result<u64, LedgerError>;
 
     /// Stops new service on a channel (a close is under way).

@@ -6,14 +6,17 @@
 
 mod channels;
 mod error;
+mod refunds;
 mod sqlite;
 mod sqlite_channels;
+mod sqlite_refunds;
 
 pub use channels::{
     ChannelBook, ChannelRecord, ChannelStatus, IdempotencyBegin, InFlight, OnChainFacts,
     ReserveOutcome, StoredResponse, StoredVoucher, VoucherOutcome, VoucherRefusal,
 };
 pub use error::LedgerError;
+pub use refunds::{RefundBook, RefundRecord, RefundState};
 pub use sqlite::{Durability, SqliteLedger};
 
 use async_trait::async_trait;
@@ -67,7 +70,7 @@ pub struct UsageRecord {
 /// Every write is committed before the call returns, so anything a caller
 /// acts on (serving a request, answering a client) survives a crash.
 #[async_trait]
-pub trait Ledger: ChannelBook + Send + Sync + 'static {
+pub trait Ledger: ChannelBook + RefundBook + Send + Sync + 'static {
     /// Atomically claims `key` for one payment. Exactly one of any number of
     /// concurrent callers gets [`ClaimOutcome::Claimed`].
     async fn claim(&self, key: &str) -> Result<ClaimOutcome, LedgerError>;

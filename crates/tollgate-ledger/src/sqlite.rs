@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_usage.sql"),
     include_str!("../migrations/0003_sessions.sql"),
+    include_str!("../migrations/0004_refunds_checkpoints.sql"),
 ];
 
 /// How hard SQLite pushes each commit to disk.

@@ -162,11 +162,25 @@ fn one_voucher(
         .optional()?)
 }
 
-fn reservation(conn: &Connection, id: i64) -> Result<Option<(String, u128)>, LedgerError> {
+/// A reservation: its channel, what it still holds, and what of it was
+/// already charged (checkpoints).
+struct Held {
+    channel_id: String,
+    amount: u128,
+    charged: u128,
+}
+
+fn reservation(conn: &Connection, id: i64) -> Result<Option<Held>, LedgerError> {
     Ok(conn
-        .prepare_cached("SELECT channel_id, amount FROM session_reservations WHERE id = ?1")?
+        .prepare_cached(
+            "SELECT channel_id, amount, charged FROM session_reservations WHERE id = ?1",
+        )?
         .query_row(params![id], |r| {
-            Ok((r.get::<_, String>(0)?, from_db(r.get(1)?)))
+            Ok(Held {
+                channel_id: r.get(0)?,
+                amount: from_db(r.get(1)?),
+                charged: from_db(r.get(2)?),
+            })
         })
         .optional()?)
 }
@@ -411,10 +425,10 @@ impl ChannelBook for SqliteLedger {
     ) -> Result<ReserveOutcome, LedgerError> {
         self.with_conn(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let Some((channel_id, _)) = reservation(&tx, reservation_id)? else {
+            let Some(held) = reservation(&tx, reservation_id)? else {
                 return Ok(ReserveOutcome::Unavailable(VoucherRefusal::NotFound));
             };
-            let outcome = reserve_in(&tx, &channel_id, extra, Some(reservation_id))?;
+            let outcome = reserve_in(&tx, &held.channel_id, extra, Some(reservation_id))?;
             tx.commit()?;
             Ok(outcome)
         })
@@ -429,17 +443,23 @@ impl ChannelBook for SqliteLedger {
     ) -> Result<ChannelRecord, LedgerError> {
         self.with_conn(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let (channel_id, held) = reservation(&tx, reservation_id)?
+            let Held {
+                channel_id,
+                amount,
+                charged: checkpointed,
+            } = reservation(&tx, reservation_id)?
                 .ok_or(LedgerError::Worker("reservation is not held".into()))?;
-            let charged = cost.min(held);
-            drop_reservation(&tx, reservation_id, &channel_id, held)?;
+            let charged = cost.min(amount + checkpointed);
+            drop_reservation(&tx, reservation_id, &channel_id, amount)?;
+            // The checkpoints are in `spent` already: add the difference.
             tx.prepare_cached(
-                "UPDATE session_channels SET spent = spent + ?2, units = units + ?3,
-                 updated_at = ?4 WHERE channel_id = ?1",
+                "UPDATE session_channels SET spent = spent + ?2 - ?3, units = units + ?4,
+                 updated_at = ?5 WHERE channel_id = ?1",
             )?
             .execute(params![
                 channel_id,
                 to_db(charged),
+                to_db(checkpointed),
                 i64::try_from(units).unwrap_or(i64::MAX),
                 now_unix()
             ])?;
@@ -451,11 +471,42 @@ impl ChannelBook for SqliteLedger {
         .await
     }
 
+    async fn checkpoint_reservation(
+        &self,
+        reservation_id: i64,
+        charged: u128,
+    ) -> Result<Option<u128>, LedgerError> {
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let Some(held) = reservation(&tx, reservation_id)? else {
+                return Ok(None);
+            };
+            let target = charged.min(held.amount + held.charged);
+            if target <= held.charged {
+                return Ok(Some(held.charged));
+            }
+            let delta = to_db(target - held.charged);
+            tx.prepare_cached(
+                "UPDATE session_reservations SET amount = amount - ?2, charged = charged + ?2
+                 WHERE id = ?1",
+            )?
+            .execute(params![reservation_id, delta])?;
+            tx.prepare_cached(
+                "UPDATE session_channels SET reserved = reserved - ?2, spent = spent + ?2,
+                 updated_at = ?3 WHERE channel_id = ?1",
+            )?
+            .execute(params![held.channel_id, delta, now_unix()])?;
+            tx.commit()?;
+            Ok(Some(target))
+        })
+        .await
+    }
+
     async fn release_reservation(&self, reservation_id: i64) -> Result<(), LedgerError> {
         self.with_conn(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if let Some((channel_id, held)) = reservation(&tx, reservation_id)? {
-                drop_reservation(&tx, reservation_id, &channel_id, held)?;
+            if let Some(held) = reservation(&tx, reservation_id)? {
+                drop_reservation(&tx, reservation_id, &held.channel_id, held.amount)?;
             }
             tx.commit()?;
             Ok(())
