@@ -365,9 +365,10 @@ async fn a_rotated_in_secret_keeps_live_challenges_valid() {
 const REFUSED_BY_UPSTREAM: &str = r#"{"model":"gpt-4o-mini"}"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn by_default_payment_settles_before_the_upstream_is_called() {
+async fn by_default_payment_settles_before_the_upstream_is_called_and_a_failure_is_refunded() {
     let h = Harness::start().await;
-    let gw = h.gateway(&Options::default()).await;
+    let options = Options::default();
+    let gw = h.gateway(&options).await;
     let url = format!("{}/v1/chat/completions", gw.url);
     let recipient = DEV_ACCOUNTS[RECIPIENT].address;
     let before = h.balance(recipient).await;
@@ -382,11 +383,16 @@ async fn by_default_payment_settles_before_the_upstream_is_called() {
     assert!(response.headers().get("payment-receipt").is_none());
     let error: serde_json::Value = response.json().await.unwrap();
     assert_eq!(error["error"]["type"], "invalid_request_error");
+    // The payment was taken first; the failed call is refunded in full,
+    // on chain, to the account that paid.
+    let refund = h.refunded(&options, &challenge.id).await;
+    assert_eq!(refund.amount, CHAT_PRICE);
+    assert_eq!(refund.reason, "undelivered");
     assert_eq!(
-        h.balance(recipient).await - before,
-        CHAT_PRICE,
-        "the payment was taken first"
+        refund.payer.as_deref(),
+        Some(DEV_ACCOUNTS[PAYER].address.to_ascii_lowercase().as_str())
     );
+    assert_eq!(h.balance(recipient).await, before, "refunded exactly");
     gw.stop().await;
 }
 

@@ -587,7 +587,9 @@ async fn bad_vouchers_get_the_spec_problem_types() {
     let r = try_voucher(voucher_payload("voucher", channel, cum, "0x1234")).await;
     problem(r, 402, "session/invalid-signature").await;
 
-    // Decreasing below what was accepted.
+    // Below what was accepted (vouchers of concurrent requests cross on
+    // the way): answered like a resubmission, served from what the higher
+    // voucher authorized, which stays the highest.
     assert_eq!(
         try_voucher(voucher_payload("voucher", channel, cum, &good))
             .await
@@ -596,7 +598,11 @@ async fn bad_vouchers_get_the_spec_problem_types() {
     );
     let lower = payer.voucher(channel, cum - 1);
     let r = try_voucher(voucher_payload("voucher", channel, cum - 1, &lower)).await;
-    problem(r, 402, "session/delta-too-small").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        common::session::receipt(&r)["acceptedCumulative"],
+        cum.to_string()
+    );
 
     // Above the deposit (the chain agrees after a refresh).
     let above = payer.voucher(channel, DEPOSIT + 1);
@@ -633,8 +639,8 @@ async fn bad_vouchers_get_the_spec_problem_types() {
 
     assert_eq!(
         h.upstream.requests().len(),
-        calls + 1,
-        "only the valid voucher was served"
+        calls + 2,
+        "only the valid vouchers were served"
     );
     gw.stop().await;
 }

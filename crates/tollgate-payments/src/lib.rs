@@ -12,6 +12,7 @@ mod keys;
 mod offer;
 mod problem;
 mod redact;
+mod refund;
 pub mod session;
 pub mod session_v2;
 mod store;
@@ -27,6 +28,7 @@ pub use keys::{BoundFields, ChallengeKeys, KeyError, MIN_SECRET_BYTES};
 pub use offer::{ChargeOffer, Offer, SubmissionModes, rank_offers};
 pub use problem::{PROBLEM_BASE, PaymentProblem, ProblemKind};
 pub use redact::redact_hex;
+pub use refund::{RefundError, RefundOrder, RefundReason, RefundSettings, Refundable, Refunds};
 
 /// Re-exported chain types the configuration needs.
 pub use alloy::primitives::Address;
@@ -38,6 +40,8 @@ pub struct Paid {
     pub challenge_id: String,
     pub reference: String,
     pub receipt_header: String,
+    /// What was paid, in base units.
+    pub amount: u128,
     /// Time spent on the chain (simulation, broadcast, receipt).
     pub chain_time: std::time::Duration,
 }
@@ -65,6 +69,7 @@ pub struct PaymentGate {
     issuer: ChallengeIssuer,
     verifier: TempoChargeVerifier,
     sessions: Option<Arc<session::SessionGate>>,
+    refunds: Option<Arc<Refunds>>,
     ledger: Arc<dyn Ledger>,
     max_credential_bytes: usize,
 }
@@ -80,6 +85,7 @@ impl PaymentGate {
             issuer,
             verifier,
             sessions: None,
+            refunds: None,
             ledger,
             max_credential_bytes,
         }
@@ -93,6 +99,39 @@ impl PaymentGate {
 
     pub fn sessions(&self) -> Option<&Arc<session::SessionGate>> {
         self.sessions.as_ref()
+    }
+
+    /// Refunds charges whose answer was not delivered.
+    pub fn with_refunds(mut self, refunds: Arc<Refunds>) -> Self {
+        self.refunds = Some(refunds);
+        self
+    }
+
+    pub fn refunds(&self) -> Option<&Arc<Refunds>> {
+        self.refunds.as_ref()
+    }
+
+    /// A settled charge on `route` as a value that refunds it when dropped
+    /// (`None` for a zero-amount proof, or without refunds configured).
+    pub fn refundable(&self, paid: &Paid, route: &str) -> Option<Refundable> {
+        if paid.amount == 0 {
+            return None;
+        }
+        let Some(refunds) = &self.refunds else {
+            tracing::error!("a charge cannot be refunded: this gate has no refunds");
+            return None;
+        };
+        Some(Refundable::new(
+            Arc::clone(refunds),
+            RefundOrder {
+                challenge_id: paid.challenge_id.clone(),
+                route: route.to_owned(),
+                charge_reference: paid.reference.clone(),
+                charged: paid.amount,
+                amount: paid.amount,
+                reason: RefundReason::Undelivered,
+            },
+        ))
     }
 
     pub fn issuer(&self) -> &ChallengeIssuer {
@@ -287,6 +326,7 @@ impl PaymentGate {
             challenge_id: record.challenge_id,
             reference: settled.reference,
             receipt_header: settled.receipt_header,
+            amount: pending.offer.amount,
             chain_time,
         })
     }

@@ -9,7 +9,8 @@ use axum::routing::{MethodFilter, get, on};
 use tollgate_ledger::{Ledger, SqliteLedger};
 use tollgate_payments::session::{SessionGate, SessionSettings};
 use tollgate_payments::{
-    ChainSettings, ChallengeIssuer, ChargeOffer, Offer, PaymentGate, TempoChargeVerifier,
+    ChainSettings, ChallengeIssuer, ChargeOffer, Offer, PaymentGate, RefundSettings, Refunds,
+    TempoChargeVerifier,
 };
 use tollgate_pricing::PriceTable;
 use tollgate_providers::{Upstream, UpstreamTimeouts};
@@ -114,6 +115,28 @@ async fn build_on(
         Arc::clone(&ledger),
         config.max_credential_bytes,
     );
+    let refunds = Arc::new(
+        Refunds::new(
+            RefundSettings {
+                rpc_url: chain.rpc_url.clone(),
+                rpc_timeout: chain.rpc_timeout,
+                chain_id: chain.chain_id,
+                currency: chain.currency,
+                recipient: chain.recipient,
+                signer: config.refunds.signer.clone(),
+                fee_token: config.refunds.fee_token,
+            },
+            Arc::clone(&ledger),
+        )
+        .map_err(BuildError::Chain)?,
+    );
+    if !refunds.can_sign() {
+        tracing::warn!(
+            "no refund key (payments.refund_key or session.operator_key): charges whose answer is not delivered are recorded as owed, not refunded"
+        );
+    }
+    crate::refund_worker::spawn(&refunds);
+    gate = gate.with_refunds(refunds);
     let sessions = session_gate(config, Arc::clone(&ledger))?;
     if let (Some(sessions), Some(session)) = (&sessions, &config.session) {
         crate::settlement::spawn(sessions, session.settlement);
@@ -128,6 +151,10 @@ async fn build_on(
             .session
             .as_ref()
             .map_or(Duration::from_secs(30), |s| s.stream_voucher_timeout),
+        stream_checkpoint_tokens: config
+            .session
+            .as_ref()
+            .map_or(64, |s| s.stream_checkpoint_tokens),
         session_floor: config.pricing.table.finalize(1).max(1),
     });
     let upstreams = build_upstreams(config, mock)?;

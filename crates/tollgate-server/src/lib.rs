@@ -29,6 +29,7 @@ pub mod plans;
 mod routes;
 
 mod app;
+mod refund_worker;
 pub mod settlement;
 
 pub use app::{

@@ -33,6 +33,8 @@ pub struct Metered {
     pub usage: UsageDetail,
     /// The upstream reported `usage` (else it was counted here).
     pub reported: bool,
+    /// The answer arrived whole (a stream ran to its end).
+    pub whole: bool,
     pub cost: u128,
 }
 
@@ -142,6 +144,7 @@ impl Meter {
         Metered {
             usage,
             reported,
+            whole,
             cost: if nothing_delivered {
                 0
             } else {

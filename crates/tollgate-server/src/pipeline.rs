@@ -192,6 +192,7 @@ async fn deliver_whole(
         None => Metered {
             usage: UsageDetail::default(),
             reported: false,
+            whole: true,
             cost: 0,
         },
     };

@@ -120,7 +120,7 @@ impl Product for PaidRoute<'_> {
             .await;
         match authorized {
             Ok(Authorized::Charge(pending)) => Ok(Admission::Held(Box::new(
-                policy::charge::hold(pending, challenger).await?,
+                policy::charge::hold(pending, challenger, prepared.meter.is_some()).await?,
             ))),
             Ok(Authorized::Session(authorized)) => match &prepared.meter {
                 Some(meter) => {

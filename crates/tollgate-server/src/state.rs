@@ -21,6 +21,9 @@ pub struct Gateway {
     pub settle_after_upstream: bool,
     /// How long a session stream waits for a voucher once it asked.
     pub stream_voucher_timeout: Duration,
+    /// A session stream charges what it delivered every this many output
+    /// tokens (a checkpoint), so a crash loses at most that much.
+    pub stream_checkpoint_tokens: u64,
     /// The session amount asked by a challenge that buys nothing itself
     /// (`HEAD`, voucher top-ups).
     pub session_floor: u128,

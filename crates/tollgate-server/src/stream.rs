@@ -307,6 +307,7 @@ async fn run(mut run: Run) {
         let tokens = delivered_tokens
             .as_ref()
             .map_or(0, |counter| counter.in_event(&event));
+        let mut delivered_cost = None;
         if tokens > 0
             && let Some(meter) = &run.meter
         {
@@ -315,6 +316,7 @@ async fn run(mut run: Run) {
                 cut_short = true;
                 break;
             }
+            delivered_cost = Some(needed);
         }
         output_delivered += tokens;
         let translating = run.events.translator.is_some();
@@ -335,6 +337,9 @@ async fn run(mut run: Run) {
                 cut_short = true;
                 break 'events;
             }
+        }
+        if let Some(cost) = delivered_cost {
+            run.hold.delivered(output_delivered, cost).await;
         }
         if translated.stop {
             cut_short = true;
@@ -359,6 +364,7 @@ async fn run(mut run: Run) {
         None => Metered {
             usage: Default::default(),
             reported: false,
+            whole,
             cost: 0,
         },
     };

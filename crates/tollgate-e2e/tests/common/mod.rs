@@ -43,7 +43,7 @@ pub struct Options {
     pub session: bool,
     /// Extra `[session]` keys.
     pub session_extra: String,
-    /// Give the gateway the recipient's key to settle and close.
+    /// Give the gateway the recipient's key to settle, close and refund.
     pub operator: bool,
     /// A `[plans]` section (the plan endpoint), verbatim.
     pub plans: Option<String>,
@@ -185,6 +185,7 @@ max_body_bytes = 65536
 challenge_secrets = [{secrets}]
 challenge_ttl_secs = {ttl}
 settle = "{settle}"
+{refunds}
 
 [chain]
 rpc_url = "{rpc}"
@@ -264,6 +265,16 @@ upstream = "openai"
                 "before_upstream"
             },
             recipient = DEV_ACCOUNTS[RECIPIENT].address,
+            // Refunds pay their fees in another token, so the pathUSD
+            // accounting of payer and recipient stays exact.
+            refunds = if options.operator {
+                format!(
+                    "refund_key = {{ env = \"E2E_OPERATOR_KEY\" }}\nrefund_fee_token = \"{}\"\n",
+                    tollgate_devnet::ALPHA_USD
+                )
+            } else {
+                String::new()
+            },
             modes = options.modes,
             db = db.display(),
             upstream = options
@@ -363,6 +374,31 @@ upstream = "openai"
             .clone()
             .unwrap_or_else(|| self.dir.path().join("tollgate.db"));
         tollgate_ledger::SqliteLedger::open(&path, tollgate_ledger::Durability::Full).unwrap()
+    }
+
+    /// The refund of the charge that answered `challenge_id`, once it is
+    /// confirmed on chain (panics after 30 s).
+    pub async fn refunded(
+        &self,
+        options: &Options,
+        challenge_id: &str,
+    ) -> tollgate_ledger::RefundRecord {
+        use tollgate_ledger::RefundBook;
+        let ledger = self.ledger(options);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let refund = ledger.refund(challenge_id).await.unwrap();
+            if let Some(refund) = &refund
+                && refund.state == tollgate_ledger::RefundState::Refunded
+            {
+                return refund.clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the charge was refunded on chain: {refund:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     /// The session payer (dev account `PAYER`) on this devnet's escrow.

@@ -433,6 +433,13 @@ impl SessionGate {
                 self.verified.insert(fingerprint);
                 Ok(channel)
             }
+            // Below the highest accepted (concurrent clients' vouchers cross
+            // on the way): the spec has it answered like a resubmission,
+            // with the channel as it stands.
+            VoucherOutcome::Refused(VoucherRefusal::Decreasing { .. }) => {
+                self.verified.insert(fingerprint);
+                self.known(voucher.channel_id).await?.ok_or_else(not_found)
+            }
             VoucherOutcome::Refused(refusal) => Err(refusal_problem(refusal)),
         }
     }
@@ -497,6 +504,19 @@ impl SessionGate {
         let committed = self.ledger.commit(reservation.id, cost, units).await?;
         reservation.settled();
         Ok(committed)
+    }
+
+    /// Charges what a running stream delivered so far (`charged`, the
+    /// reservation's total, within what it holds), so a crash keeps it.
+    pub async fn checkpoint(
+        &self,
+        reservation: &Reservation,
+        charged: u128,
+    ) -> Result<(), LedgerError> {
+        self.ledger
+            .checkpoint_reservation(reservation.id, charged)
+            .await
+            .map(|_| ())
     }
 
     /// Releases now, awaiting the store (dropping releases in the background).

@@ -5,11 +5,13 @@
 mod overrides;
 mod plans;
 mod raw;
+mod refunds;
 mod secrets;
 mod session;
 
 pub use plans::{CustomPrice, OptimizationRule, PlanConfig, PlanModel, PlansConfig};
 
+pub use refunds::RefundConfig;
 pub use session::{SessionConfig, SettlementPolicy};
 
 use std::collections::BTreeMap;
@@ -76,6 +78,8 @@ pub struct Config {
     /// successfully (failed calls cost the payer nothing; the operator
     /// carries the risk of a transfer failing after the upstream call).
     pub settle_after_upstream: bool,
+    /// Refunds of charges whose answer was not delivered.
+    pub refunds: RefundConfig,
     pub chain: ChainConfig,
     pub store: StoreConfig,
     pub upstreams: BTreeMap<String, UpstreamConfig>,

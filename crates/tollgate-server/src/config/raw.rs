@@ -72,6 +72,8 @@ struct RawPayments {
     challenge_ttl_secs: u64,
     #[serde(default = "default_settle")]
     settle: String,
+    refund_key: Option<SecretRef>,
+    refund_fee_token: Option<String>,
 }
 
 fn default_settle() -> String {
@@ -239,6 +241,14 @@ impl RawConfig {
             .session
             .map(|raw| raw.validate(chain.recipient, base_dir, env))
             .transpose()?;
+        let refunds = super::refunds::validate(
+            self.payments.refund_key,
+            self.payments.refund_fee_token.as_deref(),
+            chain.recipient,
+            session.as_ref(),
+            base_dir,
+            env,
+        )?;
         let store = validate_store(self.store, base_dir)?;
         let upstreams = self
             .upstreams
@@ -260,6 +270,7 @@ impl RawConfig {
             challenge_ttl: Duration::from_secs(ttl),
             challenge_keys,
             settle_after_upstream,
+            refunds,
             chain,
             store,
             upstreams,

@@ -22,6 +22,8 @@ pub(super) struct RawSession {
     fee_token: Option<String>,
     #[serde(default = "default_voucher_wait")]
     stream_voucher_timeout_secs: u64,
+    #[serde(default = "default_checkpoint_tokens")]
+    stream_checkpoint_tokens: u64,
     #[serde(default = "default_interval")]
     settle_interval_secs: u64,
     #[serde(default = "default_min_unsettled")]
@@ -35,6 +37,9 @@ fn default_deposit() -> u64 {
 }
 fn default_voucher_wait() -> u64 {
     30
+}
+fn default_checkpoint_tokens() -> u64 {
+    64
 }
 fn default_interval() -> u64 {
     30
@@ -59,6 +64,9 @@ pub struct SessionConfig {
     pub fee_token: Option<Address>,
     /// How long a stream waits for a voucher after `payment-need-voucher`.
     pub stream_voucher_timeout: Duration,
+    /// A stream charges what it delivered every this many output tokens,
+    /// so a crash loses at most that much.
+    pub stream_checkpoint_tokens: u64,
     pub settlement: SettlementPolicy,
 }
 
@@ -137,6 +145,15 @@ impl RawSession {
                 "session.stream_voucher_timeout_secs",
                 self.stream_voucher_timeout_secs,
             )?,
+            stream_checkpoint_tokens: match self.stream_checkpoint_tokens {
+                0 => {
+                    return Err(ConfigError::invalid(
+                        "session.stream_checkpoint_tokens",
+                        "must be positive",
+                    ));
+                }
+                n => n,
+            },
             settlement: SettlementPolicy {
                 interval: positive("session.settle_interval_secs", self.settle_interval_secs)?,
                 min_unsettled: u128::from(self.settle_min_unsettled),

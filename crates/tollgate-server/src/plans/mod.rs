@@ -358,6 +358,8 @@ impl Product for PlanEndpoint {
                     "the turn's cost could not be committed",
                 )
             },
+            checkpoint_every: self.gateway.stream_checkpoint_tokens,
+            checkpointed_tokens: 0,
         })))
     }
 }

@@ -6,9 +6,15 @@
 //! once the answer is in hand — a whole answer read, or a stream's first
 //! event — so a failed upstream costs the payer nothing. A claim that is
 //! dropped unbroadcast is given back.
+//!
+//! A charge that was broadcast is refunded on chain when its answer is not
+//! delivered: the hold dropped without a commit (an upstream failure, a
+//! client that went away) refunds it in full, and a quoted stream that
+//! broke off refunds what it did not deliver (the quote minus what was
+//! delivered, priced like a session).
 
 use async_trait::async_trait;
-use tollgate_payments::{Paid, Pending};
+use tollgate_payments::{Paid, Pending, Refundable};
 
 use super::{Challenger, Committed, EventSink, Hold};
 use crate::metering::Metered;
@@ -16,7 +22,11 @@ use crate::problem::ApiError;
 use crate::sse::SseEvent;
 
 enum Payment {
-    Settled(Paid),
+    /// Broadcast; refunded when dropped unless the answer was delivered.
+    Settled {
+        paid: Box<Paid>,
+        refund: Option<Refundable>,
+    },
     /// Authorized; broadcast when the answer is in hand.
     Deferred(Box<Pending>),
 }
@@ -25,17 +35,24 @@ pub struct ChargeHold {
     payment: Option<Payment>,
     challenge_id: String,
     challenger: Challenger,
+    /// Priced from a quote (so a partial stream can be priced); a fixed
+    /// price buys the call, whatever part of a stream it delivered.
+    quoted: bool,
 }
 
 /// Holds an authorized charge: settles it now, or defers the broadcast.
-pub async fn hold(pending: Pending, challenger: Challenger) -> Result<ChargeHold, ApiError> {
+pub async fn hold(
+    pending: Pending,
+    challenger: Challenger,
+    quoted: bool,
+) -> Result<ChargeHold, ApiError> {
     let challenge_id = pending.challenge_id().to_owned();
     let gateway = &challenger.gateway;
     let payment = if gateway.settle_after_upstream && pending.is_unbroadcast() {
         Payment::Deferred(Box::new(pending))
     } else {
         match gateway.gate.settle(pending).await {
-            Ok(paid) => Payment::Settled(paid),
+            Ok(paid) => settled(&challenger, paid),
             Err(problem) => return Err(challenger.refuse(&problem)),
         }
     };
@@ -43,22 +60,33 @@ pub async fn hold(pending: Pending, challenger: Challenger) -> Result<ChargeHold
         payment: Some(payment),
         challenge_id,
         challenger,
+        quoted,
     })
+}
+
+fn settled(challenger: &Challenger, paid: Paid) -> Payment {
+    let refund = challenger.gateway.gate.refundable(&paid, &challenger.scope);
+    Payment::Settled {
+        paid: Box::new(paid),
+        refund,
+    }
 }
 
 impl ChargeHold {
     /// Broadcasts a deferred charge; the receipt of a settled one.
-    async fn make_final(&mut self) -> Result<Paid, ApiError> {
+    async fn make_final(&mut self) -> Result<String, ApiError> {
         match self.payment.take() {
-            Some(Payment::Settled(paid)) => {
-                self.payment = Some(Payment::Settled(paid.clone()));
-                Ok(paid)
+            Some(Payment::Settled { paid, refund }) => {
+                let receipt = paid.receipt_header.clone();
+                self.payment = Some(Payment::Settled { paid, refund });
+                Ok(receipt)
             }
             Some(Payment::Deferred(pending)) => {
                 match self.challenger.gateway.gate.settle(*pending).await {
                     Ok(paid) => {
-                        self.payment = Some(Payment::Settled(paid.clone()));
-                        Ok(paid)
+                        let receipt = paid.receipt_header.clone();
+                        self.payment = Some(settled(&self.challenger, paid));
+                        Ok(receipt)
                     }
                     Err(problem) => {
                         tracing::warn!(route = %self.challenger.scope, problem = problem.kind.slug(), "payment failed after the upstream answered");
@@ -67,6 +95,14 @@ impl ChargeHold {
                 }
             }
             None => Err(super::store_failure()),
+        }
+    }
+
+    /// The settled charge's refund guard (disarmed by its caller).
+    fn refundable(&mut self) -> Option<Refundable> {
+        match &mut self.payment {
+            Some(Payment::Settled { refund, .. }) => refund.take(),
+            _ => None,
         }
     }
 }
@@ -78,15 +114,19 @@ impl Hold for ChargeHold {
     }
 
     async fn commit(mut self: Box<Self>, _metered: &Metered) -> Result<Committed, ApiError> {
-        let paid = self.make_final().await?;
+        let receipt = self.make_final().await?;
+        // The whole answer is in hand and goes out now: the charge stands.
+        if let Some(refund) = self.refundable() {
+            refund.keep();
+        }
         Ok(Committed {
-            receipt: paid.receipt_header,
+            receipt,
             replay: None,
         })
     }
 
     async fn start_stream(&mut self) -> Result<Option<String>, ApiError> {
-        Ok(Some(self.make_final().await?.receipt_header))
+        Ok(Some(self.make_final().await?))
     }
 
     async fn cover(&mut self, _total: u128, _sink: &EventSink) -> bool {
@@ -94,7 +134,16 @@ impl Hold for ChargeHold {
         true
     }
 
-    async fn end_stream(self: Box<Self>, _metered: &Metered) -> Option<SseEvent> {
+    async fn end_stream(mut self: Box<Self>, metered: &Metered) -> Option<SseEvent> {
+        let quoted = self.quoted;
+        if let Some(refund) = self.refundable() {
+            if metered.whole || !quoted {
+                refund.keep();
+            } else {
+                let charged = refund.charged();
+                refund.refund_part(charged - metered.cost.min(charged));
+            }
+        }
         None
     }
 }

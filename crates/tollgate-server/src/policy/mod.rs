@@ -62,6 +62,11 @@ pub trait Hold: Send + 'static {
     /// ends the stream (no voucher came).
     async fn cover(&mut self, total: u128, sink: &EventSink) -> bool;
 
+    /// A stream delivered `output_tokens` so far, costing `cost`: a
+    /// session charges it durably now and then (a checkpoint), so a crash
+    /// loses at most one interval.
+    async fn delivered(&mut self, _output_tokens: u64, _cost: u128) {}
+
     /// The stream ended: charge `metered` (what was delivered); the final
     /// receipt event, if this policy sends one.
     async fn end_stream(self: Box<Self>, metered: &Metered) -> Option<SseEvent>;

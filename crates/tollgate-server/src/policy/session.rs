@@ -114,6 +114,10 @@ pub struct SessionHold {
     pub growth: Growth,
     pub replay: Option<InFlightKey>,
     pub on_commit_failure: CommitFailure,
+    /// Checkpoints a stream every this many output tokens.
+    pub checkpoint_every: u64,
+    /// Output tokens covered by the last checkpoint.
+    pub checkpointed_tokens: u64,
 }
 
 /// Admits a session-paid request on a route: a close buys nothing; a
@@ -177,6 +181,8 @@ pub async fn admit(
         },
         replay,
         on_commit_failure: super::store_failure,
+        checkpoint_every: gateway.stream_checkpoint_tokens,
+        checkpointed_tokens: 0,
     })))
 }
 
@@ -249,6 +255,17 @@ impl Hold for SessionHold {
                 )
                 .await
             }
+        }
+    }
+
+    async fn delivered(&mut self, output_tokens: u64, cost: u128) {
+        if output_tokens < self.checkpointed_tokens + self.checkpoint_every {
+            return;
+        }
+        let charged = cost.min(self.reservation.held);
+        match self.sessions.checkpoint(&self.reservation, charged).await {
+            Ok(()) => self.checkpointed_tokens = output_tokens,
+            Err(e) => tracing::warn!(error = %e, "could not checkpoint a stream's delivered usage"),
         }
     }
 
