@@ -58,6 +58,8 @@ pub enum Mode {
     BodyStall,
     /// Headers, then silence.
     HangAfterHeaders,
+    /// Reads the request and never answers (no headers).
+    Timeout,
     /// Waits this long before answering normally (JSON).
     Slow(Duration),
     /// A chat stream (Anthropic's on `/v1/messages`).
@@ -320,6 +322,10 @@ async fn answer(socket: &mut TcpStream, mode: &Mode, anthropic: bool) -> bool {
         }
         Mode::HangAfterHeaders => {
             let _ = socket.write_all(json_head(100).as_bytes()).await;
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            false
+        }
+        Mode::Timeout => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             false
         }
