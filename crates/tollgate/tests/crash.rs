@@ -1,8 +1,8 @@
 //! Crash safety: the real `tollgate` binary is killed with SIGKILL in the
 //! middle of a metered stream and in the middle of a settlement, then
-//! restarted on the same database. Nothing accepted is lost, nothing is
-//! charged beyond what was delivered, nothing twice, and the settlement
-//! completes.
+//! restarted on the same database. Nothing accepted is lost, what a stream
+//! delivered stays charged (at most one checkpoint interval short), nothing
+//! beyond what was delivered, nothing twice, and the settlement completes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 
@@ -20,6 +20,7 @@ use support::launch;
 use tollgate_devnet::DEV_ACCOUNTS;
 use tollgate_ledger::{ChannelBook, ChannelStatus};
 use tollgate_mock::MockOptions;
+use tollgate_pricing::{Endpoint, PriceTable, UsageDetail, actual_cost_detail};
 
 fn options() -> Options {
     Options {
@@ -60,8 +61,53 @@ fn spent(response: &reqwest::Response) -> u128 {
         .unwrap()
 }
 
+/// A stream checkpoints what it delivered every this many output tokens.
+const CHECKPOINT_TOKENS: u64 = 16;
+
+/// What the stream's content events delivered: how many, and their output
+/// tokens counted one event at a time with the model's tokenizer (the
+/// metering rule).
+fn delivered_tokens(text: &str) -> (usize, u64) {
+    let table = PriceTable::builtin();
+    let (_, price) = table.chat_model("gpt-4o").unwrap();
+    let mut events = 0;
+    let mut tokens = 0;
+    for line in text.lines() {
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        let Ok(chunk) = serde_json::from_str::<serde_json::Value>(data) else {
+            continue;
+        };
+        if let Some(piece) = chunk["choices"][0]["delta"]["content"].as_str()
+            && !piece.is_empty()
+        {
+            events += 1;
+            tokens += price.encoding.count(piece).max(1);
+        }
+    }
+    (events, tokens)
+}
+
+/// What the prompt of `body` plus `output` tokens cost by the table.
+fn cost_of(body: &str, output: u64) -> u128 {
+    let table = PriceTable::builtin();
+    let json: serde_json::Value = serde_json::from_str(body).unwrap();
+    let quote = Endpoint::Chat.quote(&table, &json).unwrap();
+    actual_cost_detail(
+        &table,
+        Endpoint::Chat,
+        &quote,
+        Some(UsageDetail {
+            input_tokens: quote.input_units,
+            output_tokens: output,
+            ..UsageDetail::default()
+        }),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn killed_mid_stream_loses_no_voucher_and_charges_nothing_undelivered() {
+async fn killed_mid_stream_keeps_what_was_delivered_at_most_one_checkpoint_short() {
     // A slow stream: 150 tokens, 20 ms apart.
     let h = Harness::start_sessions(MockOptions {
         answer_tokens: 150,
@@ -69,7 +115,12 @@ async fn killed_mid_stream_loses_no_voucher_and_charges_nothing_undelivered() {
         ..MockOptions::default()
     })
     .await;
-    let options = options();
+    let options = Options {
+        session_extra: format!(
+            "settle_interval_secs = 1\nstream_checkpoint_tokens = {CHECKPOINT_TOKENS}\n"
+        ),
+        ..options()
+    };
     let gw = launch(&h, &options).await;
     let url = format!("{}/v1/chat/completions", gw.url);
     let payer = h.payer();
@@ -83,7 +134,7 @@ async fn killed_mid_stream_loses_no_voucher_and_charges_nothing_undelivered() {
     let spent_before = spent(&first);
     let accepted = first_voucher + 1_000;
 
-    // A stream on a new voucher; kill the gateway after some content.
+    // A stream on a new voucher; kill the gateway after 100 content events.
     let stream_body = chat(true);
     let challenge = session_challenge_for(&h, &url, &stream_body).await;
     let response = post(
@@ -95,17 +146,17 @@ async fn killed_mid_stream_loses_no_voucher_and_charges_nothing_undelivered() {
     .await;
     assert_eq!(response.status(), 200);
     let mut stream = response.bytes_stream();
-    let mut seen = 0;
+    let mut text = String::new();
     while let Some(Ok(chunk)) = stream.next().await {
-        seen += String::from_utf8_lossy(&chunk)
-            .matches("\"content\"")
-            .count();
-        if seen >= 10 {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        if delivered_tokens(&text).0 >= 100 {
             break;
         }
     }
     gw.kill().await;
     drop(stream);
+    let (events, seen) = delivered_tokens(&text);
+    assert!((100..150).contains(&events), "killed mid-stream: {events}");
 
     // Restart on the same database.
     let gw = launch(&h, &options).await;
@@ -113,9 +164,17 @@ async fn killed_mid_stream_loses_no_voucher_and_charges_nothing_undelivered() {
     let stored = h.ledger(&options).channel(&id).await.unwrap().unwrap();
     assert_eq!(stored.accepted, accepted, "the accepted voucher survived");
     assert_eq!(stored.reserved, 0, "the dead stream's hold was released");
-    assert_eq!(
-        stored.spent, spent_before,
-        "nothing charged beyond what was committed as delivered"
+    // What the stream recorded as delivered stays charged: at least what
+    // the client read, less one checkpoint interval; never beyond what the
+    // whole answer would have cost.
+    let charged = stored.spent - spent_before;
+    assert!(
+        charged >= cost_of(&stream_body, seen - CHECKPOINT_TOKENS),
+        "charged {charged} for {seen} tokens seen"
+    );
+    assert!(
+        charged <= cost_of(&stream_body, 150),
+        "charged {charged}: no more than was delivered"
     );
 
     // The channel goes on: the same voucher pays one more request, once.
@@ -129,8 +188,8 @@ async fn killed_mid_stream_loses_no_voucher_and_charges_nothing_undelivered() {
     )
     .await;
     assert_eq!(again.status(), 200);
-    let stored = h.ledger(&options).channel(&id).await.unwrap().unwrap();
-    assert_eq!(stored.spent, 2 * spent_before);
+    let after = h.ledger(&options).channel(&id).await.unwrap().unwrap();
+    assert_eq!(after.spent, stored.spent + spent_before);
     gw.kill().await;
 }
 
