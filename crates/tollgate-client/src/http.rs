@@ -201,6 +201,8 @@ pub struct PaidResponse {
 pub struct Body {
     inner: BodyInner,
     final_receipt: Arc<Mutex<Option<Receipt>>>,
+    /// This request's worst case held on its channel (local state).
+    hold: Option<crate::state::LocalHold>,
 }
 
 enum BodyInner {
@@ -213,6 +215,7 @@ impl Body {
         Self {
             inner: BodyInner::Direct(Box::pin(response.bytes_stream())),
             final_receipt: Arc::default(),
+            hold: None,
         }
     }
 
@@ -566,14 +569,21 @@ impl Client {
                 .await;
         };
 
-        let target = session::next_cumulative(
-            channel.signed,
-            channel.accepted,
-            channel.spent,
-            terms.amount,
-            policy.authorize,
-            terms.min_voucher_delta,
-        );
+        // Other invocations may be paying on this channel right now: each
+        // authorizes its own worst case on top of what they hold.
+        let step = policy
+            .authorize
+            .map_or(terms.amount, |a| a.min(terms.amount));
+        let (channel, target, hold) = state.authorize(channel.channel_id, step, |c, held| {
+            session::next_cumulative(
+                c.signed,
+                c.accepted,
+                c.spent.saturating_add(held),
+                terms.amount,
+                policy.authorize,
+                terms.min_voucher_delta,
+            )
+        })?;
         let mut deposit = channel.deposit;
         let mut topped = None;
         if target > deposit {
@@ -633,8 +643,12 @@ impl Client {
             channel_id: channel.channel_id,
             bound: target.max(channel.spent.saturating_add(terms.amount)),
         };
-        self.finish_session(response, payment, &state, context)
-            .await
+        let mut paid = self
+            .finish_session(response, payment, &state, context)
+            .await?;
+        // Held until the answer is read: its receipt is recorded by then.
+        paid.body.hold = Some(hold);
+        Ok(paid)
     }
 
     async fn finish_session(
@@ -685,6 +699,7 @@ impl Client {
             body: Body {
                 inner: BodyInner::Metered(rx),
                 final_receipt: slot,
+                hold: None,
             },
             receipt,
             paid: Some(payment),

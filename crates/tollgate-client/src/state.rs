@@ -4,9 +4,13 @@
 //! Amounts are stored as decimal text (u128 does not fit SQLite integers).
 //! Every update is monotonic (`signed`, `accepted`, `spent` only grow), so
 //! concurrent invocations sharing the file never lower what was signed.
+//!
+//! Requests in flight on a channel hold their worst case here (`holds`),
+//! so concurrent invocations each authorize headroom for the others: the
+//! server's `spent + reserved` never exceeds our `spent + held`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use alloy::primitives::{Address, B256};
@@ -108,7 +112,16 @@ CREATE TABLE IF NOT EXISTS channels (
     updated_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS channels_terms ON channels (payer, payee, token, escrow, chain_id, status);
+CREATE TABLE IF NOT EXISTS holds (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel_id TEXT NOT NULL,
+    amount TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
 ";
+
+/// A hold older than this was left by an invocation that died.
+const HOLD_TTL_SECS: i64 = 600;
 
 /// `$XDG_DATA_HOME/tollgate/pay.db`, else `~/.local/share/tollgate/pay.db`,
 /// else `./.tollgate/pay.db`.
@@ -277,6 +290,81 @@ impl State {
         })
     }
 
+    /// Authorizes one request on channel `id` among the others in flight:
+    /// in one transaction, reads the channel and what the other requests
+    /// hold, lets `cumulative` pick the voucher to sign from them, and
+    /// holds `amount` (this request's worst case) until the returned value
+    /// is dropped — after the request's receipt is recorded.
+    pub fn authorize(
+        self: &Arc<Self>,
+        id: B256,
+        amount: u128,
+        cumulative: impl FnOnce(&ChannelRecord, u128) -> u128,
+    ) -> Result<(ChannelRecord, u128, LocalHold)> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(Error::state)?;
+        let key = format!("{id:#x}");
+        let t = now();
+        tx.execute(
+            "DELETE FROM holds WHERE created_at < ?1",
+            params![t - HOLD_TTL_SECS],
+        )
+        .map_err(Error::state)?;
+        let record = tx
+            .query_row(
+                "SELECT * FROM channels WHERE channel_id = ?1",
+                params![key],
+                row,
+            )
+            .optional()
+            .map_err(Error::state)?
+            .ok_or_else(|| Error::State(format!("unknown channel {key}")))?;
+        let held: u128 = {
+            let mut stmt = tx
+                .prepare("SELECT amount FROM holds WHERE channel_id = ?1")
+                .map_err(Error::state)?;
+            let amounts = stmt
+                .query_map(params![key], |r| r.get::<_, String>(0))
+                .map_err(Error::state)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(Error::state)?;
+            amounts
+                .iter()
+                .map(|a| a.parse::<u128>().unwrap_or(0))
+                .fold(0, u128::saturating_add)
+        };
+        let target = cumulative(&record, held);
+        tx.execute(
+            "INSERT INTO holds (channel_id, amount, created_at) VALUES (?1, ?2, ?3)",
+            params![key, amount.to_string(), t],
+        )
+        .map_err(Error::state)?;
+        let hold = tx.last_insert_rowid();
+        tx.commit().map_err(Error::state)?;
+        Ok((
+            record,
+            target,
+            LocalHold {
+                state: Arc::clone(self),
+                id: hold,
+            },
+        ))
+    }
+
+    fn release_hold(&self, hold: i64) {
+        let released = self.with(|c| {
+            c.execute("DELETE FROM holds WHERE id = ?1", params![hold])
+                .map(|_| ())
+        });
+        if let Err(e) = released {
+            // Expires on its own (HOLD_TTL_SECS); meanwhile others
+            // authorize a little more headroom.
+            tracing::warn!(error = %e, "could not release a local hold");
+        }
+    }
+
     /// Read-modify-write of one channel in one IMMEDIATE transaction.
     fn update(&self, id: B256, edit: impl FnOnce(&mut ChannelRecord)) -> Result<()> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
@@ -312,6 +400,24 @@ impl State {
         )
         .map_err(Error::state)?;
         tx.commit().map_err(Error::state)
+    }
+}
+
+/// A request's worst case held on its channel; released when dropped.
+pub struct LocalHold {
+    state: Arc<State>,
+    id: i64,
+}
+
+impl std::fmt::Debug for LocalHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalHold").field("id", &self.id).finish()
+    }
+}
+
+impl Drop for LocalHold {
+    fn drop(&mut self) {
+        self.state.release_hold(self.id);
     }
 }
 
@@ -399,5 +505,29 @@ mod tests {
             .unwrap();
         assert!(state.find_open(&key).unwrap().is_none());
         assert_eq!(state.list().unwrap()[0].close_tx.as_deref(), Some("0xabc"));
+    }
+
+    #[test]
+    fn requests_in_flight_hold_their_worst_case_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pay.db");
+        let state = Arc::new(State::open(&path).unwrap());
+        let r = record(7);
+        state.insert(&r).unwrap();
+        let (_, held_first, first) = state.authorize(r.channel_id, 300, |_, held| held).unwrap();
+        assert_eq!(held_first, 0);
+        // Another invocation on the same file sees the first one's hold.
+        let other = Arc::new(State::open(&path).unwrap());
+        let (seen, target, second) = other
+            .authorize(r.channel_id, 200, |c, held| c.spent + held + 200)
+            .unwrap();
+        assert_eq!((seen.signed, target), (100, 500));
+        drop(first);
+        let (_, held, third) = state.authorize(r.channel_id, 50, |_, held| held).unwrap();
+        assert_eq!(held, 200, "the first hold was released");
+        drop((second, third));
+        let (_, held, _) = state.authorize(r.channel_id, 1, |_, held| held).unwrap();
+        assert_eq!(held, 0);
+        assert!(state.authorize(B256::repeat_byte(1), 1, |_, h| h).is_err());
     }
 }
