@@ -264,3 +264,122 @@ async fn killed_mid_settlement_completes_after_restart() {
     );
     gw.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_mid_refund_refunds_exactly_once_after_restart() {
+    use common::faults::{FaultUpstream, Mode};
+    use tollgate_ledger::{RefundBook, RefundState};
+
+    let h = Harness::start().await;
+    // The upstream never answers: the charge is settled, then the call
+    // times out and the charge is refunded.
+    let upstream = FaultUpstream::start(Mode::Timeout).await;
+    let options = Options {
+        upstream_url: Some(upstream.url.clone()),
+        upstream_idle_secs: Some(2),
+        ..Options::default()
+    };
+    let gw = launch(&h, &options).await;
+    let url = format!("{}/v1/chat/completions", gw.url);
+    let recipient = DEV_ACCOUNTS[RECIPIENT].address;
+    let before = h.balance(recipient).await;
+    let challenge = challenges(&post(&h.http, &url, &chat_body(), None).await).remove(0);
+    let auth = pay(&challenge, signer(PAYER), &h.devnet.rpc_url()).await;
+    let calling = {
+        let (http, url, auth) = (h.http.clone(), url.clone(), auth.clone());
+        tokio::spawn(async move { post(&http, &url, &chat_body(), Some(&auth)).await.status() })
+    };
+    // The charge lands; then mining stops, so the refund is signed,
+    // recorded and sent but not confirmed when the gateway dies.
+    let paid = async {
+        while h.balance(recipient).await == before {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), paid)
+        .await
+        .expect("the charge settled before the upstream call");
+    let rpc = h.devnet.rpc();
+    let _: serde_json::Value = rpc.call("evm_setAutomine", json!([false])).await.unwrap();
+    assert_eq!(calling.await.unwrap(), 504, "the upstream timed out");
+    let ledger = h.ledger(&options);
+    let mut sent = None;
+    for _ in 0..200 {
+        if let Some(r) = ledger.refund(&challenge.id).await.unwrap()
+            && r.state == RefundState::Sent
+        {
+            sent = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let sent = sent.expect("the refund is recorded, signed bytes and all, before it is broadcast");
+    assert!(sent.signed_tx.is_some() && sent.tx_hash.is_some());
+    tokio::time::sleep(Duration::from_millis(300)).await; // let it reach the node
+    gw.kill().await;
+
+    // The chain mines what was sent; the restarted gateway confirms it and
+    // sends nothing twice.
+    let _: serde_json::Value = rpc.call("evm_setAutomine", json!([true])).await.unwrap();
+    let _: serde_json::Value = rpc.call("evm_mine", json!([])).await.unwrap();
+    let gw = launch(&h, &options).await;
+    let refund = h.refunded(&options, &challenge.id).await;
+    assert_eq!(
+        refund.tx_hash, sent.tx_hash,
+        "the same transfer, not a second one"
+    );
+    assert_eq!(h.balance(recipient).await, before, "refunded exactly once");
+    gw.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refund_owed_without_a_key_is_paid_once_a_key_is_configured() {
+    use common::faults::{FaultUpstream, Mode};
+    use tollgate_ledger::{RefundBook, RefundState};
+
+    let h = Harness::start().await;
+    let upstream = FaultUpstream::start(Mode::Status(500)).await;
+    let keyless = Options {
+        upstream_url: Some(upstream.url.clone()),
+        operator: false,
+        ..Options::default()
+    };
+    let gw = launch(&h, &keyless).await;
+    let url = format!("{}/v1/chat/completions", gw.url);
+    let recipient = DEV_ACCOUNTS[RECIPIENT].address;
+    let before = h.balance(recipient).await;
+    let challenge = challenges(&post(&h.http, &url, &chat_body(), None).await).remove(0);
+    let auth = pay(&challenge, signer(PAYER), &h.devnet.rpc_url()).await;
+    let response = post(&h.http, &url, &chat_body(), Some(&auth)).await;
+    assert_eq!(response.status(), 500);
+    assert!(response.headers().get("payment-receipt").is_none());
+    let ledger = h.ledger(&keyless);
+    let mut owed = None;
+    for _ in 0..200 {
+        if let Some(r) = ledger.refund(&challenge.id).await.unwrap() {
+            owed = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let owed = owed.expect("the refund is recorded as owed");
+    assert_eq!(owed.state, RefundState::Owed);
+    assert_eq!(owed.amount, CHAT_PRICE);
+    assert_eq!(
+        owed.payer.as_deref(),
+        Some(DEV_ACCOUNTS[PAYER].address.to_ascii_lowercase().as_str())
+    );
+    assert_eq!(h.balance(recipient).await - before, CHAT_PRICE, "not sent");
+    gw.kill().await;
+
+    // With the key, the restarted gateway pays what is owed.
+    let keyed = Options {
+        operator: true,
+        ..keyless
+    };
+    let gw = launch(&h, &keyed).await;
+    let refund = h.refunded(&keyed, &challenge.id).await;
+    assert_eq!(refund.amount, CHAT_PRICE);
+    assert_eq!(h.balance(recipient).await, before);
+    gw.kill().await;
+}
