@@ -137,19 +137,13 @@ impl Refunds {
         if order.amount == 0 {
             return Ok(RefundState::Refunded);
         }
-        let payer = match self.payer_of(&order.charge_reference, order.charged).await {
-            Ok(payer) => payer,
-            Err(e) => {
-                tracing::warn!(error = %e, "refund payer not known yet");
-                None
-            }
-        };
+        // Recorded first, before any RPC: from here on it cannot be lost.
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let record = RefundRecord {
             challenge_id: order.challenge_id.clone(),
             route: order.route.clone(),
             charge_reference: order.charge_reference.clone(),
-            payer: payer.map(|p| format!("{p:#x}")),
+            payer: None,
             amount: order.amount.min(order.charged),
             currency: format!("{:#x}", self.settings.currency),
             reason: order.reason.as_str().to_owned(),
