@@ -359,13 +359,25 @@ async fn every_error_code_is_reached_for_real() {
         "mpp_request_exceeds_voucher_bucket",
     )
     .await;
-    // mpp_malformed_credential
+    // mpp_malformed_credential, also for bytes that are not visible ASCII
+    // (as on every other paid route)
     plan_problem(
         post(&h.http, &url, &body, Some("Payment not-base64!")).await,
         402,
         "mpp_malformed_credential",
     )
     .await;
+    let raw = reqwest::header::HeaderValue::from_bytes(b"Payment \xff\xfe").unwrap();
+    let non_ascii = h
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("authorization", raw)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    plan_problem(non_ascii, 402, "mpp_malformed_credential").await;
     // mpp_method_unsupported: a charge credential
     let mut charge = c.clone();
     charge.intent = "charge".into();
