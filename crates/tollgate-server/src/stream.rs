@@ -63,6 +63,7 @@ pub fn pass_through(answer: Answer) -> Response {
                 &bytes,
                 &info.response_options(created),
             )
+            .map(|(json, _)| json)
             .unwrap_or_default();
             let _ = tx.send(Ok(Bytes::from(translated))).await;
         });

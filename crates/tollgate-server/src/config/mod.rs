@@ -2,6 +2,7 @@
 //! secrets from files or the environment, and validation that names the key
 //! at fault.
 
+mod claude;
 mod overrides;
 mod plans;
 mod raw;
@@ -10,6 +11,7 @@ mod session;
 
 pub use plans::{CustomPrice, OptimizationRule, PlanConfig, PlanModel, PlansConfig};
 
+pub use claude::ClaudeConfig;
 pub use session::{SessionConfig, SettlementPolicy};
 
 use std::collections::BTreeMap;
@@ -85,6 +87,8 @@ pub struct Config {
     pub session: Option<SessionConfig>,
     /// The accountless plan endpoint `POST /v1/mpp/chat/completions`.
     pub plans: Option<PlansConfig>,
+    /// `[claude]`: the user-id hashing key and the count_tokens price.
+    pub claude: ClaudeConfig,
 }
 
 #[derive(Debug)]

@@ -49,11 +49,11 @@ pub struct ModelFacts {
 }
 
 /// Where the translation looks models up (the price table, in the gateway).
-pub trait ModelCatalog {
+pub trait ModelCatalog: Sync {
     fn facts(&self, model: &str) -> Option<ModelFacts>;
 }
 
-impl<F: Fn(&str) -> Option<ModelFacts>> ModelCatalog for F {
+impl<F: Fn(&str) -> Option<ModelFacts> + Sync> ModelCatalog for F {
     fn facts(&self, model: &str) -> Option<ModelFacts> {
         self(model)
     }
