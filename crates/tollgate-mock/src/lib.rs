@@ -8,6 +8,7 @@ mod chat;
 mod embeddings;
 mod media;
 mod responses;
+mod schema;
 mod text;
 
 use std::sync::{Arc, Mutex};
