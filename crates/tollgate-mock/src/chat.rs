@@ -13,6 +13,8 @@
 //! - **`response_format`**: `json_object` answers a JSON object (and, as
 //!   OpenAI does, requires the word "json" in the messages); `json_schema`
 //!   answers JSON that fits the schema.
+//! - A last user turn saying [`crate::RATE_LIMIT_PROMPT`] is answered 429
+//!   `rate_limit_exceeded` with `retry-after: 7` and an `x-request-id`.
 
 use std::convert::Infallible;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -88,6 +90,19 @@ pub fn respond(request: &Value, options: &crate::MockOptions) -> Response {
             Some("messages"),
         );
     };
+    if crate::asks_for_a_rate_limit(messages) {
+        let body = json!({"error": {"message": "Rate limit reached for requests", "type": "requests",
+            "param": null, "code": "rate_limit_exceeded"}});
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [
+                ("retry-after", "7"),
+                ("x-request-id", "req_mock_rate_limited"),
+            ],
+            axum::Json(body),
+        )
+            .into_response();
+    }
     let shape = match shape(request, messages) {
         Ok(shape) => shape,
         Err((param, message)) => {

@@ -108,6 +108,17 @@ enum Content {
 }
 
 pub(super) fn answer(valid: &Valid<'_>, options: &MockOptions, cache: &PromptCache) -> Response {
+    if crate::asks_for_a_rate_limit(valid.messages) {
+        let mut response = super::anthropic_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "Number of request tokens has exceeded your per-minute rate limit",
+        );
+        response
+            .headers_mut()
+            .insert("retry-after", axum::http::HeaderValue::from_static("7"));
+        return response;
+    }
     let digest = seed(
         serde_json::to_string(valid.messages)
             .unwrap_or_default()

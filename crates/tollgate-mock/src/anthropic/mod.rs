@@ -37,6 +37,8 @@
 //!   or the tool calls the last message answers) must start with one, as
 //!   Anthropic requires. Thinking refuses a forced `tool_choice` and a
 //!   `temperature` other than 1.
+//! - A last user turn saying [`crate::RATE_LIMIT_PROMPT`] is answered 429
+//!   `rate_limit_error` with `retry-after: 7` and a `request-id`.
 //! - **Structured output**: with `output_config.format` (`json_schema`) the
 //!   text answer is JSON that fits the schema (as for tool inputs).
 
