@@ -348,3 +348,41 @@ async fn a_translated_request_that_writes_then_reads_the_cache_costs_exactly_its
     assert_eq!((stored.spent, stored.reserved), (first + second, 0));
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn count_tokens_can_be_priced_and_is_then_paid_like_any_charge() {
+    let h = Harness::start().await;
+    let options = Options {
+        quoted: true,
+        extra: "[claude]\ncount_tokens_charge = 500\n".into(),
+        ..Options::default()
+    };
+    let gw = h.gateway(&options).await;
+    let url = format!("{}/v1/messages/count_tokens", gw.url);
+    let body = json!({"model": "claude-haiku-4-5",
+        "messages": [{"role": "user", "content": "Hello"}]});
+    let r = send(&h, &url, &body, &[ANTHROPIC]).await;
+    let offered = challenges(&r);
+    let amount = offered[0].request.decode_value().unwrap()["amount"].clone();
+    assert_eq!(amount, "500");
+    let refusal: Value = r.json().await.unwrap();
+    assert_eq!(refusal["type"], "error", "Anthropic's shape: {refusal}");
+    let auth = pay(&offered[0], signer(PAYER), &h.devnet.rpc_url()).await;
+    let paid = h
+        .http
+        .post(&url)
+        .header("authorization", auth)
+        .header(ANTHROPIC.0, ANTHROPIC.1)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status(), 200);
+    assert!(paid.headers().contains_key("payment-receipt"));
+    let counted: Value = paid.json().await.unwrap();
+    let (_, expected) =
+        tollgate_pricing::quote::messages_input_tokens(&PriceTable::builtin(), &body).unwrap();
+    assert_eq!(counted, json!({"input_tokens": expected}));
+    assert_eq!(h.upstream.count(), 0, "counted in-process");
+    gw.stop().await;
+}
