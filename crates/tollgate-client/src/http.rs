@@ -441,11 +441,14 @@ impl Client {
             if status == StatusCode::GONE {
                 state.set_status(channel.channel_id, ChannelStatus::Closed)?;
             }
-            let below_spent = problem
-                .as_ref()
-                .and_then(|p| p.get("type"))
-                .and_then(Value::as_str)
-                .is_some_and(|t| t.ends_with("session/delta-too-small"));
+            // Anthropic-speaking routes keep the problem type as `problem_type`.
+            let below_spent = problem.as_ref().is_some_and(|p| {
+                ["type", "problem_type"].iter().any(|key| {
+                    p.get(*key)
+                        .and_then(Value::as_str)
+                        .is_some_and(|t| t.ends_with("session/delta-too-small"))
+                })
+            });
             if below_spent && cumulative < channel.signed {
                 inner.emit(Event::Warning(format!(
                     "the server refused a close at {cumulative} (its spent is higher); closing at {}",

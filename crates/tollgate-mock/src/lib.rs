@@ -8,6 +8,7 @@ mod chat;
 mod embeddings;
 mod media;
 mod responses;
+mod schema;
 mod text;
 
 use std::sync::{Arc, Mutex};
@@ -104,8 +105,49 @@ pub fn router(options: MockOptions) -> (Router, MockRecorder) {
         .route("/v1/audio/speech", json_endpoint(|r, _| media::speech(r)))
         .route("/v1/audio/transcriptions", post(transcriptions))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(vendor_headers))
         .with_state(state);
     (router, recorder)
+}
+
+/// What the real APIs put beside every answer and a gateway must not pass
+/// on (its server, the operator's organization and rate limits), and the
+/// request id it must: `x-request-id` (OpenAI) or `request-id` (Anthropic,
+/// set by that endpoint itself).
+async fn vendor_headers(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let anthropic = request.uri().path() == "/v1/messages";
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    let fixed = |v: &'static str| axum::http::HeaderValue::from_static(v);
+    headers.insert("server", fixed("tollgate-mock-upstream"));
+    headers.insert("x-ratelimit-remaining-requests", fixed("9999"));
+    if anthropic {
+        headers.insert("anthropic-organization-id", fixed("org-mock-operator"));
+    } else {
+        headers.insert("openai-organization", fixed("org-mock-operator"));
+        if !headers.contains_key("x-request-id") {
+            headers.insert("x-request-id", fixed("req_mock_openai"));
+        }
+    }
+    response
+}
+
+/// The last user turn that makes a mock answer 429 (with `retry-after: 7`),
+/// as a provider does when the gateway's key is rate limited.
+pub const RATE_LIMIT_PROMPT: &str = "mock: rate limit";
+
+/// Whether the last message is a user turn saying [`RATE_LIMIT_PROMPT`].
+pub(crate) fn asks_for_a_rate_limit(messages: &[serde_json::Value]) -> bool {
+    messages.last().is_some_and(|m| {
+        m.get("role").and_then(serde_json::Value::as_str) == Some("user")
+            && match m.get("content") {
+                Some(serde_json::Value::String(s)) => s == RATE_LIMIT_PROMPT,
+                Some(serde_json::Value::Array(parts)) => parts.iter().any(|p| {
+                    p.get("text").and_then(serde_json::Value::as_str) == Some(RATE_LIMIT_PROMPT)
+                }),
+                _ => false,
+            }
+    })
 }
 
 /// A JSON endpoint of the mock: what it answers for a parsed request.

@@ -692,11 +692,22 @@ async fn every_rule_is_enforced() {
         );
     }
 
-    // Everything optional, used correctly, passes.
+    // Everything optional, used correctly, passes (a thinking block sent
+    // back carries the signature the mock gave it).
+    let thought = send(
+        &app,
+        json!({"model": "claude-opus-4-6", "max_tokens": 2048,
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "messages": [user(json!("Describe"))]}),
+    )
+    .await
+    .json()["content"][0]
+        .clone();
+    assert_eq!(thought["type"], "thinking");
     let full = json!({
         "model": "claude-opus-4-6", "max_tokens": 2048, "stream": false,
         "system": [{"type": "text", "text": "Be brief."}],
-        "temperature": 0.5, "top_p": 0.9, "top_k": 40, "stop_sequences": ["END"],
+        "temperature": 1, "top_p": 0.96, "top_k": 40, "stop_sequences": ["END"],
         "metadata": {"user_id": "u-1"}, "tools": weather_tools(),
         "tool_choice": {"type": "auto", "disable_parallel_tool_use": true},
         "thinking": {"type": "enabled", "budget_tokens": 1024}, "service_tier": "auto",
@@ -705,7 +716,7 @@ async fn every_rule_is_enforced() {
             {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
             {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}},
             {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "notes"}, "title": "Notes"}])),
-            assistant(json!([{"type": "thinking", "thinking": "hmm", "signature": "sig"}, {"type": "text", "text": "Sure"}])),
+            assistant(json!([thought, {"type": "text", "text": "Sure"}])),
             user(json!("go on")),
         ],
     });
@@ -735,4 +746,125 @@ async fn the_in_process_mock_speaks_anthropic_when_told_to() {
     let answer: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(answer["type"], "message");
     assert_eq!(answer["usage"]["output_tokens"], 8);
+}
+
+#[tokio::test]
+async fn thinking_comes_first_with_a_signature_the_mock_checks() {
+    let app = app();
+    let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 2048,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "tools": weather_tools(), "messages": [turn("user", json!("What is the weather in Oslo?"))]});
+    let answer = send(&app, body.clone()).await.json();
+    let content = answer["content"].as_array().unwrap();
+    assert_eq!(content[0]["type"], "thinking");
+    let thinking = content[0]["thinking"].as_str().unwrap();
+    assert_eq!(thinking.split(' ').count(), 12);
+    assert!(content[0]["signature"].as_str().unwrap().len() > 20);
+    assert_eq!(content[1]["type"], "tool_use");
+    // Thinking is output: 12 words plus the tool call.
+    assert!(answer["usage"]["output_tokens"].as_u64().unwrap() > 12);
+
+    // Continuing the tool loop needs the signed thinking first...
+    let tool_use = content[1].clone();
+    let result = json!({"role": "user", "content": [{"type": "tool_result",
+        "tool_use_id": tool_use["id"], "content": "4 C"}]});
+    let mut without = body.clone();
+    without["messages"] = json!([
+        turn("user", json!("What is the weather in Oslo?")),
+        turn("assistant", json!([tool_use.clone()])),
+        result.clone()
+    ]);
+    let (status, _, message) = refused(&app, &[KEY, VERSION], without.to_string()).await;
+    assert_eq!(status, 400);
+    assert!(
+        message.contains("must start with a thinking block"),
+        "{message}"
+    );
+    // ...untampered...
+    let mut forged = content[0].clone();
+    forged["thinking"] = json!("something else");
+    let mut tampered = body.clone();
+    tampered["messages"] = json!([
+        turn("user", json!("What is the weather in Oslo?")),
+        turn("assistant", json!([forged, tool_use.clone()])),
+        result.clone()
+    ]);
+    let (status, _, message) = refused(&app, &[KEY, VERSION], tampered.to_string()).await;
+    assert_eq!(status, 400);
+    assert!(message.contains("Invalid `signature`"), "{message}");
+    // ...and then it answers.
+    let mut with = body.clone();
+    with["messages"] = json!([
+        turn("user", json!("What is the weather in Oslo?")),
+        turn("assistant", json!([content[0].clone(), tool_use])),
+        result
+    ]);
+    let again = send(&app, with).await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.json()["content"][1]["type"], "text");
+
+    // Thinking refuses a forced tool and a temperature other than 1.
+    for patch in [
+        json!({"tool_choice": {"type": "any"}}),
+        json!({"temperature": 0.3}),
+    ] {
+        let mut refused_body = body.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            refused_body[k] = v.clone();
+        }
+        let (status, _, _) = refused(&app, &[KEY, VERSION], refused_body.to_string()).await;
+        assert_eq!(status, 400, "{patch}");
+    }
+}
+
+#[tokio::test]
+async fn thinking_streams_as_thinking_and_signature_deltas() {
+    let app = app();
+    let body = json!({"model": "claude-opus-4-7", "max_tokens": 4000, "stream": true,
+        "thinking": {"type": "adaptive"}, "output_config": {"effort": "low"},
+        "messages": [turn("user", json!("Hi"))]});
+    let events = send(&app, body).await.events();
+    let kinds: Vec<String> = events
+        .iter()
+        .filter(|(name, _)| name == "content_block_delta")
+        .map(|(_, d)| d["delta"]["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "thinking_delta").count(), 12);
+    assert_eq!(kinds.iter().filter(|k| *k == "signature_delta").count(), 1);
+    let starts: Vec<&Value> = events
+        .iter()
+        .filter(|(name, _)| name == "content_block_start")
+        .map(|(_, d)| &d["content_block"])
+        .collect();
+    assert_eq!(starts[0]["type"], "thinking");
+    assert_eq!(starts[1]["type"], "text");
+}
+
+#[tokio::test]
+async fn structured_output_answers_json_that_fits_the_schema() {
+    let app = app();
+    let schema = json!({"type": "object", "properties": {
+        "city": {"type": "string"}, "temp_c": {"type": "number"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "kind": {"type": "string", "enum": ["rain", "sun"]}},
+        "required": ["city", "temp_c", "tags", "kind"], "additionalProperties": false});
+    let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 200,
+        "output_config": {"format": {"type": "json_schema", "schema": schema}},
+        "messages": [turn("user", json!("Weather report for Paris"))]});
+    let answer = send(&app, body).await.json();
+    let text = answer["content"][0]["text"].as_str().unwrap();
+    let parsed: Value = serde_json::from_str(text).unwrap();
+    assert_eq!(
+        parsed,
+        json!({"city": "Paris", "temp_c": 1, "tags": [], "kind": "rain"})
+    );
+    assert_eq!(answer["stop_reason"], "end_turn");
+    let bad = json!({"model": "claude-sonnet-4-5", "max_tokens": 200,
+        "output_config": {"format": {"type": "json_object"}}, "messages": [turn("user", json!("x"))]});
+    let (status, _, _) = refused(&app, &[KEY, VERSION], bad.to_string()).await;
+    assert_eq!(status, 400);
+}
+
+fn turn(role: &str, content: Value) -> Value {
+    json!({"role": role, "content": content})
 }

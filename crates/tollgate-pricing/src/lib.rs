@@ -11,7 +11,7 @@ pub mod tokens;
 
 pub use cost::{Usage, UsageDetail, actual_cost, actual_cost_detail};
 pub use quote::{Quote, QuoteError};
-pub use table::{BUILTIN_TABLE, PriceTable, TableError, per_million};
+pub use table::{BUILTIN_TABLE, PriceTable, TableError, ThinkingMode, per_million};
 
 /// Which quote function prices a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

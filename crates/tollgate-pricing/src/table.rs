@@ -80,8 +80,24 @@ pub struct ChatPrice {
     /// has scaled it down (priced by size when the size is known).
     #[serde(default)]
     pub image_max_tokens: Option<u64>,
+    /// Claude's extended thinking, if the model has it.
+    #[serde(default)]
+    pub thinking: Option<ThinkingMode>,
+    /// Claude's structured outputs (JSON schema answers, strict tools).
+    #[serde(default)]
+    pub structured_outputs: bool,
     #[serde(default)]
     pub aliases: Vec<String>,
+}
+
+/// How a Claude model thinks.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ThinkingMode {
+    /// `thinking.budget_tokens`.
+    Budget,
+    /// `thinking.type = "adaptive"` with `output_config.effort`.
+    Adaptive,
 }
 
 impl ChatPrice {

@@ -7,7 +7,8 @@
 use serde_json::{Value, json};
 use tollgate_pricing::tokens::Encoding;
 use tollgate_pricing::{
-    Endpoint, PriceTable, Usage, UsageDetail, actual_cost, actual_cost_detail, quote,
+    Endpoint, PriceTable, ThinkingMode, Usage, UsageDetail, actual_cost, actual_cost_detail,
+    per_million, quote,
 };
 
 /// A 200 × 200 PNG header (signature and IHDR), base64.
@@ -330,4 +331,112 @@ fn actual_cost_prices_cache_reads_and_writes() {
         actual_cost_detail(&t, Endpoint::Messages, &q, Some(huge)),
         q.amount
     );
+}
+
+#[test]
+fn table_says_which_claude_models_think_and_have_structured_outputs() {
+    let t = PriceTable::builtin();
+    let facts = |m: &str| {
+        let (_, p) = t.chat_model(m).unwrap();
+        (p.thinking, p.structured_outputs)
+    };
+    assert_eq!(
+        facts("claude-opus-4-7"),
+        (Some(ThinkingMode::Adaptive), true)
+    );
+    assert_eq!(
+        facts("claude-sonnet-4-6"),
+        (Some(ThinkingMode::Adaptive), true)
+    );
+    assert_eq!(
+        facts("claude-sonnet-4-5"),
+        (Some(ThinkingMode::Budget), true)
+    );
+    assert_eq!(
+        facts("claude-haiku-4-5"),
+        (Some(ThinkingMode::Budget), true)
+    );
+    assert_eq!(
+        facts("claude-3-7-sonnet-latest"),
+        (Some(ThinkingMode::Budget), false)
+    );
+    assert_eq!(facts("claude-3-5-haiku-latest"), (None, false));
+    assert_eq!(facts("gpt-4o"), (None, false));
+}
+
+#[test]
+fn a_translated_chat_is_priced_as_the_messages_request_sent() {
+    let t = PriceTable::builtin();
+    // What the translation sends for `reasoning_effort: "medium"` without a
+    // cap: the default 4096 plus the 8192 budget; thinking is output.
+    let sent = json!({"model": "claude-sonnet-4-5", "max_tokens": 12288,
+        "thinking": {"type": "enabled", "budget_tokens": 8192},
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hello world"}]}]});
+    let q = quote::chat_via_messages(&t, &sent).unwrap();
+    assert_eq!(q.output_units, 12288);
+    assert!(
+        q.description.contains("chat completion"),
+        "{}",
+        q.description
+    );
+    let plain = quote::messages(&t, &sent).unwrap();
+    assert_eq!((q.amount, q.input_units), (plain.amount, plain.input_units));
+    let (_, price) = t.chat_model("claude-sonnet-4-5").unwrap();
+    assert!(q.amount >= t.finalize(per_million(12288, price.output_per_mtok)));
+}
+
+#[test]
+fn a_json_output_schema_is_counted_as_input() {
+    let t = PriceTable::builtin();
+    let base = json!({"model": "claude-sonnet-4-5", "max_tokens": 10,
+        "messages": [{"role": "user", "content": "Extract the city."}]});
+    let mut with_schema = base.clone();
+    with_schema["output_config"] = json!({"format": {"type": "json_schema", "schema": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+        "additionalProperties": false}}});
+    let a = quote::messages(&t, &base).unwrap();
+    let b = quote::messages(&t, &with_schema).unwrap();
+    assert!(b.input_units >= a.input_units + quote::CLAUDE_TOOL_PROMPT_TOKENS + 10);
+    assert!(b.amount > a.amount);
+}
+
+#[test]
+fn cache_control_in_a_translated_chat_is_priced_as_cache_writes() {
+    let t = PriceTable::builtin();
+    let long = "policy ".repeat(400);
+    let cached = json!({"model": "claude-sonnet-4-5", "max_tokens": 10,
+        "system": [{"type": "text", "text": long, "cache_control": {"type": "ephemeral", "ttl": "1h"}}],
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]});
+    let mut uncached = cached.clone();
+    uncached["system"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("cache_control");
+    let a = quote::chat_via_messages(&t, &uncached).unwrap();
+    let b = quote::chat_via_messages(&t, &cached).unwrap();
+    assert_eq!(a.input_units, b.input_units);
+    assert!(
+        b.description.contains("as cache writes"),
+        "{}",
+        b.description
+    );
+    // 1-hour writes cost twice the input price.
+    assert!(b.amount > a.amount);
+}
+
+#[test]
+fn count_tokens_counts_what_the_quote_counts() {
+    let t = PriceTable::builtin();
+    let body = json!({"model": "claude-haiku-4-5", "system": "Be brief.",
+        "tools": [{"name": "get_weather", "input_schema": {"type": "object"}}],
+        "messages": [{"role": "user", "content": "What is the weather in Paris?"}]});
+    let (model, tokens) = quote::messages_input_tokens(&t, &body).unwrap();
+    assert_eq!(model, "claude-haiku-4-5-20251001");
+    let mut priced = body.clone();
+    priced["max_tokens"] = json!(10);
+    assert_eq!(tokens, quote::messages(&t, &priced).unwrap().input_units);
+    assert!(tokens > quote::CLAUDE_TOOL_PROMPT_TOKENS);
+    let e =
+        quote::messages_input_tokens(&t, &json!({"model": "gpt-4o", "messages": []})).unwrap_err();
+    assert_eq!(e.param, Some("model"));
 }

@@ -14,14 +14,11 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
 use tollgate_providers::anthropic::openai_types::ChatRequest;
 use tollgate_providers::anthropic::{
-    ResponseOptions, StreamTranslator, from_anthropic, translate_request_body,
+    DefaultMaxTokens, ResponseOptions, StreamTranslator, TranslateOptions, from_anthropic,
+    translate_request_body,
 };
 
 const TOOL_STREAM: &str = include_str!("../tests/fixtures/anthropic/streams/tool_calls.sse");
-
-fn defaults(model: &str) -> Option<u32> {
-    model.starts_with("claude-").then_some(4096)
-}
 
 /// A realistic agent turn: system prompt, two tools, a parallel tool call
 /// and its results, then a follow-up question.
@@ -110,6 +107,11 @@ fn sse_events(text: &str) -> Vec<(String, String)> {
 fn bench(c: &mut Criterion) {
     let req = request_body();
     println!("request body: {} bytes", req.len());
+    let models = DefaultMaxTokens::new(None).with_prefix("claude-", 4096);
+    let defaults = TranslateOptions {
+        models: &models,
+        user_id_key: Some(b"bench-user-id-key"),
+    };
     let (out, _) = translate_request_body(&req, &defaults).unwrap();
     println!("anthropic body: {} bytes", out.len());
 

@@ -8,7 +8,7 @@ use futures::TryStreamExt;
 use http::{HeaderMap, HeaderValue, Method, Response, header};
 use tower::ServiceExt;
 
-use crate::headers::{is_hop_by_hop, strip_client_credentials};
+use crate::headers::{forwardable, returnable};
 
 /// The wire protocol an upstream speaks and how it authenticates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,7 +161,7 @@ impl Upstream {
         client_headers: &HeaderMap,
         body: Bytes,
     ) -> Result<Response<Body>, ForwardError> {
-        let mut headers = strip_client_credentials(client_headers);
+        let mut headers = forwardable(client_headers, self.protocol);
         if let Some(key) = &self.api_key {
             let name = match self.kind {
                 UpstreamKind::Anthropic => header::HeaderName::from_static("x-api-key"),
@@ -186,11 +186,13 @@ impl Upstream {
                 .body(Body::from(body))
                 .map_err(|e| ForwardError::InvalidRequest(e.to_string()))?;
             *request.headers_mut() = headers;
-            return router
+            let mut response = router
                 .clone()
                 .oneshot(request)
                 .await
-                .map_err(|e| match e {});
+                .map_err(|e| match e {})?;
+            *response.headers_mut() = returnable(response.headers());
+            return Ok(response);
         }
         let url = format!("{}{}", self.base_url, path_and_query);
         let response = self
@@ -215,12 +217,7 @@ fn classify(error: reqwest::Error) -> ForwardError {
 
 fn into_streaming_response(response: reqwest::Response) -> Response<Body> {
     let status = response.status();
-    let mut headers = HeaderMap::with_capacity(response.headers().len());
-    for (name, value) in response.headers() {
-        if !is_hop_by_hop(name) {
-            headers.append(name.clone(), value.clone());
-        }
-    }
+    let headers = returnable(response.headers());
     let stream = response
         .bytes_stream()
         .map_err(|e| std::io::Error::other(e.without_url()));

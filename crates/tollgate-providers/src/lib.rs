@@ -13,4 +13,4 @@ pub mod multipart;
 pub use forward::{
     DEFAULT_ANTHROPIC_VERSION, ForwardError, Protocol, Upstream, UpstreamKind, UpstreamTimeouts,
 };
-pub use headers::{is_hop_by_hop, strip_client_credentials};
+pub use headers::{forwardable, is_hop_by_hop, returnable, strip_client_credentials};

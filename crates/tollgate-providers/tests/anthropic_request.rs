@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 use tollgate_providers::anthropic::openai_types::ChatRequest;
 use tollgate_providers::anthropic::{
-    DefaultMaxTokens, RequestInfo, TranslateError, to_anthropic, translate_request_body,
+    DefaultMaxTokens, ModelFacts, RequestInfo, ThinkingSupport, TranslateError, TranslateOptions,
+    to_anthropic, translate_request_body,
 };
 
 fn fixture(name: &str) -> Value {
@@ -19,14 +20,53 @@ fn fixture(name: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path:?}: {e}"))
 }
 
-/// The defaults the fixtures assume: 4096 for `claude-*`, none otherwise.
-fn defaults(model: &str) -> Option<u32> {
-    model.starts_with("claude-").then_some(4096)
+/// What the fixtures assume about models: `claude-*` answer 4096 tokens by
+/// default; Claude 3.5 Haiku neither thinks nor has structured outputs;
+/// 4.6+ models think adaptively; the rest think with a budget.
+fn facts(model: &str) -> Option<ModelFacts> {
+    let claude = ModelFacts {
+        default_max_tokens: Some(4096),
+        max_output_tokens: Some(64_000),
+        thinking: ThinkingSupport::Budget,
+        structured_outputs: true,
+    };
+    if !model.starts_with("claude-") {
+        return None;
+    }
+    Some(if model.starts_with("claude-3-5-haiku") {
+        ModelFacts {
+            max_output_tokens: Some(8192),
+            thinking: ThinkingSupport::None,
+            structured_outputs: false,
+            ..claude
+        }
+    } else if ["claude-opus-4-6", "claude-opus-4-7", "claude-sonnet-4-6"]
+        .iter()
+        .any(|p| model.starts_with(p))
+    {
+        ModelFacts {
+            max_output_tokens: Some(128_000),
+            thinking: ThinkingSupport::Adaptive,
+            ..claude
+        }
+    } else {
+        claude
+    })
+}
+
+/// The gateway secret `user` is hashed with in the fixtures.
+const USER_KEY: &[u8] = b"fixture-user-id-key";
+
+fn options() -> TranslateOptions<'static> {
+    TranslateOptions {
+        models: &facts,
+        user_id_key: Some(USER_KEY),
+    }
 }
 
 fn translate(input: &Value) -> Result<(Value, RequestInfo), TranslateError> {
     let body = serde_json::to_vec(input).unwrap();
-    let (out, info) = translate_request_body(&body, &defaults)?;
+    let (out, info) = translate_request_body(&body, &options())?;
     Ok((serde_json::from_slice(&out).unwrap(), info))
 }
 
@@ -133,6 +173,47 @@ fn tool_choice_variants() {
 }
 
 #[test]
+fn parameter_mappings() {
+    let f = fixture("parameters.json");
+    let cases = f["cases"].as_array().unwrap();
+    assert!(cases.len() >= 15);
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let input = merge(&f["base_input"], &case["patch"]);
+        let expected = merge(&f["base_expected"], &case["expected_patch"]);
+        let (actual, _) = translate(&input).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert_json_eq(&actual, &expected, name);
+    }
+}
+
+#[test]
+fn user_is_forwarded_only_as_a_hash_and_only_with_a_key() {
+    let input = json!({"model": "claude-sonnet-4-5", "max_tokens": 10, "user": "bob@example.org",
+        "messages": [{"role": "user", "content": "Hi"}]});
+    let (out, _) = translate(&input).unwrap();
+    let id = out["metadata"]["user_id"].as_str().unwrap();
+    assert_eq!(id.len(), 64);
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert!(!out.to_string().contains("bob"));
+    // Another key, another id; no key, no id.
+    let body = serde_json::to_vec(&input).unwrap();
+    let other = TranslateOptions {
+        models: &facts,
+        user_id_key: Some(b"another-key"),
+    };
+    let (again, _) = translate_request_body(&body, &other).unwrap();
+    let again: Value = serde_json::from_slice(&again).unwrap();
+    assert_ne!(again["metadata"]["user_id"], out["metadata"]["user_id"]);
+    let keyless = TranslateOptions {
+        models: &facts,
+        user_id_key: None,
+    };
+    let (none, _) = translate_request_body(&body, &keyless).unwrap();
+    let none: Value = serde_json::from_slice(&none).unwrap();
+    assert!(none.get("metadata").is_none(), "{none}");
+}
+
+#[test]
 fn rejected_parameters_name_the_parameter() {
     let f = fixture("rejections.json");
     let cases = f["cases"].as_array().unwrap();
@@ -205,7 +286,7 @@ fn null_valued_unknown_fields_count_as_absent() {
 fn typed_entry_point_matches_the_body_entry_point() {
     let f = fixture("multi_turn_tools.json");
     let req: ChatRequest = serde_json::from_value(f["input"].clone()).unwrap();
-    let out = to_anthropic::request(&req, &defaults).unwrap();
+    let out = to_anthropic::request(&req, &options()).unwrap();
     assert_json_eq(
         &serde_json::to_value(&out).unwrap(),
         &f["expected"],
@@ -234,17 +315,27 @@ fn default_max_tokens_helper() {
     assert_eq!(d.get("claude-sonnet-4-5"), Some(4096));
     assert_eq!(d.get("gpt-4o"), None);
     let body = br#"{"model":"claude-3-haiku-1","messages":[{"role":"user","content":"x"}]}"#;
-    let (out, _) = translate_request_body(body, &|m| d.get(m)).unwrap();
+    let with = |models| TranslateOptions {
+        models,
+        user_id_key: None,
+    };
+    let (out, _) = translate_request_body(body, &with(&d)).unwrap();
     let out: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(out["max_tokens"], 2048);
     // A default of 0 is no default.
-    let err = translate_request_body(body, &|_| Some(0)).unwrap_err();
+    let zero = |_: &str| {
+        Some(ModelFacts {
+            default_max_tokens: Some(0),
+            ..ModelFacts::default()
+        })
+    };
+    let err = translate_request_body(body, &with(&zero)).unwrap_err();
     assert_eq!(err.param.as_deref(), Some("max_tokens"));
 }
 
 #[test]
 fn not_json_is_an_invalid_body() {
-    let e = translate_request_body(b"{not json", &defaults).unwrap_err();
+    let e = translate_request_body(b"{not json", &options()).unwrap_err();
     assert_eq!(e.code, "invalid_request_body");
     assert_eq!(e.param, None);
     assert_eq!(e.status(), 400);

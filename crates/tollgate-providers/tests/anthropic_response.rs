@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 use tollgate_providers::anthropic::anthropic_types::MessagesResponse;
 use tollgate_providers::anthropic::{
-    AnthropicUsage, ResponseOptions, from_anthropic, translate_request_body,
+    AnthropicUsage, ResponseOptions, TranslateOptions, from_anthropic, translate_request_body,
 };
 
 fn fixture(name: &str) -> Value {
@@ -30,7 +30,7 @@ fn golden(name: &str) {
     // Through the body entry point…
     let body = serde_json::to_vec(&f["input"]).unwrap();
     let out: Value =
-        serde_json::from_slice(&from_anthropic::response_body(&body, &opts).unwrap()).unwrap();
+        serde_json::from_slice(&from_anthropic::response_body(&body, &opts).unwrap().0).unwrap();
     assert!(
         out == f["expected"],
         "{name}: translation differs\n--- actual ---\n{}\n--- expected ---\n{}",
@@ -83,8 +83,8 @@ fn pause_turn_is_length_and_server_tool_blocks_are_left_out() {
 }
 
 #[test]
-fn thinking_blocks_are_left_out() {
-    golden("thinking_ignored.json");
+fn thinking_becomes_reasoning_content_and_signed_blocks() {
+    golden("thinking.json");
 }
 
 #[test]
@@ -110,12 +110,21 @@ fn response_stamps_the_current_time() {
 fn legacy_request_round_trip_uses_request_info() {
     let body = br#"{"model":"claude-sonnet-4-5","max_tokens":50,
         "functions":[{"name":"convert"}],"messages":[{"role":"user","content":"x"}]}"#;
-    let (_, info) = translate_request_body(body, &|_| None).unwrap();
+    let (_, info) = translate_request_body(
+        body,
+        &TranslateOptions {
+            models: &|_: &str| None,
+            user_id_key: None,
+        },
+    )
+    .unwrap();
     assert!(info.legacy_functions);
     let f = fixture("responses/legacy_function_call.json");
     let body = serde_json::to_vec(&f["input"]).unwrap();
     let out: Value = serde_json::from_slice(
-        &from_anthropic::response_body(&body, &info.response_options(1750000008)).unwrap(),
+        &from_anthropic::response_body(&body, &info.response_options(1750000008))
+            .unwrap()
+            .0,
     )
     .unwrap();
     assert_eq!(out, f["expected"]);
@@ -145,6 +154,7 @@ fn usage_from_a_response_body() {
             output_tokens: 95,
             cache_creation_input_tokens: 1500,
             cache_read_input_tokens: 3000,
+            cache_creation_1h_input_tokens: 0,
         }
     );
     assert_eq!(u.prompt_tokens(), 4520);

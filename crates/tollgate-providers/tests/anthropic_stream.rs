@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 use tollgate_providers::anthropic::{
-    AnthropicUsage, RequestInfo, StreamTranslator, translate_request_body,
+    AnthropicUsage, RequestInfo, StreamTranslator, TranslateOptions, translate_request_body,
 };
 
 fn dir() -> PathBuf {
@@ -197,6 +197,7 @@ fn usage_is_not_double_counted_across_repeated_message_deltas() {
             output_tokens: 20,
             cache_creation_input_tokens: 3,
             cache_read_input_tokens: 5,
+            cache_creation_1h_input_tokens: 0,
         }
     );
     let out = t
@@ -275,7 +276,14 @@ fn block_start_with_content_is_not_lost() {
 fn request_info_builds_the_matching_translator() {
     let body = br#"{"model":"claude-haiku-4-5","max_tokens":5,"stream":true,
         "stream_options":{"include_usage":true},"messages":[{"role":"user","content":"x"}]}"#;
-    let (_, info) = translate_request_body(body, &|_| None).unwrap();
+    let (_, info) = translate_request_body(
+        body,
+        &TranslateOptions {
+            models: &|_: &str| None,
+            user_id_key: None,
+        },
+    )
+    .unwrap();
     assert_eq!(
         info,
         RequestInfo {

@@ -159,6 +159,10 @@ async fn build_on(
     });
     let upstreams = build_upstreams(config, mock)?;
     let table = Arc::new(config.pricing.table.clone());
+    let translation = Arc::new(crate::translation::Translation::new(
+        Arc::clone(&table),
+        config.claude.user_id_key.clone(),
+    ));
     tollgate_pricing::tokens::warm_up();
 
     // Group routes by path: one axum route per path, one method filter each.
@@ -167,14 +171,6 @@ async fn build_on(
         by_path.entry(route.path.as_str()).or_default().push(route);
     }
     let mut router = Router::new().route("/healthz", get(|| async { "ok" }));
-    let lists_models = config
-        .routes
-        .iter()
-        .any(|r| r.path == "/v1/models" && r.method == http::Method::GET);
-    if !lists_models {
-        let listing = model_listing(config);
-        router = router.route("/v1/models", get(move || async move { listing.clone() }));
-    }
     for (path, routes) in by_path {
         let mut method_router = axum::routing::MethodRouter::new();
         let mut head_free = !routes
@@ -197,7 +193,7 @@ async fn build_on(
                     .collect(),
                 client_api: ClientApi::of_path(&route_config.path),
                 pricing: route_pricing(config, route_config, &table, sessions.as_ref()),
-                table: Arc::clone(&table),
+                translation: Arc::clone(&translation),
             });
             // Session clients send voucher top-ups as `HEAD` on the resource.
             let session_head = route.pricing.session_terms().is_some()
@@ -216,8 +212,14 @@ async fn build_on(
                 routes::handle(Arc::clone(&gateway), Arc::clone(&route), request)
             }));
         }
+        if ClientApi::of_path(path) == ClientApi::AnthropicMessages {
+            // Anthropic SDKs read errors in Anthropic's shape only.
+            method_router =
+                method_router.layer(axum::middleware::from_fn(crate::error_shape::anthropic));
+        }
         router = router.route(path, method_router);
     }
+    router = crate::model_routes::register(router, config, &gateway, &translation, &table);
     if let Some(plans) = &config.plans {
         let sessions = sessions.clone().ok_or_else(|| BuildError::Route {
             scope: crate::plans::PATH.into(),
@@ -231,6 +233,7 @@ async fn build_on(
             ledger: Arc::clone(&gateway.ledger),
             upstreams: upstreams.clone(),
             table: Arc::clone(&table),
+            translation: Arc::clone(&translation),
             max_body_bytes: config.max_body_bytes,
         });
         router = router.route(
@@ -276,20 +279,6 @@ pub fn session_gate(
     Ok(Some(Arc::new(gate)))
 }
 
-/// `GET /v1/models`, free: what this gateway sells, with its prices.
-fn model_listing(config: &Config) -> axum::Json<serde_json::Value> {
-    let endpoints: Vec<_> = config
-        .routes
-        .iter()
-        .filter_map(|r| match r.price {
-            RoutePrice::Quoted(endpoint) => Some(endpoint),
-            _ => None,
-        })
-        .collect();
-    let data = tollgate_pricing::listing::models(&config.pricing.table, &endpoints);
-    axum::Json(serde_json::json!({"object": "list", "data": data}))
-}
-
 fn route_pricing(
     config: &Config,
     route: &RouteConfig,
@@ -307,6 +296,20 @@ fn route_pricing(
             template: charge_offer(config, route, 0),
             session: sessions.map(|s| Box::new(s.offer(0, None))),
         },
+    }
+}
+
+/// A fixed charge on the configured chain, for a route the gateway adds.
+pub(crate) fn fixed_charge(config: &Config, amount: u128) -> ChargeOffer {
+    let chain = &config.chain;
+    ChargeOffer {
+        amount,
+        currency: chain.currency,
+        recipient: chain.recipient,
+        chain_id: chain.chain_id,
+        fee_payer: chain.fee_payer.is_some(),
+        modes: chain.modes,
+        description: None,
     }
 }
 

@@ -7,9 +7,11 @@
 // stream delivery; the products (routes, plans); the app that wires them.
 mod access_log;
 pub mod config;
+mod error_shape;
 mod pricing;
 mod problem;
 mod state;
+mod translation;
 
 mod metering;
 mod sse;
@@ -25,6 +27,7 @@ mod policy;
 mod pipeline;
 mod stream;
 
+mod model_routes;
 pub mod plans;
 mod routes;
 

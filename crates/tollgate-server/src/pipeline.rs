@@ -161,17 +161,20 @@ async fn deliver_whole(
     let (bytes, reported) = match (&translation, &json) {
         (Some(info), Some(original)) => {
             let created = time::OffsetDateTime::now_utc().unix_timestamp();
-            let out =
+            // The translation reports the usage Anthropic sent (cache
+            // writes by TTL, reads, output with thinking).
+            let (out, usage) =
                 anthropic::from_anthropic::response_body(&bytes, &info.response_options(created))
                     .map_err(|e| fault::malformed(e.message))?;
             head.headers.insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
-            (
-                Bytes::from(out),
-                UsageDetail::from_anthropic(&original["usage"]),
-            )
+            let reported = original
+                .get("usage")
+                .is_some()
+                .then(|| crate::translation::usage_detail(&usage));
+            (Bytes::from(out), reported)
         }
         _ => {
             let reported = match (meter, &json) {

@@ -36,10 +36,13 @@ impl Pricing {
 
     /// The offers for this request (`None`: free), or why it cannot be
     /// priced (a 400, before any challenge).
+    /// `translated`: the Anthropic Messages body a chat request becomes
+    /// when its model's upstream speaks Anthropic; that is what is quoted.
     pub async fn price(
         &self,
         content_type: Option<&str>,
         body: &Bytes,
+        translated: Option<&[u8]>,
     ) -> Result<Option<Priced<'_>>, QuoteError> {
         match self {
             Self::Free => Ok(None),
@@ -61,7 +64,19 @@ impl Pricing {
                         message: format!("the body is not valid JSON: {e}"),
                         code: "invalid-json",
                     })?;
-                    (endpoint.quote(table, &json)?, json)
+                    let quote = match translated {
+                        Some(messages) if *endpoint == Endpoint::Chat => {
+                            let messages: Value =
+                                serde_json::from_slice(messages).map_err(|e| QuoteError {
+                                    param: None,
+                                    message: format!("the translated request is not JSON: {e}"),
+                                    code: "invalid-json",
+                                })?;
+                            tollgate_pricing::quote::chat_via_messages(table, &messages)?
+                        }
+                        _ => endpoint.quote(table, &json)?,
+                    };
+                    (quote, json)
                 };
                 let offer = ChargeOffer {
                     amount: quote.amount,

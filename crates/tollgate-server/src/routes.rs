@@ -66,32 +66,45 @@ impl Product for PaidRoute<'_> {
             .headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
-        let priced = route
-            .pricing
-            .price(content_type, body)
-            .await
-            .map_err(|e| Problem::invalid_request(e.code, e.message, e.param))?;
+        let options = route.translation.options();
         let call = |body: Bytes| {
             UpstreamCall::prepare(
                 route.upstream_for(&body),
                 route.client_api,
-                &route.table,
+                &options,
                 parts.method.clone(),
                 path_and_query(parts),
                 &parts.headers,
                 body,
             )
         };
+        // The call first: the translation refuses (400) before any price or
+        // challenge, and a translated request is quoted as what it sends.
+        let as_sent = call(body.clone())?;
+        let priced = route
+            .pricing
+            .price(
+                content_type,
+                body,
+                as_sent.translated_body().map(|b| b.as_ref()),
+            )
+            .await
+            .map_err(|e| Problem::invalid_request(e.code, e.message, e.param))?;
         let Some(priced) = priced else {
-            return Ok(Step::Free(call(body.clone())?));
+            return Ok(Step::Free(as_sent));
         };
         let meter = priced.quoted.map(|quoted| Meter::new(quoted, &route.scope));
         let upstream_body = match &meter {
             Some(meter) => meter.upstream_body(body.clone()),
             None => body.clone(),
         };
+        let call = if upstream_body == *body {
+            as_sent
+        } else {
+            call(upstream_body)?
+        };
         Ok(Step::Paid(Box::new(Prepared {
-            call: call(upstream_body)?,
+            call,
             meter,
             terms: priced.offers.into_owned(),
         })))

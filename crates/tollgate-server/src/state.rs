@@ -8,7 +8,6 @@ use std::time::Duration;
 use serde::Deserialize;
 use tollgate_ledger::Ledger;
 use tollgate_payments::PaymentGate;
-use tollgate_pricing::PriceTable;
 use tollgate_providers::Upstream;
 
 use crate::pricing::Pricing;
@@ -59,8 +58,8 @@ pub struct Route {
     /// What clients of this route speak (decides translation).
     pub client_api: ClientApi,
     pub pricing: Pricing,
-    /// The price table, for per-model defaults (`max_tokens` for Claude).
-    pub table: Arc<PriceTable>,
+    /// What the Anthropic translation needs (model facts, user-id key).
+    pub translation: Arc<crate::translation::Translation>,
 }
 
 #[derive(Deserialize)]
@@ -84,12 +83,4 @@ impl Route {
             .max_by_key(|(prefix, _)| prefix.len())
             .map_or(&self.upstream, |(_, upstream)| upstream)
     }
-}
-
-/// `max_tokens` for a translated request that sets none: the model's
-/// default output length from the price table.
-pub fn default_max_tokens(table: &PriceTable, model: &str) -> Option<u32> {
-    table
-        .chat_model(model)
-        .map(|(_, price)| u32::try_from(price.default_output_tokens()).unwrap_or(u32::MAX))
 }

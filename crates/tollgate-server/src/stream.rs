@@ -63,16 +63,21 @@ pub fn pass_through(answer: Answer) -> Response {
                 &bytes,
                 &info.response_options(created),
             )
+            .map(|(json, _)| json)
             .unwrap_or_default();
             let _ = tx.send(Ok(Bytes::from(translated))).await;
         });
-        let mut response = Response::new(out);
-        response.headers_mut().insert(
+        // The upstream's headers (already allow-listed: request ids, retry
+        // hints) stay; the body is now OpenAI's JSON.
+        let mut head = head;
+        head.headers.remove(header::CONTENT_LENGTH);
+        head.headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        return response;
+        return Response::from_parts(head, out);
     }
+    let request_ids = request_ids(&head.headers);
     let created = time::OffsetDateTime::now_utc().unix_timestamp();
     let mut events = Events::new(body, Some(info.stream_translator(created)));
     let (tx, out) = channel_body();
@@ -92,7 +97,20 @@ pub fn pass_through(answer: Answer) -> Response {
             let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
         }
     });
-    stream_response(out)
+    let mut response = stream_response(out);
+    response.headers_mut().extend(request_ids);
+    response
+}
+
+/// The upstream's request ids, for a response built anew.
+fn request_ids(headers: &axum::http::HeaderMap) -> axum::http::HeaderMap {
+    let mut ids = axum::http::HeaderMap::new();
+    for name in ["request-id", "x-request-id"] {
+        if let Some(value) = headers.get(name) {
+            ids.insert(name, value.clone());
+        }
+    }
+    ids
 }
 
 fn stream_response(out: Body) -> Response {
@@ -140,7 +158,9 @@ pub async fn deliver(
         Err(_) => return Err(fault::cut().into()),
     };
     let mut response = if translated {
-        stream_response(out)
+        let mut response = stream_response(out);
+        response.headers_mut().extend(request_ids(&head.headers));
+        response
     } else {
         let mut head = head;
         head.headers.remove(header::CONTENT_LENGTH);

@@ -11,21 +11,37 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
-use tollgate_pricing::PriceTable;
-use tollgate_providers::anthropic::{self, RequestInfo};
+use tollgate_providers::anthropic::{self, RequestInfo, TranslateOptions};
 use tollgate_providers::{ForwardError, Protocol, Upstream};
 
 use crate::problem::{ApiError, Problem, upstream as fault};
-use crate::state::{ClientApi, default_max_tokens};
+use crate::state::ClientApi;
 
 /// Upstream error bodies larger than this are not translated.
 const MAX_ERROR_BYTES: usize = 1024 * 1024;
 /// Non-streamed answers are read whole, up to this, before payment is final.
 pub const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
 
-/// Upstream headers a translated error keeps: when to retry, and the
-/// upstream's request id for support.
-const KEPT_ON_TRANSLATED_ERRORS: [&str; 3] = ["retry-after", "request-id", "x-request-id"];
+/// Upstream headers a translated error keeps: when to retry (a client that
+/// retries too early pays again on a paid route), and the upstream's
+/// request id for support.
+const KEPT_ON_TRANSLATED_ERRORS: [&str; 5] = [
+    "retry-after",
+    "retry-after-ms",
+    "x-should-retry",
+    "request-id",
+    "x-request-id",
+];
+
+/// Anthropic's `request-id`, also as OpenAI's `x-request-id`, for clients
+/// of a translated route.
+fn add_openai_request_id(headers: &mut HeaderMap) {
+    if let Some(id) = headers.get("request-id").cloned()
+        && !headers.contains_key("x-request-id")
+    {
+        headers.insert(HeaderName::from_static("x-request-id"), id);
+    }
+}
 
 /// A request ready to go upstream.
 pub struct UpstreamCall<'a> {
@@ -43,7 +59,7 @@ impl<'a> UpstreamCall<'a> {
     pub fn prepare(
         upstream: &'a Upstream,
         client_api: ClientApi,
-        table: &PriceTable,
+        opts: &TranslateOptions<'_>,
         method: Method,
         path_and_query: &str,
         headers: &HeaderMap,
@@ -61,16 +77,14 @@ impl<'a> UpstreamCall<'a> {
                 translation: None,
             });
         }
-        let defaults = |model: &str| default_max_tokens(table, model);
-        let (translated, info) =
-            anthropic::translate_request_body(&body, &defaults).map_err(|e| {
-                let code = e.code.replace('_', "-");
-                let mut problem = Problem::invalid_request(&code, e.message.clone(), None);
-                if let Some(param) = &e.param {
-                    problem = problem.param(param);
-                }
-                ApiError::from(problem)
-            })?;
+        let (translated, info) = anthropic::translate_request_body(&body, opts).map_err(|e| {
+            let code = e.code.replace('_', "-");
+            let mut problem = Problem::invalid_request(&code, e.message.clone(), None);
+            if let Some(param) = &e.param {
+                problem = problem.param(param);
+            }
+            ApiError::from(problem)
+        })?;
         let mut headers = headers.clone();
         headers.insert(
             header::CONTENT_TYPE,
@@ -87,6 +101,12 @@ impl<'a> UpstreamCall<'a> {
         })
     }
 
+    /// The Messages body a translated call sends (what its quote prices);
+    /// `None` when the call is not translated.
+    pub fn translated_body(&self) -> Option<&Bytes> {
+        self.translation.as_ref().map(|_| &self.body)
+    }
+
     /// Sends the call. A failed call (no answer, or an error status) is an
     /// `Err` carrying what the client sees; nobody pays for it.
     pub async fn send(self) -> Result<Answer, ApiError> {
@@ -101,7 +121,10 @@ impl<'a> UpstreamCall<'a> {
                     Problem::new(StatusCode::BAD_GATEWAY, "upstream-request-invalid", message)
                 }
             })?;
-        let (head, body) = response.into_parts();
+        let (mut head, body) = response.into_parts();
+        if self.translation.is_some() {
+            add_openai_request_id(&mut head.headers);
+        }
         if !head.status.is_success() {
             return Err(match &self.translation {
                 Some(_) => ApiError::Response(Box::new(translate_error(head, body).await)),
@@ -185,6 +208,7 @@ async fn translate_error(head: axum::http::response::Parts, body: Body) -> Respo
                 .insert(HeaderName::from_static(name), value.clone());
         }
     }
+    add_openai_request_id(response.headers_mut());
     response
 }
 

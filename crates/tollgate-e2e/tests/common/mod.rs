@@ -47,6 +47,8 @@ pub struct Options {
     pub operator: bool,
     /// A `[plans]` section (the plan endpoint), verbatim.
     pub plans: Option<String>,
+    /// Other sections (e.g. `[claude]`), verbatim, at the end.
+    pub extra: String,
     /// Send upstream calls here instead of the recording mock.
     pub upstream_url: Option<String>,
     /// The upstreams' `idle_timeout_secs`.
@@ -69,6 +71,7 @@ impl Default for Options {
             session_extra: String::new(),
             operator: true,
             plans: None,
+            extra: String::new(),
             upstream_url: None,
             upstream_idle_secs: None,
         }
@@ -256,7 +259,8 @@ upstream = "openai"
 {transcription_price}
 
 {models_route}
-{plans}"#,
+{plans}
+{extra}"#,
             secrets = secrets.join(", "),
             ttl = options.ttl_secs,
             settle = if options.settle_after_upstream {
@@ -321,6 +325,7 @@ upstream = "openai"
                 "quote = \"transcription\""
             },
             plans = options.plans.clone().unwrap_or_default(),
+            extra = options.extra,
             models_route = if options.free || options.quoted {
                 ""
             } else {

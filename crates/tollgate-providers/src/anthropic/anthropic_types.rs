@@ -31,6 +31,51 @@ pub struct MessagesRequest {
     pub tools: Option<Vec<Tool>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<ToolChoice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<Thinking>,
+    /// Structured output (`format`) and, with adaptive thinking, `effort`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_config: Option<OutputConfig>,
+}
+
+/// `thinking`: a fixed budget (`enabled`) or the model's own (`adaptive`,
+/// Claude 4.6 and later, steered by `output_config.effort`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Thinking {
+    Enabled { budget_tokens: u32 },
+    Adaptive,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effort: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<OutputFormat>,
+}
+
+/// `output_config.format`: answer with JSON matching `schema`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OutputFormat {
+    JsonSchema { schema: Value },
+}
+
+/// A prompt-cache breakpoint: `{"type":"ephemeral"}`, optionally with a
+/// `ttl` of `5m` or `1h`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheControl {
+    #[serde(rename = "type")]
+    pub kind: CacheTag,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheTag {
+    Ephemeral,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +97,8 @@ pub struct TextBlock {
     #[serde(rename = "type")]
     pub kind: TextTag,
     pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<CacheControl>,
 }
 
 impl TextBlock {
@@ -59,7 +106,13 @@ impl TextBlock {
         Self {
             kind: TextTag::Text,
             text: text.into(),
+            cache_control: None,
         }
+    }
+
+    pub fn cached(mut self, cache_control: Option<CacheControl>) -> Self {
+        self.cache_control = cache_control;
+        self
     }
 }
 
@@ -75,14 +128,20 @@ pub enum TextTag {
 pub enum ContentBlock {
     Text {
         text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cache_control: Option<CacheControl>,
     },
     Image {
         source: Source,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cache_control: Option<CacheControl>,
     },
     Document {
         source: Source,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         title: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cache_control: Option<CacheControl>,
     },
     ToolUse {
         id: String,
@@ -94,6 +153,23 @@ pub enum ContentBlock {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         content: Option<ToolResultContent>,
     },
+    /// A thinking block of an earlier answer, sent back with its signature.
+    Thinking {
+        thinking: String,
+        signature: String,
+    },
+    RedactedThinking {
+        data: String,
+    },
+}
+
+impl ContentBlock {
+    pub fn text(text: impl Into<String>) -> Self {
+        Self::Text {
+            text: text.into(),
+            cache_control: None,
+        }
+    }
 }
 
 /// Where an image or document comes from.
@@ -122,6 +198,9 @@ pub struct Tool {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     pub input_schema: Value,
+    /// Anthropic validates the call's input against `input_schema`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,8 +241,8 @@ pub struct MessagesResponse {
     pub usage: Usage,
 }
 
-/// A response content block. Thinking, server-tool and any newer blocks are
-/// `Other`: they have no Chat Completions counterpart.
+/// A response content block. Server-tool and any newer blocks are `Other`:
+/// they have no Chat Completions counterpart.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ResponseBlock {
@@ -176,6 +255,16 @@ pub enum ResponseBlock {
         name: String,
         #[serde(default)]
         input: Value,
+    },
+    Thinking {
+        #[serde(default)]
+        thinking: String,
+        #[serde(default)]
+        signature: String,
+    },
+    RedactedThinking {
+        #[serde(default)]
+        data: String,
     },
     #[serde(other)]
     Other,
@@ -193,6 +282,17 @@ pub struct Usage {
     pub cache_creation_input_tokens: Option<u64>,
     #[serde(default)]
     pub cache_read_input_tokens: Option<u64>,
+    /// `cache_creation_input_tokens` split by TTL.
+    #[serde(default)]
+    pub cache_creation: Option<CacheCreation>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheCreation {
+    #[serde(default)]
+    pub ephemeral_5m_input_tokens: Option<u64>,
+    #[serde(default)]
+    pub ephemeral_1h_input_tokens: Option<u64>,
 }
 
 /// One SSE event's `data`.
@@ -228,8 +328,7 @@ pub enum StreamEvent {
     Other,
 }
 
-/// A content block delta. `thinking_delta`, `signature_delta`,
-/// `citations_delta` and newer ones are `Other`.
+/// A content block delta. `citations_delta` and newer ones are `Other`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum BlockDelta {
@@ -239,6 +338,14 @@ pub enum BlockDelta {
     InputJsonDelta {
         #[serde(default)]
         partial_json: String,
+    },
+    ThinkingDelta {
+        #[serde(default)]
+        thinking: String,
+    },
+    SignatureDelta {
+        #[serde(default)]
+        signature: String,
     },
     #[serde(other)]
     Other,

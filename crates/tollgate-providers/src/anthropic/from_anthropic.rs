@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::anthropic_types::{ErrorObject, ErrorResponse, MessagesResponse, ResponseBlock};
 use super::openai_types::{
-    ChatCompletion, Choice, FunctionCall, ResponseMessage, ResponseToolCall, Usage,
+    ChatCompletion, Choice, FunctionCall, ResponseMessage, ResponseToolCall, ThinkingBlock, Usage,
 };
 use super::{AnthropicUsage, TranslateError};
 
@@ -58,12 +58,29 @@ pub fn response(msg: &MessagesResponse, requested_model: &str) -> ChatCompletion
 
 /// Translates a Messages response: text blocks concatenated into `content`,
 /// `tool_use` blocks into `tool_calls` (arguments = the input as JSON text),
-/// other blocks (thinking, server tools) left out.
+/// thinking into `reasoning_content` (its text) and `thinking_blocks` (the
+/// signed blocks, redacted ones included); other blocks (server tools) left
+/// out.
 pub fn response_with(msg: &MessagesResponse, opts: &ResponseOptions<'_>) -> ChatCompletion {
     let mut text: Option<String> = None;
+    let mut reasoning: Option<String> = None;
+    let mut thinking_blocks = Vec::new();
     let mut calls = Vec::new();
     for block in &msg.content {
         match block {
+            ResponseBlock::Thinking {
+                thinking,
+                signature,
+            } => {
+                reasoning.get_or_insert_with(String::new).push_str(thinking);
+                thinking_blocks.push(ThinkingBlock::Thinking {
+                    thinking: thinking.clone(),
+                    signature: signature.clone(),
+                });
+            }
+            ResponseBlock::RedactedThinking { data } => {
+                thinking_blocks.push(ThinkingBlock::RedactedThinking { data: data.clone() });
+            }
             ResponseBlock::Text { text: t } => text.get_or_insert_with(String::new).push_str(t),
             ResponseBlock::ToolUse { id, name, input } => calls.push(ResponseToolCall {
                 id: id.clone(),
@@ -102,6 +119,8 @@ pub fn response_with(msg: &MessagesResponse, opts: &ResponseOptions<'_>) -> Chat
                 refusal: None,
                 tool_calls,
                 function_call,
+                reasoning_content: reasoning,
+                thinking_blocks: (!thinking_blocks.is_empty()).then_some(thinking_blocks),
             },
             logprobs: None,
             finish_reason: finish.to_owned(),
@@ -124,20 +143,26 @@ pub fn usage(u: &AnthropicUsage) -> Usage {
     u.to_openai()
 }
 
-/// Parses and translates a Messages response body to OpenAI JSON.
-pub fn response_body(body: &[u8], opts: &ResponseOptions<'_>) -> Result<Vec<u8>, TranslateError> {
+/// Parses and translates a Messages response body to OpenAI JSON; also
+/// returns the usage Anthropic reported, for billing (cache writes by TTL
+/// and cache reads apart, which the OpenAI usage cannot carry).
+pub fn response_body(
+    body: &[u8],
+    opts: &ResponseOptions<'_>,
+) -> Result<(Vec<u8>, AnthropicUsage), TranslateError> {
     let msg: MessagesResponse = serde_json::from_slice(body).map_err(|e| {
         TranslateError::body(
             "upstream_invalid_response",
             format!("the Anthropic response could not be read: {e}"),
         )
     })?;
-    serde_json::to_vec(&response_with(&msg, opts)).map_err(|e| {
+    let json = serde_json::to_vec(&response_with(&msg, opts)).map_err(|e| {
         TranslateError::body(
             "upstream_invalid_response",
             format!("the completion could not be written: {e}"),
         )
-    })
+    })?;
+    Ok((json, AnthropicUsage::from(&msg.usage)))
 }
 
 /// An Anthropic error (status and body) → OpenAI status and error body

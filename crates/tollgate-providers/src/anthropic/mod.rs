@@ -15,15 +15,31 @@
 //!   its neutral value (`n: 1`, `logprobs: false`, penalties `0`,
 //!   `logit_bias: {}`, `response_format: {"type":"text"}`,
 //!   `modalities: ["text"]`, `store: false`, `service_tier` `auto`/`default`,
-//!   `parallel_tool_calls: true`). Rejected: `n > 1`, `logprobs`,
-//!   `top_logprobs`, `logit_bias`, non-zero `presence_penalty` /
-//!   `frequency_penalty`, `response_format` `json_object`/`json_schema`,
-//!   `seed`, `audio`, `modalities` other than text, `prediction`,
-//!   `reasoning_effort`, `verbosity`, `web_search_options`, `store: true`,
-//!   `metadata`, other `service_tier`s, `strict: true` tools (no schema
-//!   guarantee without Anthropic's beta), non-`function` tools,
-//!   `allowed_tools` tool choice, per-message `name` (the model would see it
-//!   on OpenAI; Anthropic has nowhere to put it), audio and `file_id` parts.
+//!   `parallel_tool_calls: true`, `reasoning_effort: "none"`). Rejected:
+//!   `n > 1`, `logprobs`, `top_logprobs`, `logit_bias`, non-zero
+//!   `presence_penalty` / `frequency_penalty`, `response_format`
+//!   `json_object` (and `json_schema` on a model without structured
+//!   outputs), `seed`, `audio`, `modalities` other than text, `prediction`,
+//!   `reasoning_effort` on a model without extended thinking, `verbosity`,
+//!   `web_search_options`, `store: true`, other `service_tier`s,
+//!   non-`function` tools, `allowed_tools` tool choice, per-message `name`
+//!   (the model would see it on OpenAI; Anthropic has nowhere to put it),
+//!   audio and `file_id` parts.
+//! * **Mapped parameters** (see [`to_anthropic`]): `strict: true` tools →
+//!   Anthropic's strict tool use on models with structured outputs (inputs
+//!   validated against the schema); on other models the tool is sent
+//!   without it, and only a JSON object input is guaranteed.
+//!   `response_format: json_schema` → `output_config.format` (JSON outputs).
+//!   `reasoning_effort` → `thinking` (a budget, or adaptive thinking with
+//!   `output_config.effort`; the table is in `to_anthropic::reasoning`);
+//!   the thinking comes back as `message.reasoning_content` (and
+//!   `delta.reasoning_content` in streams) plus the signed
+//!   `thinking_blocks`, which a client may send back on the assistant
+//!   message to continue a tool loop with thinking. `cache_control` on
+//!   content parts passes through. `metadata` is accepted and not
+//!   forwarded (OpenAI defines it as never affecting the answer). `user` /
+//!   `safety_identifier` become `metadata.user_id` only as
+//!   `HMAC-SHA256(gateway secret, user)` in hex, never the value itself.
 //! * **Unknown fields are rejected** (400, `unsupported_parameter`, naming
 //!   the field, e.g. `messages[2].foo`). A field this module does not know
 //!   may change the answer's meaning; failing loudly is safer than a
@@ -32,8 +48,11 @@
 //!   or caching hints with no effect on the answer, or redundant:
 //!   `prompt_cache_key`, `stream_options.include_obfuscation`,
 //!   `image_url.detail` (Claude picks its own resolution), `stream_options`
-//!   without `stream`, and `name` on a `tool` message (the `tool_call_id`
-//!   already says which call it answers).
+//!   without `stream`, `name` on a `tool` message (the `tool_call_id`
+//!   already says which call it answers), `metadata`, and an assistant
+//!   message's `reasoning_content` (an earlier answer's thinking, which
+//!   Anthropic cannot take back without its signature and ignores in
+//!   earlier turns anyway).
 //! * **System and developer messages** that come before the first
 //!   user/assistant/tool message become the top-level `system` text blocks,
 //!   in order (one block per text part). One that comes **later is rejected**
@@ -48,8 +67,15 @@
 //!   behave like 1.0 without telling anyone; rescaling (t/2) would change
 //!   every request, including the common 0.7. Values in 0–1 pass unchanged.
 //! * **`max_tokens`**: `max_completion_tokens`, else `max_tokens` (both with
-//!   different values → 400), else the per-model default from the caller
-//!   (`defaults(model)`); no default → 400 naming `max_tokens`.
+//!   different values → 400), else the per-model default from the caller's
+//!   [`ModelCatalog`] (raised by the thinking budget when `reasoning_effort`
+//!   asks for thinking); no default → 400 naming `max_tokens`.
+//! * **Thinking in tool loops**: Anthropic requires an assistant turn that
+//!   is continued (a prefill, or the tool calls the last message answers) to
+//!   start with its signed thinking when thinking is on. When the client did
+//!   not send that turn's `thinking_blocks` back, the request is sent
+//!   without thinking instead of failing. With thinking, `tool_choice` must
+//!   be `auto`/`none`, `temperature` 1 and `top_p` ≥ 0.95 (refused otherwise).
 //! * **Turns**: consecutive same-role turns are merged (Anthropic requires
 //!   alternation); `tool` (and legacy `function`) messages become
 //!   `tool_result` blocks in one user turn right after the assistant's
@@ -91,6 +117,7 @@ use serde_json::{Value, json};
 
 pub use from_anthropic::ResponseOptions;
 pub use stream::StreamTranslator;
+pub use to_anthropic::{ModelCatalog, ModelFacts, ThinkingSupport, TranslateOptions};
 
 /// A request the translation refuses, or (codes starting `upstream_`) an
 /// upstream answer it cannot read.
@@ -203,10 +230,14 @@ impl RequestInfo {
 
 /// Parses an OpenAI Chat Completions body and translates it: the Anthropic
 /// Messages JSON to send, and what the answer's translation needs.
-/// `defaults(model)` gives the `max_tokens` to use when the client set none.
+///
+/// This is the one validating entry point: every rule the translation
+/// enforces is checked here, so calling it before a payment challenge
+/// refuses (400) what would otherwise be refused after payment. It is pure
+/// and costs about one parse and one serialization of the body.
 pub fn translate_request_body(
     body: &[u8],
-    defaults: &dyn Fn(&str) -> Option<u32>,
+    opts: &TranslateOptions<'_>,
 ) -> Result<(Vec<u8>, RequestInfo), TranslateError> {
     let req: openai_types::ChatRequest = serde_json::from_slice(body).map_err(|e| {
         TranslateError::body(
@@ -214,7 +245,7 @@ pub fn translate_request_body(
             format!("the request body is not a valid Chat Completions request: {e}"),
         )
     })?;
-    let out = to_anthropic::request(&req, defaults)?;
+    let out = to_anthropic::request(&req, opts)?;
     let json = serde_json::to_vec(&out).map_err(|e| {
         TranslateError::body(
             "invalid_request_body",
@@ -225,15 +256,15 @@ pub fn translate_request_body(
 }
 
 /// Default `max_tokens` per model, for requests that set none: the longest
-/// matching prefix wins, else `fallback`.
+/// matching prefix wins, else `fallback`. A [`ModelCatalog`] that knows
+/// nothing else (no thinking, no structured outputs).
 ///
 /// ```
-/// # use tollgate_providers::anthropic::DefaultMaxTokens;
+/// # use tollgate_providers::anthropic::{DefaultMaxTokens, ModelCatalog};
 /// let d = DefaultMaxTokens::new(Some(4096)).with_prefix("claude-3-haiku", 2048);
 /// assert_eq!(d.get("claude-3-haiku-20240307"), Some(2048));
 /// assert_eq!(d.get("claude-sonnet-4-5"), Some(4096));
-/// let f = |m: &str| d.get(m);
-/// # let _ = f;
+/// assert_eq!(d.facts("claude-sonnet-4-5").unwrap().default_max_tokens, Some(4096));
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct DefaultMaxTokens {
@@ -264,14 +295,28 @@ impl DefaultMaxTokens {
     }
 }
 
-/// Anthropic token counts for billing. Input is split three ways: uncached
-/// `input_tokens`, tokens written to the cache and tokens read from it.
+impl ModelCatalog for DefaultMaxTokens {
+    fn facts(&self, model: &str) -> Option<ModelFacts> {
+        Some(ModelFacts {
+            default_max_tokens: self.get(model),
+            ..ModelFacts::default()
+        })
+    }
+}
+
+/// Anthropic token counts for billing, as the upstream reported them. Input
+/// is split three ways: uncached `input_tokens`, tokens written to the cache
+/// (`cache_creation_input_tokens`, of which
+/// `cache_creation_1h_input_tokens` with the 1-hour TTL, the rest 5-minute)
+/// and tokens read from it. `output_tokens` includes thinking.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AnthropicUsage {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub cache_creation_input_tokens: u64,
     pub cache_read_input_tokens: u64,
+    #[serde(default)]
+    pub cache_creation_1h_input_tokens: u64,
 }
 
 impl AnthropicUsage {
@@ -285,6 +330,11 @@ impl AnthropicUsage {
         serde_json::from_slice::<Body>(body)
             .ok()
             .map(|b| Self::from(&b.usage))
+    }
+
+    /// Cache writes with the 5-minute TTL.
+    pub fn cache_creation_5m_input_tokens(&self) -> u64 {
+        self.cache_creation_input_tokens - self.cache_creation_1h_input_tokens
     }
 
     /// All input tokens, however they were cached: OpenAI's `prompt_tokens`.
@@ -310,11 +360,17 @@ impl AnthropicUsage {
 
 impl From<&anthropic_types::Usage> for AnthropicUsage {
     fn from(u: &anthropic_types::Usage) -> Self {
+        let creation = u.cache_creation_input_tokens.unwrap_or(0);
         Self {
             input_tokens: u.input_tokens.unwrap_or(0),
             output_tokens: u.output_tokens.unwrap_or(0),
-            cache_creation_input_tokens: u.cache_creation_input_tokens.unwrap_or(0),
+            cache_creation_input_tokens: creation,
             cache_read_input_tokens: u.cache_read_input_tokens.unwrap_or(0),
+            cache_creation_1h_input_tokens: u
+                .cache_creation
+                .and_then(|c| c.ephemeral_1h_input_tokens)
+                .unwrap_or(0)
+                .min(creation),
         }
     }
 }

@@ -88,8 +88,23 @@ pub struct Message {
     pub function_call: Option<FunctionCall>,
     pub refusal: Option<String>,
     pub audio: Option<Value>,
+    /// An earlier answer's reasoning text (see [`ResponseMessage`]): Anthropic
+    /// cannot take it back without its signature, and ignores earlier turns'
+    /// thinking anyway, so it is accepted and not sent.
+    pub reasoning_content: Option<Value>,
+    /// An earlier answer's signed thinking blocks, sent back as they were.
+    pub thinking_blocks: Option<Vec<ThinkingBlock>>,
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// A thinking block as answers carry it (`thinking_blocks`) and requests
+/// send it back: Anthropic's own shape, signature included.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ThinkingBlock {
+    Thinking { thinking: String, signature: String },
+    RedactedThinking { data: String },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -109,6 +124,8 @@ pub struct ContentPart {
     pub input_audio: Option<Value>,
     pub file: Option<FilePart>,
     pub refusal: Option<String>,
+    /// Anthropic's prompt-cache breakpoint, passed through.
+    pub cache_control: Option<Value>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -234,6 +251,14 @@ pub struct ResponseMessage {
     pub tool_calls: Option<Vec<ResponseToolCall>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub function_call: Option<FunctionCall>,
+    /// The model's thinking, as text (the convention of OpenAI-compatible
+    /// reasoning servers); absent when it did not think.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    /// The same thinking as signed Anthropic blocks, for clients that send
+    /// them back in a tool loop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking_blocks: Option<Vec<ThinkingBlock>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -286,6 +311,11 @@ pub struct ChunkDelta<'a> {
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<&'a str>,
+    /// A whole thinking block with its signature, once it is complete.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking_blocks: Option<[&'a ThinkingBlock; 1]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<[ToolCallDelta<'a>; 1]>,
     #[serde(skip_serializing_if = "Option::is_none")]

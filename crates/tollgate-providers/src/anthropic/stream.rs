@@ -15,7 +15,10 @@
 //! | `content_block_delta` `text_delta`      | `delta: {"content": text}` |
 //! | `content_block_delta` `input_json_delta`| `tool_calls: [{index, function: {arguments: fragment}}]` (empty fragments skipped) |
 //! | `content_block_stop` tool_use           | `arguments: "{}"` if no fragment arrived (as the non-streamed answer has) |
-//! | thinking, signature, citations, server-tool blocks, `ping`, unknown events | nothing |
+//! | `content_block_delta` `thinking_delta`  | `delta: {"reasoning_content": text}` |
+//! | `content_block_stop` thinking / redacted_thinking | `delta: {"thinking_blocks": [the whole signed block]}` (for clients that send it back) |
+//! | `signature_delta`                       | nothing (the signature goes into the block above) |
+//! | citations, server-tool blocks, `ping`, unknown events | nothing |
 //! | `message_delta`                         | nothing: stop reason and usage are recorded |
 //! | `message_stop`                          | `delta: {}` with `finish_reason`, then with `include_usage` a usage chunk (`choices: []`) |
 //! | `error`                                 | `{"error":{"message","type","param":null,"code"}}` (see [`super::from_anthropic::error`]); translation ends |
@@ -33,7 +36,7 @@ use serde::Serialize;
 use super::anthropic_types::{BlockDelta, ResponseBlock, StreamEvent, Usage};
 use super::from_anthropic::{self, arguments_text, completion_id};
 use super::openai_types::{
-    ChatCompletionChunk, ChunkChoice, ChunkDelta, FunctionCallDelta, ToolCallDelta,
+    ChatCompletionChunk, ChunkChoice, ChunkDelta, FunctionCallDelta, ThinkingBlock, ToolCallDelta,
 };
 use super::{AnthropicUsage, TranslateError};
 
@@ -50,6 +53,8 @@ enum Block {
         /// The input given at `content_block_start` (normally `{}`).
         start_input: serde_json::Value,
     },
+    /// A thinking block being streamed: its text and signature so far.
+    Thinking(ThinkingBlock),
     Ignored,
 }
 
@@ -68,6 +73,7 @@ pub struct StreamTranslator {
     output_tokens: Option<u64>,
     cache_creation_input_tokens: Option<u64>,
     cache_read_input_tokens: Option<u64>,
+    cache_creation_1h_input_tokens: Option<u64>,
     finished: bool,
     errored: bool,
 }
@@ -90,6 +96,7 @@ impl StreamTranslator {
             output_tokens: None,
             cache_creation_input_tokens: None,
             cache_read_input_tokens: None,
+            cache_creation_1h_input_tokens: None,
             finished: false,
             errored: false,
         }
@@ -117,13 +124,19 @@ impl StreamTranslator {
         self.stop_reason.as_deref()
     }
 
-    /// Token totals so far, for billing (0 for counts not yet seen).
+    /// Token totals so far, as Anthropic reported them, for billing (0 for
+    /// counts not yet seen). Read it once [`Self::finished`]: the metering
+    /// of a translated stream uses this, not the OpenAI usage chunk.
     pub fn usage(&self) -> AnthropicUsage {
         AnthropicUsage {
             input_tokens: self.input_tokens.unwrap_or(0),
             output_tokens: self.output_tokens.unwrap_or(0),
             cache_creation_input_tokens: self.cache_creation_input_tokens.unwrap_or(0),
             cache_read_input_tokens: self.cache_read_input_tokens.unwrap_or(0),
+            cache_creation_1h_input_tokens: self
+                .cache_creation_1h_input_tokens
+                .unwrap_or(0)
+                .min(self.cache_creation_input_tokens.unwrap_or(0)),
         }
     }
 
@@ -140,6 +153,10 @@ impl StreamTranslator {
             u.cache_creation_input_tokens,
         );
         latest(&mut self.cache_read_input_tokens, u.cache_read_input_tokens);
+        latest(
+            &mut self.cache_creation_1h_input_tokens,
+            u.cache_creation.and_then(|c| c.ephemeral_1h_input_tokens),
+        );
     }
 
     fn chunk(&self, delta: ChunkDelta<'_>, finish_reason: Option<&'static str>) -> String {
@@ -198,6 +215,16 @@ impl StreamTranslator {
             }
         };
         self.chunk(delta, None)
+    }
+
+    fn reasoning_delta(&self, text: &str) -> String {
+        self.chunk(
+            ChunkDelta {
+                reasoning_content: Some(text),
+                ..ChunkDelta::default()
+            },
+            None,
+        )
     }
 
     fn text_delta(&self, text: &str) -> String {
@@ -273,6 +300,21 @@ impl StreamTranslator {
                             start_input: input,
                         }
                     }
+                    ResponseBlock::Thinking {
+                        thinking,
+                        signature,
+                    } => {
+                        if !thinking.is_empty() {
+                            out.push(self.reasoning_delta(&thinking));
+                        }
+                        Block::Thinking(ThinkingBlock::Thinking {
+                            thinking,
+                            signature,
+                        })
+                    }
+                    ResponseBlock::RedactedThinking { data } => {
+                        Block::Thinking(ThinkingBlock::RedactedThinking { data })
+                    }
                     ResponseBlock::Other => Block::Ignored,
                 };
                 let i = index as usize;
@@ -301,9 +343,37 @@ impl StreamTranslator {
                         out.push(self.tool_delta(call, legacy, None, None, &partial_json));
                     }
                 }
+                BlockDelta::ThinkingDelta { thinking } => {
+                    if let Some(Block::Thinking(ThinkingBlock::Thinking {
+                        thinking: all, ..
+                    })) = self.blocks.get_mut(index as usize)
+                    {
+                        all.push_str(&thinking);
+                    }
+                    if !thinking.is_empty() {
+                        out.push(self.reasoning_delta(&thinking));
+                    }
+                }
+                BlockDelta::SignatureDelta { signature } => {
+                    if let Some(Block::Thinking(ThinkingBlock::Thinking {
+                        signature: all, ..
+                    })) = self.blocks.get_mut(index as usize)
+                    {
+                        all.push_str(&signature);
+                    }
+                }
                 BlockDelta::Other => {}
             },
             StreamEvent::ContentBlockStop { index } => {
+                if let Some(Block::Thinking(block)) = self.blocks.get(index as usize) {
+                    out.push(self.chunk(
+                        ChunkDelta {
+                            thinking_blocks: Some([block]),
+                            ..ChunkDelta::default()
+                        },
+                        None,
+                    ));
+                }
                 if let Some(Block::Tool {
                     call,
                     legacy,

@@ -2,6 +2,7 @@
 //! secrets from files or the environment, and validation that names the key
 //! at fault.
 
+mod claude;
 mod overrides;
 mod plans;
 mod raw;
@@ -11,6 +12,7 @@ mod session;
 
 pub use plans::{CustomPrice, OptimizationRule, PlanConfig, PlanModel, PlansConfig};
 
+pub use claude::ClaudeConfig;
 pub use refunds::RefundConfig;
 pub use session::{SessionConfig, SettlementPolicy};
 
@@ -89,6 +91,8 @@ pub struct Config {
     pub session: Option<SessionConfig>,
     /// The accountless plan endpoint `POST /v1/mpp/chat/completions`.
     pub plans: Option<PlansConfig>,
+    /// `[claude]`: the user-id hashing key and the count_tokens price.
+    pub claude: ClaudeConfig,
 }
 
 #[derive(Debug)]

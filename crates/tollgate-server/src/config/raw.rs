@@ -34,6 +34,8 @@ pub struct RawConfig {
     pricing: RawPricing,
     session: Option<super::session::RawSession>,
     plans: Option<super::plans::RawPlans>,
+    #[serde(default)]
+    claude: super::claude::RawClaude,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -210,6 +212,7 @@ impl RawConfig {
             .enumerate()
             .map(|(i, s)| s.resolve(&format!("payments.challenge_secrets[{i}]"), base_dir, env))
             .collect::<Result<Vec<_>, _>>()?;
+        let signing_secret = secrets.first().cloned().unwrap_or_default();
         let challenge_keys = ChallengeKeys::new(secrets).map_err(|e| {
             let key = match e {
                 tollgate_payments::KeyError::TooShort { index, .. } => {
@@ -261,6 +264,7 @@ impl RawConfig {
             .plans
             .map(|raw| raw.validate(&upstreams, &pricing.table, session.is_some()))
             .transpose()?;
+        let claude = self.claude.validate(&signing_secret, base_dir, env)?;
 
         Ok(Config {
             listen,
@@ -278,6 +282,7 @@ impl RawConfig {
             pricing,
             session,
             plans,
+            claude,
         })
     }
 }

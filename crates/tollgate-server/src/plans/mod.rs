@@ -54,6 +54,8 @@ pub struct PlanEndpoint {
     pub ledger: Arc<dyn Ledger>,
     pub upstreams: BTreeMap<String, Upstream>,
     pub table: Arc<PriceTable>,
+    /// What the Anthropic translation needs (model facts, user-id key).
+    pub translation: Arc<crate::translation::Translation>,
     /// Changes whenever the price table or the plans change.
     pub pricing_snapshot: String,
     pub max_body_bytes: usize,
@@ -179,7 +181,7 @@ impl Product for PlanEndpoint {
         let call = UpstreamCall::prepare(
             upstream,
             ClientApi::OpenAiChat,
-            &self.table,
+            &self.translation.options(),
             Method::POST,
             "/v1/chat/completions",
             &headers,

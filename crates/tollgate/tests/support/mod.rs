@@ -1,6 +1,8 @@
 //! Running the real `tollgate` binary as a child process for tests.
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod sdk;
+
 use std::process::Stdio;
 use std::time::Duration;
 

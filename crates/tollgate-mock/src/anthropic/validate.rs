@@ -1,168 +1,22 @@
-//! `POST /v1/messages`: Anthropic's Messages API, plain and streamed.
-//!
-//! Every request is validated the way the real API does it, and a violation
-//! is answered with Anthropic's error envelope
-//! (`{"type":"error","error":{"type":"invalid_request_error","message":…}}`),
-//! so a gateway translating OpenAI requests into Anthropic ones is tested
-//! against the rules it must follow. The mock is deliberately stricter than
-//! Anthropic in one respect: roles must alternate and the first message must
-//! be `user` (Anthropic merges consecutive same-role turns; a translator
-//! should not rely on it).
-//!
-//! Answers are deterministic:
-//! - **Tool use**: with custom `tools`, the mock calls the first tool when
-//!   `tool_choice` is `any`, the named tool when it is `tool`, and the first
-//!   tool when it is `auto` (or absent) and the last user turn's text
-//!   contains the word "weather". The input fills the tool schema's required
-//!   properties (all properties when none is required): `"Paris"` for
-//!   location-like strings, an enum's first value, `1`, `true`, `[]`, nested
-//!   objects filled the same way. A last user turn carrying `tool_result`
-//!   blocks is always answered with text.
-//! - **Text**: `min(answer_tokens, max_tokens)` words of deterministic text
-//!   (one word, one token); `stop_reason` is `end_turn`, `max_tokens` when
-//!   truncated, or `stop_sequence` when a stop sequence occurs in the text.
-//! - **Usage**: input is estimated at about four characters a token (3 per
-//!   message, 1 600 per image). Blocks marked with `cache_control` (and a
-//!   top-level `cache_control`, which marks the last block) end cached
-//!   prefixes, in Anthropic's order: tools, system, messages. The first call
-//!   for a prefix reports it as `cache_creation_input_tokens`, later calls
-//!   (through this router) as `cache_read_input_tokens`, and `input_tokens`
-//!   counts only what follows the last breakpoint, as Anthropic does. There
-//!   is no minimum cacheable length.
-//! - `thinking` is accepted; no thinking block is produced.
+//! Request validation, as strict as the Messages API.
 
 use std::collections::HashSet;
-use std::convert::Infallible;
-use std::sync::{Arc, LazyLock, Mutex};
-use std::time::Duration;
 
-use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, post};
-use futures::StreamExt;
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
-use tollgate_pricing::PriceTable;
 
-use crate::text::{estimate_tokens, seed, words};
-use crate::{MockOptions, MockState, record};
-
-/// Fields the Messages API accepts at the top level.
-const TOP_LEVEL: &[&str] = &[
-    "model",
-    "messages",
-    "max_tokens",
-    "system",
-    "metadata",
-    "stop_sequences",
-    "stream",
-    "temperature",
-    "top_k",
-    "top_p",
-    "tools",
-    "tool_choice",
-    "thinking",
-    "service_tier",
-    "container",
-    "context_management",
-    "mcp_servers",
-    "output_config",
-    "inference_geo",
-    "cache_control",
-];
-const MAX_CACHE_BREAKPOINTS: usize = 4;
-const IMAGE_TOKENS: u64 = 1_600;
-const TOKENS_PER_MESSAGE: u64 = 3;
-const MEDIA_TYPES: &[&str] = &["image/jpeg", "image/png", "image/gif", "image/webp"];
-
-/// Output limits of the Claude models Tollgate sells, to refuse a
-/// `max_tokens` above them as Anthropic does (other models are not checked).
-static TABLE: LazyLock<PriceTable> = LazyLock::new(PriceTable::builtin);
-
-/// Hashes of the prompt prefixes written to the (mock) prompt cache.
-type PromptCache = Arc<Mutex<HashSet<[u8; 32]>>>;
-
-/// The `/v1/messages` route, with its own prompt cache.
-pub(super) fn endpoint() -> MethodRouter<MockState> {
-    let cache = PromptCache::default();
-    post(
-        move |State(state): State<MockState>,
-              method: Method,
-              uri: Uri,
-              headers: HeaderMap,
-              body: Bytes| {
-            let cache = cache.clone();
-            async move {
-                let refused = check_headers(&headers);
-                record(&state, method, &uri, headers, &body);
-                tokio::time::sleep(state.options.latency).await;
-                if let Some(refused) = refused {
-                    return refused;
-                }
-                let request: Value = match serde_json::from_slice(&body) {
-                    Ok(request) => request,
-                    Err(e) => {
-                        return invalid(format!(
-                            "There was an issue with your request body: invalid JSON ({e})"
-                        ));
-                    }
-                };
-                match validate(&request) {
-                    Ok(valid) => answer(&valid, &state.options, &cache),
-                    Err(message) => invalid(message),
-                }
-            }
-        },
-    )
-}
-
-/// An error in Anthropic's envelope.
-pub(crate) fn anthropic_error(status: StatusCode, kind: &str, message: &str) -> Response {
-    let request_id = format!("req_01{}", id_chars(&seed(message.as_bytes())));
-    let body = json!({
-        "type": "error",
-        "error": {"type": kind, "message": message},
-        "request_id": request_id,
-    });
-    (status, [("request-id", request_id)], axum::Json(body)).into_response()
-}
-
-fn invalid(message: String) -> Response {
-    anthropic_error(StatusCode::BAD_REQUEST, "invalid_request_error", &message)
-}
-
-fn check_headers(headers: &HeaderMap) -> Option<Response> {
-    let present = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| !v.trim().is_empty())
-    };
-    if !present("x-api-key") {
-        return Some(anthropic_error(
-            StatusCode::UNAUTHORIZED,
-            "authentication_error",
-            "x-api-key header is required",
-        ));
-    }
-    if !present("anthropic-version") {
-        return Some(invalid("anthropic-version: header is required".into()));
-    }
-    None
-}
-
-// ------------------------------------------------------------ validation
+use super::{
+    IMAGE_TOKENS, MAX_CACHE_BREAKPOINTS, MEDIA_TYPES, TABLE, TOKENS_PER_MESSAGE, TOP_LEVEL,
+};
+use crate::text::estimate_tokens;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ttl {
+pub(super) enum Ttl {
     FiveMinutes,
     OneHour,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ToolChoice<'a> {
+pub(super) enum ToolChoice<'a> {
     Auto,
     Any,
     Tool(&'a str),
@@ -171,26 +25,30 @@ enum ToolChoice<'a> {
 
 /// One unit of the prompt, in cache order: what it hashes as, what it
 /// costs, and whether a cache breakpoint ends on it.
-struct PromptBlock {
-    canonical: Vec<u8>,
-    tokens: u64,
-    cache: Option<Ttl>,
+pub(super) struct PromptBlock {
+    pub(super) canonical: Vec<u8>,
+    pub(super) tokens: u64,
+    pub(super) cache: Option<Ttl>,
 }
 
 /// A request that passed validation.
-struct Valid<'a> {
-    model: &'a str,
-    max_tokens: u64,
-    stream: bool,
+pub(super) struct Valid<'a> {
+    pub(super) model: &'a str,
+    pub(super) max_tokens: u64,
+    pub(super) stream: bool,
     /// Custom tools (name, input schema), in order.
-    tools: Vec<(&'a str, &'a Value)>,
-    tool_choice: ToolChoice<'a>,
-    stop_sequences: Vec<&'a str>,
-    messages: &'a [Value],
-    prompt: Vec<PromptBlock>,
+    pub(super) tools: Vec<(&'a str, &'a Value)>,
+    pub(super) tool_choice: ToolChoice<'a>,
+    pub(super) stop_sequences: Vec<&'a str>,
+    pub(super) messages: &'a [Value],
+    pub(super) prompt: Vec<PromptBlock>,
+    /// Thinking is on (enabled or adaptive).
+    pub(super) thinking: bool,
+    /// `output_config.format.schema`: answer with JSON fitting it.
+    pub(super) output_schema: Option<&'a Value>,
 }
 
-type Invalid = String;
+pub(super) type Invalid = String;
 
 fn extra(path: &str, key: &str) -> Invalid {
     if path.is_empty() {
@@ -280,7 +138,7 @@ fn canonical(block: &Value) -> Vec<u8> {
     serde_json::to_vec(&block).unwrap_or_default()
 }
 
-fn validate(request: &Value) -> Result<Valid<'_>, Invalid> {
+pub(super) fn validate(request: &Value) -> Result<Valid<'_>, Invalid> {
     let body = request
         .as_object()
         .ok_or("Input should be a valid dictionary")?;
@@ -371,7 +229,21 @@ fn validate(request: &Value) -> Result<Valid<'_>, Invalid> {
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err("stream: Input should be a valid boolean".into()),
     };
-    validate_thinking(body, max_tokens)?;
+    let thinking = validate_thinking(body, max_tokens)?;
+    if thinking {
+        if matches!(tool_choice, ToolChoice::Any | ToolChoice::Tool(_)) {
+            return Err("Thinking may not be enabled when tool_choice forces tool use.".into());
+        }
+        if body
+            .get("temperature")
+            .and_then(Value::as_f64)
+            .is_some_and(|t| t != 1.0)
+        {
+            return Err("`temperature` may only be set to 1 when thinking is enabled.".into());
+        }
+        continued_turn_thinks(messages)?;
+    }
+    let output_schema = validate_output_config(body)?;
     if let Some(tier) = body.get("service_tier")
         && !matches!(tier.as_str(), Some("auto" | "standard_only"))
     {
@@ -386,7 +258,83 @@ fn validate(request: &Value) -> Result<Valid<'_>, Invalid> {
         stop_sequences,
         messages,
         prompt,
+        thinking,
+        output_schema,
     })
+}
+
+/// With thinking on, the assistant turn a request continues (a prefill, or
+/// the tool calls its last message answers) must start with its thinking.
+fn continued_turn_thinks(messages: &[Value]) -> Result<(), Invalid> {
+    let kind = |m: &Value| {
+        m.get("content")
+            .and_then(Value::as_array)
+            .and_then(|blocks| blocks.first())
+            .and_then(|b| b.get("type"))
+            .and_then(Value::as_str)
+            .unwrap_or("text")
+            .to_owned()
+    };
+    let Some(last) = messages.last() else {
+        return Ok(());
+    };
+    let answers_tools = last
+        .get("content")
+        .and_then(Value::as_array)
+        .is_some_and(|blocks| {
+            blocks
+                .iter()
+                .any(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
+        });
+    let continued = if last.get("role").and_then(Value::as_str) == Some("assistant") {
+        Some(messages.len() - 1)
+    } else if answers_tools && messages.len() >= 2 {
+        Some(messages.len() - 2)
+    } else {
+        None
+    };
+    if let Some(i) = continued {
+        let first = kind(&messages[i]);
+        if first != "thinking" && first != "redacted_thinking" {
+            return Err(format!(
+                "messages.{i}.content.0.type: Expected `thinking` or `redacted_thinking`, but found `{first}`. When `thinking` is enabled, a final `assistant` message must start with a thinking block (preceeding the lastmost set of `tool_use` and `tool_result` blocks). We recommend you include thinking blocks from previous turns. To avoid this requirement, disable `thinking`."
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `output_config`: an `effort`, and a `json_schema` `format` (returned).
+fn validate_output_config(body: &Map<String, Value>) -> Result<Option<&Value>, Invalid> {
+    let Some(config) = body.get("output_config") else {
+        return Ok(None);
+    };
+    let config = as_object(config, "output_config")?;
+    only_keys(config, "output_config", &["effort", "format"])?;
+    if let Some(effort) = config.get("effort")
+        && !matches!(
+            effort.as_str(),
+            Some("low" | "medium" | "high" | "xhigh" | "max")
+        )
+    {
+        return Err(
+            "output_config.effort: Input should be 'low', 'medium', 'high', 'xhigh' or 'max'"
+                .into(),
+        );
+    }
+    let Some(format) = config.get("format").filter(|f| !f.is_null()) else {
+        return Ok(None);
+    };
+    let format = as_object(format, "output_config.format")?;
+    only_keys(format, "output_config.format", &["type", "schema"])?;
+    if format.get("type").and_then(Value::as_str) != Some("json_schema") {
+        return Err("output_config.format.type: Input should be 'json_schema'".into());
+    }
+    match format.get("schema") {
+        Some(schema @ Value::Object(_)) => Ok(Some(schema)),
+        Some(_) => Err("output_config.format.schema: Input should be a valid dictionary".into()),
+        None => Err("output_config.format.schema: Field required".into()),
+    }
 }
 
 fn validate_tools<'a>(
@@ -828,7 +776,10 @@ fn validate_block(
             only_in("assistant")?;
             only_keys(object, path, &["type", "thinking", "signature"])?;
             let thinking = required_string(object, path, "thinking")?;
-            required_string(object, path, "signature")?;
+            let signature = required_string(object, path, "signature")?;
+            if signature != super::signature(thinking) {
+                return Err(format!("{path}: Invalid `signature` in `thinking` block"));
+            }
             (estimate_tokens(thinking), BlockKind::Other)
         }
         "redacted_thinking" => {
@@ -884,9 +835,10 @@ fn validate_image_source(object: &Map<String, Value>, path: &str) -> Result<(), 
     Ok(())
 }
 
-fn validate_thinking(body: &Map<String, Value>, max_tokens: u64) -> Result<(), Invalid> {
+/// Whether the request thinks.
+fn validate_thinking(body: &Map<String, Value>, max_tokens: u64) -> Result<bool, Invalid> {
     let Some(thinking) = body.get("thinking") else {
-        return Ok(());
+        return Ok(false);
     };
     let object = as_object(thinking, "thinking")?;
     match object.get("type").and_then(Value::as_str) {
@@ -905,421 +857,13 @@ fn validate_thinking(body: &Map<String, Value>, max_tokens: u64) -> Result<(), I
             if max_tokens <= budget {
                 return Err("`max_tokens` must be greater than `thinking.budget_tokens`".into());
             }
-            Ok(())
+            Ok(true)
         }
-        Some("disabled" | "adaptive") => Ok(()),
+        Some("adaptive") => {
+            only_keys(object, "thinking", &["type", "display"])?;
+            Ok(true)
+        }
+        Some("disabled") => Ok(false),
         _ => Err("thinking.type: Input should be 'enabled', 'disabled' or 'adaptive'".into()),
     }
-}
-
-// --------------------------------------------------------------- answers
-
-/// Token counts Anthropic reports for the prompt.
-#[derive(Debug, Default, Clone, Copy)]
-struct InputUsage {
-    uncached: u64,
-    cache_read: u64,
-    cache_write_5m: u64,
-    cache_write_1h: u64,
-}
-
-impl InputUsage {
-    fn json(self, output_tokens: u64) -> Value {
-        json!({
-            "input_tokens": self.uncached,
-            "cache_creation_input_tokens": self.cache_write_5m + self.cache_write_1h,
-            "cache_read_input_tokens": self.cache_read,
-            "cache_creation": {
-                "ephemeral_5m_input_tokens": self.cache_write_5m,
-                "ephemeral_1h_input_tokens": self.cache_write_1h,
-            },
-            "output_tokens": output_tokens,
-            "service_tier": "standard",
-        })
-    }
-}
-
-/// Splits the prompt into uncached input, cache reads and cache writes,
-/// reading and updating the mock's prompt cache.
-fn input_usage(model: &str, prompt: &[PromptBlock], cache: &PromptCache) -> InputUsage {
-    let total: u64 = prompt.iter().map(|b| b.tokens).sum();
-    let Some(last) = prompt.iter().rposition(|b| b.cache.is_some()) else {
-        return InputUsage {
-            uncached: total,
-            ..InputUsage::default()
-        };
-    };
-    // The hash and token count of every prefix ending at a block boundary.
-    let mut hasher = Sha256::new();
-    hasher.update(model.as_bytes());
-    let mut tokens = 0;
-    let mut prefixes = Vec::with_capacity(prompt.len());
-    for block in prompt {
-        hasher.update((block.canonical.len() as u64).to_be_bytes());
-        hasher.update(&block.canonical);
-        tokens += block.tokens;
-        prefixes.push((<[u8; 32]>::from(hasher.clone().finalize()), tokens));
-    }
-    let Ok(mut cached) = cache.lock() else {
-        return InputUsage {
-            uncached: total,
-            ..InputUsage::default()
-        };
-    };
-    // The longest prefix already cached, up to the last breakpoint.
-    let hit = (0..=last).rev().find(|&i| cached.contains(&prefixes[i].0));
-    let read = hit.map_or(0, |i| prefixes[i].1);
-    let mut usage = InputUsage {
-        uncached: total - prefixes[last].1,
-        cache_read: read,
-        ..InputUsage::default()
-    };
-    let first_new = hit.map_or(0, |i| i + 1);
-    for i in first_new..=last {
-        // A block is written with the TTL of the breakpoint that ends its
-        // prefix segment.
-        let ttl = prompt[i..=last].iter().find_map(|b| b.cache);
-        match ttl {
-            Some(Ttl::OneHour) => usage.cache_write_1h += prompt[i].tokens,
-            _ => usage.cache_write_5m += prompt[i].tokens,
-        }
-    }
-    for (i, block) in prompt.iter().enumerate().take(last + 1) {
-        if block.cache.is_some() {
-            cached.insert(prefixes[i].0);
-        }
-    }
-    usage
-}
-
-enum Content {
-    Text {
-        text: String,
-        stop_reason: &'static str,
-        stop_sequence: Option<String>,
-    },
-    ToolUse {
-        id: String,
-        name: String,
-        input: Value,
-    },
-}
-
-fn answer(valid: &Valid<'_>, options: &MockOptions, cache: &PromptCache) -> Response {
-    let digest = seed(
-        serde_json::to_string(valid.messages)
-            .unwrap_or_default()
-            .as_bytes(),
-    );
-    let derived = |salt: &[u8]| id_chars(&seed(&[&digest[..], salt].concat()));
-    let usage = input_usage(valid.model, &valid.prompt, cache);
-    let content = match tool_to_call(valid) {
-        Some((name, schema)) => Content::ToolUse {
-            id: format!("toolu_01{}", derived(b"tool")),
-            name: name.to_owned(),
-            input: fill_schema(schema, None),
-        },
-        None => text_answer(valid, options, &digest),
-    };
-    let output_tokens = match &content {
-        Content::Text { text, .. } => pieces(text).len().max(1) as u64,
-        Content::ToolUse { name, input, .. } => estimate_tokens(&format!("{name}{input}")),
-    };
-    let id = format!("msg_01{}", id_chars(&digest));
-    let request_id = format!("req_01{}", derived(b"req"));
-    if valid.stream {
-        return stream(
-            valid,
-            &id,
-            &request_id,
-            &content,
-            usage,
-            output_tokens,
-            options.chunk_interval,
-        );
-    }
-    let (block, stop_reason, stop_sequence) = match &content {
-        Content::Text {
-            text,
-            stop_reason,
-            stop_sequence,
-        } => (
-            json!({"type": "text", "text": text}),
-            *stop_reason,
-            stop_sequence.clone(),
-        ),
-        Content::ToolUse { id, name, input } => (
-            json!({"type": "tool_use", "id": id, "name": name, "input": input}),
-            "tool_use",
-            None,
-        ),
-    };
-    let body = json!({
-        "id": id,
-        "type": "message",
-        "role": "assistant",
-        "model": valid.model,
-        "content": [block],
-        "stop_reason": stop_reason,
-        "stop_sequence": stop_sequence,
-        "usage": usage.json(output_tokens),
-    });
-    (
-        StatusCode::OK,
-        [("request-id", request_id)],
-        axum::Json(body),
-    )
-        .into_response()
-}
-
-/// The tool the mock calls, if any (see the module documentation).
-fn tool_to_call<'a>(valid: &Valid<'a>) -> Option<(&'a str, &'a Value)> {
-    let first = *valid.tools.first()?;
-    let last_user = valid
-        .messages
-        .iter()
-        .rev()
-        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))?;
-    let blocks = last_user.get("content").and_then(Value::as_array);
-    let answers_tools = blocks.is_some_and(|blocks| {
-        blocks
-            .iter()
-            .any(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
-    });
-    if answers_tools {
-        return None;
-    }
-    match valid.tool_choice {
-        ToolChoice::None => None,
-        ToolChoice::Any => Some(first),
-        ToolChoice::Tool(name) => valid.tools.iter().copied().find(|(n, _)| *n == name),
-        ToolChoice::Auto => {
-            let text = match last_user.get("content") {
-                Some(Value::String(s)) => s.clone(),
-                _ => blocks
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|b| b.get("text").and_then(Value::as_str))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            };
-            let asks_weather = text
-                .split(|c: char| !c.is_alphanumeric())
-                .any(|w| w.eq_ignore_ascii_case("weather"));
-            asks_weather.then_some(first)
-        }
-    }
-}
-
-/// A small value that fits `schema` (see the module documentation).
-fn fill_schema(schema: &Value, name: Option<&str>) -> Value {
-    if let Some(value) = schema.get("const") {
-        return value.clone();
-    }
-    if let Some(first) = schema
-        .get("enum")
-        .and_then(Value::as_array)
-        .and_then(|e| e.first())
-    {
-        return first.clone();
-    }
-    let kind = match schema.get("type") {
-        Some(Value::String(t)) => t.as_str(),
-        Some(Value::Array(types)) => types
-            .iter()
-            .filter_map(Value::as_str)
-            .find(|t| *t != "null")
-            .unwrap_or("null"),
-        _ if schema.get("properties").is_some() => "object",
-        _ => "string",
-    };
-    match kind {
-        "object" => {
-            let empty = Map::new();
-            let properties = schema
-                .get("properties")
-                .and_then(Value::as_object)
-                .unwrap_or(&empty);
-            let required: Vec<&str> = schema
-                .get("required")
-                .and_then(Value::as_array)
-                .map(|r| r.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            let mut out = Map::new();
-            for (key, property) in properties {
-                if required.is_empty() || required.contains(&key.as_str()) {
-                    out.insert(key.clone(), fill_schema(property, Some(key)));
-                }
-            }
-            Value::Object(out)
-        }
-        "integer" | "number" => json!(1),
-        "boolean" => json!(true),
-        "array" => json!([]),
-        "null" => Value::Null,
-        _ => {
-            let name = name.unwrap_or_default().to_ascii_lowercase();
-            let place = ["location", "city", "place", "address", "where"]
-                .iter()
-                .any(|p| name.contains(p));
-            json!(if place { "Paris" } else { "mock" })
-        }
-    }
-}
-
-fn text_answer(valid: &Valid<'_>, options: &MockOptions, seed: &[u8; 32]) -> Content {
-    let wanted = options.answer_tokens.max(1);
-    let count = wanted.min(valid.max_tokens);
-    let mut text = words(seed, count as usize).join(" ");
-    let mut stop_reason = if count < wanted {
-        "max_tokens"
-    } else {
-        "end_turn"
-    };
-    let mut stop_sequence = None;
-    let earliest = valid
-        .stop_sequences
-        .iter()
-        .filter(|s| !s.is_empty())
-        .filter_map(|s| text.find(*s).filter(|at| *at > 0).map(|at| (at, *s)))
-        .min_by_key(|(at, _)| *at);
-    if let Some((at, sequence)) = earliest {
-        text.truncate(at);
-        stop_reason = "stop_sequence";
-        stop_sequence = Some(sequence.to_owned());
-    }
-    Content::Text {
-        text,
-        stop_reason,
-        stop_sequence,
-    }
-}
-
-/// The text as streamed: one word (one token) per delta.
-fn pieces(text: &str) -> Vec<String> {
-    text.split(' ')
-        .enumerate()
-        .map(|(i, w)| {
-            if i == 0 {
-                w.to_owned()
-            } else {
-                format!(" {w}")
-            }
-        })
-        .filter(|p| !p.is_empty())
-        .collect()
-}
-
-/// `input` as several `partial_json` fragments (the first empty, as
-/// Anthropic sends it).
-fn json_fragments(input: &str) -> Vec<String> {
-    let mut fragments = vec![String::new()];
-    let mut current = String::new();
-    for c in input.chars() {
-        current.push(c);
-        if current.len() >= 8 {
-            fragments.push(std::mem::take(&mut current));
-        }
-    }
-    if !current.is_empty() {
-        fragments.push(current);
-    }
-    fragments
-}
-
-fn stream(
-    valid: &Valid<'_>,
-    id: &str,
-    request_id: &str,
-    content: &Content,
-    usage: InputUsage,
-    output_tokens: u64,
-    interval: Duration,
-) -> Response {
-    let mut events = vec![(
-        "message_start",
-        json!({"type": "message_start", "message": {
-            "id": id, "type": "message", "role": "assistant", "model": valid.model,
-            "content": [], "stop_reason": null, "stop_sequence": null,
-            "usage": usage.json(1),
-        }}),
-    )];
-    let (start, deltas, stop_reason, stop_sequence) = match content {
-        Content::Text {
-            text,
-            stop_reason,
-            stop_sequence,
-        } => (
-            json!({"type": "text", "text": ""}),
-            pieces(text)
-                .into_iter()
-                .map(|t| json!({"type": "text_delta", "text": t}))
-                .collect::<Vec<_>>(),
-            *stop_reason,
-            stop_sequence.clone(),
-        ),
-        Content::ToolUse { id, name, input } => (
-            json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
-            json_fragments(&input.to_string())
-                .into_iter()
-                .map(|p| json!({"type": "input_json_delta", "partial_json": p}))
-                .collect(),
-            "tool_use",
-            None,
-        ),
-    };
-    events.push((
-        "content_block_start",
-        json!({"type": "content_block_start", "index": 0, "content_block": start}),
-    ));
-    events.push(("ping", json!({"type": "ping"})));
-    for delta in deltas {
-        events.push((
-            "content_block_delta",
-            json!({"type": "content_block_delta", "index": 0, "delta": delta}),
-        ));
-    }
-    events.push((
-        "content_block_stop",
-        json!({"type": "content_block_stop", "index": 0}),
-    ));
-    let final_usage = usage.json(output_tokens);
-    events.push((
-        "message_delta",
-        json!({"type": "message_delta",
-        "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
-        "usage": {
-            "input_tokens": final_usage["input_tokens"],
-            "cache_creation_input_tokens": final_usage["cache_creation_input_tokens"],
-            "cache_read_input_tokens": final_usage["cache_read_input_tokens"],
-            "output_tokens": output_tokens,
-        }}),
-    ));
-    events.push(("message_stop", json!({"type": "message_stop"})));
-    let frames: Vec<String> = events
-        .into_iter()
-        .map(|(name, data)| format!("event: {name}\ndata: {data}\n\n"))
-        .collect();
-    let stream = futures::stream::iter(frames).then(move |frame| async move {
-        if !interval.is_zero() {
-            tokio::time::sleep(interval).await;
-        }
-        Ok::<_, Infallible>(Bytes::from(frame))
-    });
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "text/event-stream; charset=utf-8")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .header("request-id", request_id)
-        .body(Body::from_stream(stream))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
-}
-
-/// 22 id characters (`[A-Za-z0-9]`) drawn from a seed, like Anthropic's.
-fn id_chars(seed: &[u8; 32]) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    seed[..22]
-        .iter()
-        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
-        .collect()
 }

@@ -1,509 +1,19 @@
-//! OpenAI Chat Completions request → Anthropic Messages request.
-//!
-//! See the [module docs](super) for the decisions (unknown fields,
-//! mid-conversation system messages, temperature, max_tokens).
+//! Messages: system and developer text, turns, content parts, tool calls
+//! and results.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
-use super::TranslateError;
-use super::anthropic_types::{
-    ContentBlock, Message, MessagesRequest, Metadata, Role, Source, TextBlock, Tool, ToolChoice,
-    ToolResultContent,
+use super::{
+    INVALID_VALUE, MISSING, UNSUPPORTED_PARAM, UNSUPPORTED_VALUE, reject_unknown, unsupported,
 };
-use super::openai_types::{
-    self as oa, ChatRequest, Content, ContentPart, Extra, FunctionCallChoice, Stop,
+use crate::anthropic::TranslateError;
+use crate::anthropic::anthropic_types::{
+    CacheControl, ContentBlock, Message, Role, Source, TextBlock, ToolResultContent,
 };
-
-const UNSUPPORTED_PARAM: &str = "unsupported_parameter";
-const UNSUPPORTED_VALUE: &str = "unsupported_value";
-const INVALID_VALUE: &str = "invalid_value";
-const MISSING: &str = "missing_required_parameter";
+use crate::anthropic::openai_types::{self as oa, Content, ContentPart};
 
 /// Image types Anthropic accepts.
 const IMAGE_TYPES: [&str; 4] = ["image/jpeg", "image/png", "image/gif", "image/webp"];
-
-/// Translates `req`; `defaults(model)` gives `max_tokens` when the client
-/// set none.
-pub fn request(
-    req: &ChatRequest,
-    defaults: &dyn Fn(&str) -> Option<u32>,
-) -> Result<MessagesRequest, TranslateError> {
-    reject_unknown(&req.extra, "")?;
-    reject_unsupported(req)?;
-
-    let model = match req.model.as_deref() {
-        Some(m) if !m.is_empty() => m,
-        _ => return Err(TranslateError::new("model", MISSING, "`model` is required")),
-    };
-    let messages = match req.messages.as_deref() {
-        Some(m) if !m.is_empty() => m,
-        Some(_) => {
-            return Err(TranslateError::new(
-                "messages",
-                INVALID_VALUE,
-                "`messages` must contain at least one message",
-            ));
-        }
-        None => {
-            return Err(TranslateError::new(
-                "messages",
-                MISSING,
-                "`messages` is required",
-            ));
-        }
-    };
-
-    let max_tokens = max_tokens(req, model, defaults)?;
-
-    if let Some(t) = req.temperature
-        && !(0.0..=1.0).contains(&t)
-    {
-        return Err(TranslateError::new(
-            "temperature",
-            UNSUPPORTED_VALUE,
-            format!(
-                "temperature {t} is out of range for Anthropic models, which accept 0 to 1 \
-                 (OpenAI's 0-2 range is neither clamped nor rescaled)"
-            ),
-        ));
-    }
-    if let Some(p) = req.top_p
-        && !(0.0..=1.0).contains(&p)
-    {
-        return Err(TranslateError::new(
-            "top_p",
-            INVALID_VALUE,
-            format!("top_p {p} must be between 0 and 1"),
-        ));
-    }
-
-    let stop_sequences = match &req.stop {
-        None => None,
-        Some(Stop::One(s)) => Some(vec![s.clone()]),
-        Some(Stop::Many(v)) if v.is_empty() => None,
-        Some(Stop::Many(v)) => Some(v.clone()),
-    };
-
-    let metadata = user_id(req)?.map(|user_id| Metadata { user_id });
-
-    if let Some(o) = &req.stream_options {
-        reject_unknown(&o.extra, "stream_options")?;
-    }
-
-    let (tools, tool_choice) = tools(req)?;
-    let (system, messages) = messages_and_system(messages)?;
-
-    Ok(MessagesRequest {
-        model: model.to_owned(),
-        messages,
-        max_tokens,
-        system,
-        metadata,
-        stop_sequences,
-        stream: (req.stream == Some(true)).then_some(true),
-        temperature: req.temperature,
-        top_p: req.top_p,
-        tools,
-        tool_choice,
-    })
-}
-
-fn unknown_field(path: &str, key: &str) -> TranslateError {
-    let param = if path.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{path}.{key}")
-    };
-    TranslateError::new(
-        param.clone(),
-        UNSUPPORTED_PARAM,
-        format!(
-            "unknown parameter `{param}`: parameters this gateway cannot translate for Anthropic \
-             models are rejected, not dropped"
-        ),
-    )
-}
-
-/// Rejects the first non-null field in `extra`.
-fn reject_unknown(extra: &Extra, path: &str) -> Result<(), TranslateError> {
-    match extra.iter().find(|(_, v)| !v.is_null()) {
-        Some((k, _)) => Err(unknown_field(path, k)),
-        None => Ok(()),
-    }
-}
-
-fn unsupported(param: &str, why: &str) -> TranslateError {
-    TranslateError::new(
-        param,
-        UNSUPPORTED_PARAM,
-        format!("`{param}` is not supported for Anthropic models: {why}"),
-    )
-}
-
-fn is_zero(v: &Value) -> bool {
-    v.as_f64() == Some(0.0)
-}
-
-/// Known OpenAI parameters Anthropic cannot honour: only their neutral
-/// values pass.
-fn reject_unsupported(req: &ChatRequest) -> Result<(), TranslateError> {
-    type Check = (
-        &'static str,
-        fn(&ChatRequest) -> Option<&Value>,
-        fn(&Value) -> bool,
-        &'static str,
-    );
-    const CHECKS: &[Check] = &[
-        (
-            "n",
-            |r| r.n.as_ref(),
-            |v| v.as_u64() == Some(1),
-            "Anthropic returns exactly one choice (only n = 1 is accepted)",
-        ),
-        (
-            "logprobs",
-            |r| r.logprobs.as_ref(),
-            |v| v == &Value::Bool(false),
-            "Anthropic does not return log probabilities",
-        ),
-        (
-            "top_logprobs",
-            |r| r.top_logprobs.as_ref(),
-            is_zero,
-            "Anthropic does not return log probabilities",
-        ),
-        (
-            "logit_bias",
-            |r| r.logit_bias.as_ref(),
-            |v| v.as_object().is_some_and(Map::is_empty),
-            "Anthropic has no token biasing",
-        ),
-        (
-            "presence_penalty",
-            |r| r.presence_penalty.as_ref(),
-            is_zero,
-            "Anthropic has no presence penalty (only 0 is accepted)",
-        ),
-        (
-            "frequency_penalty",
-            |r| r.frequency_penalty.as_ref(),
-            is_zero,
-            "Anthropic has no frequency penalty (only 0 is accepted)",
-        ),
-        (
-            "response_format",
-            |r| r.response_format.as_ref(),
-            |v| {
-                v.get("type").and_then(Value::as_str) == Some("text")
-                    && v.as_object().is_some_and(|o| o.len() == 1)
-            },
-            "Anthropic has no JSON mode or JSON-schema output; only {\"type\":\"text\"} is accepted",
-        ),
-        (
-            "seed",
-            |r| r.seed.as_ref(),
-            |_| false,
-            "Anthropic has no deterministic sampling seed",
-        ),
-        (
-            "modalities",
-            |r| r.modalities.as_ref(),
-            |v| v.as_array().is_some_and(|a| a.iter().all(|m| m == "text")),
-            "Anthropic models answer in text only",
-        ),
-        (
-            "audio",
-            |r| r.audio.as_ref(),
-            |_| false,
-            "Anthropic models do not produce audio",
-        ),
-        (
-            "prediction",
-            |r| r.prediction.as_ref(),
-            |_| false,
-            "Anthropic has no predicted outputs",
-        ),
-        (
-            "reasoning_effort",
-            |r| r.reasoning_effort.as_ref(),
-            |_| false,
-            "there is no faithful mapping to Anthropic's extended thinking budget",
-        ),
-        (
-            "verbosity",
-            |r| r.verbosity.as_ref(),
-            |_| false,
-            "Anthropic has no verbosity control",
-        ),
-        (
-            "web_search_options",
-            |r| r.web_search_options.as_ref(),
-            |_| false,
-            "OpenAI's built-in web search is not available",
-        ),
-        (
-            "service_tier",
-            |r| r.service_tier.as_ref(),
-            |v| v == "auto" || v == "default",
-            "only \"auto\" and \"default\" are accepted",
-        ),
-        (
-            "store",
-            |r| r.store.as_ref(),
-            |v| v == &Value::Bool(false),
-            "completions are not stored",
-        ),
-        (
-            "metadata",
-            |r| r.metadata.as_ref(),
-            |v| v.as_object().is_some_and(Map::is_empty),
-            "OpenAI stored-completion metadata has no Anthropic counterpart (use `user` for \
-             Anthropic's metadata.user_id)",
-        ),
-    ];
-    for (name, get, neutral, why) in CHECKS {
-        if let Some(v) = get(req)
-            && !v.is_null()
-            && !neutral(v)
-        {
-            return Err(unsupported(name, why));
-        }
-    }
-    Ok(())
-}
-
-fn max_tokens(
-    req: &ChatRequest,
-    model: &str,
-    defaults: &dyn Fn(&str) -> Option<u32>,
-) -> Result<u32, TranslateError> {
-    let (param, n) = match (req.max_completion_tokens, req.max_tokens) {
-        (Some(a), Some(b)) if a != b => {
-            return Err(TranslateError::new(
-                "max_tokens",
-                INVALID_VALUE,
-                "`max_tokens` and `max_completion_tokens` are both set, to different values",
-            ));
-        }
-        (Some(a), _) => ("max_completion_tokens", a),
-        (None, Some(b)) => ("max_tokens", b),
-        (None, None) => {
-            return defaults(model).filter(|n| *n > 0).ok_or_else(|| {
-                TranslateError::new(
-                    "max_tokens",
-                    MISSING,
-                    format!(
-                        "Anthropic models require `max_tokens` and no default is configured for \
-                         model `{model}`"
-                    ),
-                )
-            });
-        }
-    };
-    match u32::try_from(n) {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(TranslateError::new(
-            param,
-            INVALID_VALUE,
-            format!("`{param}` must be between 1 and {}", u32::MAX),
-        )),
-    }
-}
-
-fn user_id(req: &ChatRequest) -> Result<Option<String>, TranslateError> {
-    match (&req.safety_identifier, &req.user) {
-        (Some(s), Some(u)) if s != u => Err(TranslateError::new(
-            "safety_identifier",
-            INVALID_VALUE,
-            "`user` and `safety_identifier` are both set, to different values; Anthropic has one \
-             metadata.user_id",
-        )),
-        (Some(s), _) | (None, Some(s)) if !s.is_empty() => Ok(Some(s.clone())),
-        _ => Ok(None),
-    }
-}
-
-fn default_schema() -> Value {
-    json!({"type": "object", "properties": {}})
-}
-
-fn function_def(f: &oa::FunctionDef, path: &str) -> Result<Tool, TranslateError> {
-    reject_unknown(&f.extra, path)?;
-    if f.strict == Some(true) {
-        return Err(unsupported(
-            &format!("{path}.strict"),
-            "Anthropic does not guarantee schema-conformant arguments, so `strict: true` cannot \
-             be honoured",
-        ));
-    }
-    if f.name.is_empty() {
-        return Err(TranslateError::new(
-            format!("{path}.name"),
-            MISSING,
-            "a function needs a `name`",
-        ));
-    }
-    Ok(Tool {
-        name: f.name.clone(),
-        description: f.description.clone().filter(|d| !d.is_empty()),
-        input_schema: f.parameters.clone().unwrap_or_else(default_schema),
-    })
-}
-
-/// `tools`/`functions` → `tools`; `tool_choice`/`function_call` and
-/// `parallel_tool_calls` → `tool_choice`.
-fn tools(req: &ChatRequest) -> Result<(Option<Vec<Tool>>, Option<ToolChoice>), TranslateError> {
-    if req.tools.is_some() && req.functions.is_some() {
-        return Err(TranslateError::new(
-            "functions",
-            INVALID_VALUE,
-            "`functions` (legacy) and `tools` cannot be used together",
-        ));
-    }
-    if req.tool_choice.is_some() && req.function_call.is_some() {
-        return Err(TranslateError::new(
-            "function_call",
-            INVALID_VALUE,
-            "`function_call` (legacy) and `tool_choice` cannot be used together",
-        ));
-    }
-    let legacy = req.functions.is_some();
-    let mut out = Vec::new();
-    if let Some(tools) = &req.tools {
-        for (k, t) in tools.iter().enumerate() {
-            let path = format!("tools[{k}]");
-            if t.kind != "function" {
-                return Err(unsupported(
-                    &format!("{path}.type"),
-                    &format!("only function tools can be translated, not `{}`", t.kind),
-                ));
-            }
-            reject_unknown(&t.extra, &path)?;
-            let Some(f) = &t.function else {
-                return Err(TranslateError::new(
-                    format!("{path}.function"),
-                    MISSING,
-                    "a function tool needs `function`",
-                ));
-            };
-            out.push(function_def(f, &format!("{path}.function"))?);
-        }
-    }
-    if let Some(fs) = &req.functions {
-        for (k, f) in fs.iter().enumerate() {
-            out.push(function_def(f, &format!("functions[{k}]"))?);
-        }
-    }
-
-    let known = |name: &str| out.iter().any(|t| t.name == name);
-    // (param name for errors, choice)
-    enum Want<'a> {
-        Auto,
-        None,
-        Any,
-        Named(&'a str),
-    }
-    let want = if let Some(tc) = &req.tool_choice {
-        match tc {
-            oa::ToolChoice::Mode(m) => match m.as_str() {
-                "auto" => Some(Want::Auto),
-                "none" => Some(Want::None),
-                "required" => Some(Want::Any),
-                other => {
-                    return Err(TranslateError::new(
-                        "tool_choice",
-                        INVALID_VALUE,
-                        format!(
-                            "unknown tool_choice `{other}` (expected auto, none, required or a \
-                             named function)"
-                        ),
-                    ));
-                }
-            },
-            oa::ToolChoice::Object(o) => {
-                if o.kind == "function" {
-                    reject_unknown(&o.extra, "tool_choice")?;
-                }
-                match (o.kind.as_str(), &o.function) {
-                    ("function", Some(f)) => Some(Want::Named(&f.name)),
-                    ("function", None) => {
-                        return Err(TranslateError::new(
-                            "tool_choice.function",
-                            MISSING,
-                            "a named tool_choice needs `function.name`",
-                        ));
-                    }
-                    (other, _) => {
-                        return Err(unsupported(
-                            "tool_choice",
-                            &format!("tool_choice type `{other}` cannot be translated"),
-                        ));
-                    }
-                }
-            }
-        }
-    } else if let Some(fc) = &req.function_call {
-        match fc {
-            FunctionCallChoice::Mode(m) if m == "auto" => Some(Want::Auto),
-            FunctionCallChoice::Mode(m) if m == "none" => Some(Want::None),
-            FunctionCallChoice::Mode(m) => {
-                return Err(TranslateError::new(
-                    "function_call",
-                    INVALID_VALUE,
-                    format!("unknown function_call `{m}` (expected auto, none or {{\"name\"}})"),
-                ));
-            }
-            FunctionCallChoice::Named(n) => Some(Want::Named(&n.name)),
-        }
-    } else {
-        None
-    };
-    let choice_param = if req.function_call.is_some() {
-        "function_call"
-    } else {
-        "tool_choice"
-    };
-
-    if out.is_empty() {
-        return match want {
-            None | Some(Want::Auto) | Some(Want::None) => Ok((None, None)),
-            Some(_) => Err(TranslateError::new(
-                choice_param,
-                INVALID_VALUE,
-                format!("`{choice_param}` requires at least one tool"),
-            )),
-        };
-    }
-
-    // Legacy function calling answers with a single `function_call`.
-    let disable_parallel = (legacy || req.parallel_tool_calls == Some(false)).then_some(true);
-    let choice = match want {
-        Some(Want::None) => Some(ToolChoice::None),
-        Some(Want::Any) => Some(ToolChoice::Any {
-            disable_parallel_tool_use: disable_parallel,
-        }),
-        Some(Want::Named(name)) => {
-            if !known(name) {
-                return Err(TranslateError::new(
-                    choice_param,
-                    INVALID_VALUE,
-                    format!("`{choice_param}` names `{name}`, which is not among the tools"),
-                ));
-            }
-            Some(ToolChoice::Tool {
-                name: name.to_owned(),
-                disable_parallel_tool_use: disable_parallel,
-            })
-        }
-        Some(Want::Auto) => Some(ToolChoice::Auto {
-            disable_parallel_tool_use: disable_parallel,
-        }),
-        None => disable_parallel.map(|d| ToolChoice::Auto {
-            disable_parallel_tool_use: Some(d),
-        }),
-    };
-    Ok((Some(out), choice))
-}
 
 /// A tool call awaiting its result.
 struct Pending {
@@ -544,6 +54,11 @@ fn reject_fields(m: &oa::Message, path: &str, allowed: &[&str]) -> Result<(), Tr
         ("function_call", m.function_call.is_some()),
         ("refusal", m.refusal.is_some()),
         ("audio", m.audio.as_ref().is_some_and(|a| !a.is_null())),
+        (
+            "reasoning_content",
+            m.reasoning_content.as_ref().is_some_and(|r| !r.is_null()),
+        ),
+        ("thinking_blocks", m.thinking_blocks.is_some()),
     ];
     for (field, is_set) in present {
         if is_set && !allowed.contains(&field) {
@@ -568,7 +83,7 @@ fn reject_fields(m: &oa::Message, path: &str, allowed: &[&str]) -> Result<(), Tr
     Ok(())
 }
 
-fn messages_and_system(
+pub(super) fn messages_and_system(
     messages: &[oa::Message],
 ) -> Result<(Option<Vec<TextBlock>>, Vec<Message>), TranslateError> {
     let mut system: Vec<TextBlock> = Vec::new();
@@ -596,9 +111,7 @@ fn messages_and_system(
                         ),
                     ));
                 }
-                for text in text_only(m.content.as_ref(), &path)? {
-                    system.push(TextBlock::new(text));
-                }
+                system.extend(text_only(m.content.as_ref(), &path)?);
             }
             "user" => {
                 reject_fields(m, &path, &["content"])?;
@@ -611,7 +124,14 @@ fn messages_and_system(
                 reject_fields(
                     m,
                     &path,
-                    &["content", "tool_calls", "function_call", "refusal"],
+                    &[
+                        "content",
+                        "tool_calls",
+                        "function_call",
+                        "refusal",
+                        "reasoning_content",
+                        "thinking_blocks",
+                    ],
                 )?;
                 started = true;
                 pending.clear();
@@ -689,19 +209,78 @@ fn messages_and_system(
             }
         }
     }
+    check_breakpoints(&system, &turns.turns)?;
     let system = (!system.is_empty()).then_some(system);
     Ok((system, turns.turns))
 }
 
-/// Text of a system/developer message: a string or text parts.
-fn text_only(content: Option<&Content>, path: &str) -> Result<Vec<String>, TranslateError> {
+/// Anthropic takes at most this many `cache_control` breakpoints.
+const MAX_CACHE_BREAKPOINTS: usize = 4;
+
+fn check_breakpoints(system: &[TextBlock], turns: &[Message]) -> Result<(), TranslateError> {
+    let in_block = |b: &ContentBlock| match b {
+        ContentBlock::Text { cache_control, .. }
+        | ContentBlock::Image { cache_control, .. }
+        | ContentBlock::Document { cache_control, .. } => usize::from(cache_control.is_some()),
+        ContentBlock::ToolResult {
+            content: Some(ToolResultContent::Blocks(parts)),
+            ..
+        } => parts.iter().filter(|p| p.cache_control.is_some()).count(),
+        _ => 0,
+    };
+    let count = system.iter().filter(|b| b.cache_control.is_some()).count()
+        + turns
+            .iter()
+            .flat_map(|t| &t.content)
+            .map(in_block)
+            .sum::<usize>();
+    if count > MAX_CACHE_BREAKPOINTS {
+        return Err(TranslateError::new(
+            "messages",
+            INVALID_VALUE,
+            format!(
+                "{count} content parts carry `cache_control`; Anthropic allows at most \
+                 {MAX_CACHE_BREAKPOINTS} cache breakpoints"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A content part's `cache_control`, checked: `{"type":"ephemeral"}` with
+/// an optional `ttl` of `5m` or `1h`.
+fn cache_control(p: &ContentPart, path: &str) -> Result<Option<CacheControl>, TranslateError> {
+    let Some(value) = p.cache_control.as_ref().filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let invalid = || {
+        TranslateError::new(
+            format!("{path}.cache_control"),
+            INVALID_VALUE,
+            "`cache_control` must be {\"type\": \"ephemeral\"} with an optional `ttl` of \"5m\" \
+             or \"1h\"",
+        )
+    };
+    let control: CacheControl = serde_json::from_value(value.clone()).map_err(|_| invalid())?;
+    let extra = value
+        .as_object()
+        .is_some_and(|o| o.keys().any(|k| k != "type" && k != "ttl"));
+    if extra || !matches!(control.ttl.as_deref(), None | Some("5m" | "1h")) {
+        return Err(invalid());
+    }
+    Ok(Some(control))
+}
+
+/// Text of a system/developer (or tool) message: a string or text parts,
+/// with their cache breakpoints.
+fn text_only(content: Option<&Content>, path: &str) -> Result<Vec<TextBlock>, TranslateError> {
     match content {
         None => Err(TranslateError::new(
             format!("{path}.content"),
             MISSING,
             "this message needs `content`",
         )),
-        Some(Content::Text(t)) => Ok(vec![t.clone()]),
+        Some(Content::Text(t)) => Ok(vec![TextBlock::new(t.clone())]),
         Some(Content::Parts(parts)) => parts
             .iter()
             .enumerate()
@@ -711,7 +290,9 @@ fn text_only(content: Option<&Content>, path: &str) -> Result<Vec<String>, Trans
                     reject_unknown(&p.extra, &ppath)?;
                 }
                 match (p.kind.as_str(), &p.text) {
-                    ("text", Some(t)) => Ok(t.clone()),
+                    ("text", Some(t)) => {
+                        Ok(TextBlock::new(t.clone()).cached(cache_control(p, &ppath)?))
+                    }
                     ("text", None) => Err(TranslateError::new(
                         format!("{ppath}.text"),
                         MISSING,
@@ -737,7 +318,7 @@ fn user_content(
             MISSING,
             "a user message needs `content`",
         )),
-        Some(Content::Text(t)) => Ok(vec![ContentBlock::Text { text: t.clone() }]),
+        Some(Content::Text(t)) => Ok(vec![ContentBlock::text(t.clone())]),
         Some(Content::Parts(parts)) => parts
             .iter()
             .enumerate()
@@ -750,9 +331,13 @@ fn user_part(p: &ContentPart, path: &str) -> Result<ContentBlock, TranslateError
     if matches!(p.kind.as_str(), "text" | "image_url" | "file") {
         reject_unknown(&p.extra, path)?;
     }
+    let cache = cache_control(p, path)?;
     match p.kind.as_str() {
         "text" => match &p.text {
-            Some(t) => Ok(ContentBlock::Text { text: t.clone() }),
+            Some(t) => Ok(ContentBlock::Text {
+                text: t.clone(),
+                cache_control: cache,
+            }),
             None => Err(TranslateError::new(
                 format!("{path}.text"),
                 MISSING,
@@ -771,6 +356,7 @@ fn user_part(p: &ContentPart, path: &str) -> Result<ContentBlock, TranslateError
             reject_unknown(&img.extra, &ipath)?;
             Ok(ContentBlock::Image {
                 source: image_source(&img.url, &format!("{ipath}.url"))?,
+                cache_control: cache,
             })
         }
         "file" => {
@@ -810,6 +396,7 @@ fn user_part(p: &ContentPart, path: &str) -> Result<ContentBlock, TranslateError
                     data: b64.to_owned(),
                 },
                 title: f.filename.clone(),
+                cache_control: cache,
             })
         }
         "input_audio" => Err(unsupported(
@@ -886,17 +473,38 @@ fn assistant_content(
     path: &str,
     pending: &mut Vec<Pending>,
 ) -> Result<Vec<ContentBlock>, TranslateError> {
-    let mut blocks = Vec::new();
-    let mut text = |t: &str| {
+    // Signed thinking from the answer this message repeats goes first, as
+    // Anthropic returned it.
+    let mut blocks: Vec<ContentBlock> = m
+        .thinking_blocks
+        .iter()
+        .flatten()
+        .map(|b| match b {
+            oa::ThinkingBlock::Thinking {
+                thinking,
+                signature,
+            } => ContentBlock::Thinking {
+                thinking: thinking.clone(),
+                signature: signature.clone(),
+            },
+            oa::ThinkingBlock::RedactedThinking { data } => {
+                ContentBlock::RedactedThinking { data: data.clone() }
+            }
+        })
+        .collect();
+    let mut text = |t: &str, cache_control: Option<CacheControl>| {
         // Anthropic rejects empty text blocks; an empty string next to tool
         // calls is the usual OpenAI shape and says nothing.
         if !t.is_empty() {
-            blocks.push(ContentBlock::Text { text: t.to_owned() });
+            blocks.push(ContentBlock::Text {
+                text: t.to_owned(),
+                cache_control,
+            });
         }
     };
     match &m.content {
         None => {}
-        Some(Content::Text(t)) => text(t),
+        Some(Content::Text(t)) => text(t, None),
         Some(Content::Parts(parts)) => {
             for (j, p) in parts.iter().enumerate() {
                 let ppath = format!("{path}.content[{j}]");
@@ -904,7 +512,9 @@ fn assistant_content(
                     reject_unknown(&p.extra, &ppath)?;
                 }
                 match (p.kind.as_str(), &p.text, &p.refusal) {
-                    ("text", Some(t), _) | ("refusal", _, Some(t)) => text(t),
+                    ("text", Some(t), _) | ("refusal", _, Some(t)) => {
+                        text(t, cache_control(p, &ppath)?)
+                    }
                     ("text", None, _) | ("refusal", _, None) => {
                         return Err(TranslateError::new(
                             ppath,
@@ -923,7 +533,7 @@ fn assistant_content(
         }
     }
     if let Some(r) = &m.refusal {
-        text(r);
+        text(r, None);
     }
     if let Some(calls) = &m.tool_calls {
         for (k, c) in calls.iter().enumerate() {
@@ -1016,8 +626,7 @@ fn tool_result_content(
         Some(c) => {
             let blocks: Vec<TextBlock> = text_only(Some(c), path)?
                 .into_iter()
-                .filter(|t| !t.is_empty())
-                .map(TextBlock::new)
+                .filter(|t| !t.text.is_empty())
                 .collect();
             Ok((!blocks.is_empty()).then_some(ToolResultContent::Blocks(blocks)))
         }
@@ -1027,6 +636,7 @@ fn tool_result_content(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn data_urls() {
