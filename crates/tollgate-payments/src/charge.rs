@@ -264,6 +264,10 @@ fn map_verification_error(error: VerificationError) -> PaymentProblem {
         Some(ErrorCode::InvalidPayload) => ProblemKind::InvalidPayload,
         Some(ErrorCode::CredentialReplayed) => ProblemKind::CredentialReplayed,
         Some(ErrorCode::Internal) => ProblemKind::Internal,
+        // The node answered and knows no receipt for the pushed hash: never
+        // broadcast (or not mined yet). The payer's to fix, not an outage,
+        // though the SDK marks it retryable.
+        Some(ErrorCode::NotFound) => ProblemKind::VerificationFailed,
         // The node answered but refused the transaction (nonce, funds …).
         Some(ErrorCode::NetworkError) if error.message.contains("error response") => {
             ProblemKind::VerificationFailed
@@ -325,6 +329,22 @@ mod tests {
                 "server returned an error response: nonce too low"
             ),
             ProblemKind::VerificationFailed
+        );
+        assert_eq!(
+            kind(
+                Some(ErrorCode::NotFound),
+                "Transaction 0xab not found or not yet mined"
+            ),
+            ProblemKind::VerificationFailed
+        );
+        assert_eq!(
+            map_verification_error(VerificationError::pending("not yet mined")).kind,
+            ProblemKind::VerificationFailed
+        );
+        assert_eq!(
+            map_verification_error(VerificationError::network_error("Failed to fetch receipt"))
+                .kind,
+            ProblemKind::ChainUnavailable
         );
         assert_eq!(
             kind(None, "memo is not bound"),

@@ -265,4 +265,53 @@ mod tests {
             format!("tollgate-mock {DEFAULT_ANTHROPIC_VERSION}")
         );
     }
+
+    #[tokio::test]
+    async fn upstream_identifying_response_headers_do_not_reach_the_client() {
+        let router = axum::Router::new().route(
+            "/v1/chat/completions",
+            axum::routing::post(|| async {
+                (
+                    [
+                        ("server", "nginx/1.22.1"),
+                        ("x-powered-by", "uvicorn"),
+                        ("set-cookie", "__cf_bm=abc"),
+                        ("openai-organization", "org-operator"),
+                        ("x-request-id", "req-1"),
+                        ("content-type", "application/json"),
+                    ],
+                    "{}",
+                )
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let timeouts = UpstreamTimeouts {
+            connect: Duration::from_secs(5),
+            idle: Duration::from_secs(5),
+        };
+        let upstream =
+            Upstream::http(UpstreamKind::OpenAiCompatible, &url, None, timeouts).unwrap();
+        let response = upstream
+            .forward(
+                Method::POST,
+                "/v1/chat/completions",
+                &HeaderMap::new(),
+                Bytes::from_static(b"{}"),
+            )
+            .await
+            .unwrap();
+        let headers = response.headers();
+        for gone in [
+            "server",
+            "x-powered-by",
+            "set-cookie",
+            "openai-organization",
+        ] {
+            assert!(!headers.contains_key(gone), "{gone} leaked");
+        }
+        assert_eq!(headers["x-request-id"], "req-1");
+        assert_eq!(headers["content-type"], "application/json");
+    }
 }

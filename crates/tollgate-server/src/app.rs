@@ -247,7 +247,35 @@ async fn build_on(
     }
     Ok(router
         .fallback(problem::not_found)
+        .layer(axum::middleware::map_response(method_not_allowed_problem))
         .layer(axum::middleware::from_fn(crate::access_log::log_request)))
+}
+
+/// axum answers a method a path does not serve with an empty 405; give it
+/// a problem body, keeping its `Allow` header.
+async fn method_not_allowed_problem(
+    response: axum::response::Response,
+) -> axum::response::Response {
+    if response.status() != http::StatusCode::METHOD_NOT_ALLOWED
+        || response.headers().contains_key(http::header::CONTENT_TYPE)
+    {
+        return response;
+    }
+    let allow = response.headers().get(http::header::ALLOW).cloned();
+    let allowed = allow
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none")
+        .to_owned();
+    let mut problem = problem::Problem::new(
+        http::StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        format!("this path accepts {allowed}"),
+    );
+    if let Some(allow) = allow {
+        problem = problem.header(http::header::ALLOW, allow);
+    }
+    axum::response::IntoResponse::into_response(problem)
 }
 
 /// The session side of a config, on `ledger` (`None` without `[session]`).

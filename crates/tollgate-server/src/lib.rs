@@ -6,12 +6,16 @@
 // receipts and idempotency; the payment policies; the pipeline and the
 // stream delivery; the products (routes, plans); the app that wires them.
 mod access_log;
+// Connections and their deadlines, below everything that serves them.
 pub mod config;
 mod error_shape;
 mod pricing;
 mod problem;
 mod state;
 mod translation;
+pub mod transport;
+// Reading a request body (problems for too large, malformed, late).
+pub mod body;
 
 mod metering;
 mod sse;
@@ -40,14 +44,14 @@ pub use app::{
     session_gate,
 };
 pub use config::{Config, ConfigError};
+pub use transport::{ConnectionLimits, serve_with};
 
-/// Serves `router` on `listener` until `shutdown` resolves.
+/// Serves `router` on `listener` with the default [`ConnectionLimits`]
+/// until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(listener, router, ConnectionLimits::default(), shutdown).await
 }

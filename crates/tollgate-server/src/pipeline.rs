@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use bytes::Bytes;
 use serde_json::Value;
@@ -31,7 +31,7 @@ use tollgate_providers::anthropic;
 
 use crate::metering::{Meter, Metered};
 use crate::policy::{Admission, Hold};
-use crate::problem::{ApiError, Problem, upstream as fault};
+use crate::problem::{ApiError, upstream as fault};
 use crate::state::Gateway;
 use crate::upstream::{Answer, MAX_ANSWER_BYTES, UpstreamCall, read_whole};
 
@@ -211,44 +211,14 @@ async fn deliver_whole(
     Ok(Response::from_parts(head, Body::from(bytes)))
 }
 
-/// Reads the request body under `limit`: a declared or actual excess is a
-/// 413; a body that breaks off is a 400.
+/// Reads the request body under `limit` (`crate::body`: 413 too large,
+/// 400 broken framing or cut off, 408 past the body deadline).
 pub async fn read_request_body(
     body: Body,
     headers: &HeaderMap,
     limit: usize,
 ) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::from(Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body-too-large",
-            format!("request body exceeds {limit} bytes"),
-        ))
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(too_large());
-    }
-    match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => Ok(bytes),
-        Err(e) => {
-            let mut source: Option<&(dyn std::error::Error + 'static)> =
-                std::error::Error::source(&e);
-            while let Some(inner) = source {
-                if inner.is::<http_body_util::LengthLimitError>() {
-                    return Err(too_large());
-                }
-                source = inner.source();
-            }
-            Err(Problem::new(
-                StatusCode::BAD_REQUEST,
-                "malformed-body",
-                "the request body could not be read (broken framing or cut off)",
-            )
-            .into())
-        }
-    }
+    crate::body::read_body(body, headers, limit)
+        .await
+        .map_err(ApiError::from)
 }

@@ -183,7 +183,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(listen = %config.listen, routes = config.routes.len(), "tollgate serving");
     eprintln!("tollgate listening on http://{}", config.listen);
-    tollgate_server::serve(listener, router, async {
+    tollgate_server::serve_with(listener, router, config.connections.clone(), async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;

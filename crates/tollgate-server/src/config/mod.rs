@@ -74,6 +74,8 @@ pub struct Config {
     pub realm: String,
     pub max_body_bytes: usize,
     pub max_credential_bytes: usize,
+    /// Connection deadlines and the connection limit.
+    pub connections: crate::ConnectionLimits,
     pub challenge_ttl: Duration,
     pub challenge_keys: ChallengeKeys,
     /// Broadcast a client-signed transfer only once the upstream answered

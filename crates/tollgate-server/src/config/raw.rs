@@ -53,16 +53,51 @@ struct RawServer {
     realm: Option<String>,
     max_body_bytes: u64,
     max_credential_bytes: u64,
+    header_read_timeout_secs: u64,
+    body_read_timeout_secs: u64,
+    idle_timeout_secs: u64,
+    max_connections: u64,
 }
 
 impl Default for RawServer {
     fn default() -> Self {
+        let limits = crate::ConnectionLimits::default();
         Self {
             listen: "127.0.0.1:8402".into(),
             realm: None,
             max_body_bytes: 1024 * 1024,
             max_credential_bytes: tollgate_payments::DEFAULT_MAX_CREDENTIAL_BYTES as u64,
+            header_read_timeout_secs: limits.header_read_timeout.as_secs(),
+            body_read_timeout_secs: limits.body_read_timeout.as_secs(),
+            idle_timeout_secs: limits.idle_timeout.as_secs(),
+            max_connections: limits.max_connections as u64,
         }
+    }
+}
+
+impl RawServer {
+    /// The connection deadlines and limit; a request head may carry the
+    /// largest credential plus ordinary headers.
+    fn connection_limits(
+        &self,
+        max_credential_bytes: usize,
+    ) -> Result<crate::ConnectionLimits, ConfigError> {
+        let secs = |key: &str, value: u64| positive(key, value).map(Duration::from_secs);
+        Ok(crate::ConnectionLimits {
+            header_read_timeout: secs(
+                "server.header_read_timeout_secs",
+                self.header_read_timeout_secs,
+            )?,
+            body_read_timeout: secs("server.body_read_timeout_secs", self.body_read_timeout_secs)?,
+            idle_timeout: secs("server.idle_timeout_secs", self.idle_timeout_secs)?,
+            max_connections: usize::try_from(positive(
+                "server.max_connections",
+                self.max_connections,
+            )?)
+            .unwrap_or(usize::MAX),
+            max_header_bytes: (max_credential_bytes + 16 * 1024)
+                .max(crate::ConnectionLimits::default().max_header_bytes),
+        })
     }
 }
 
@@ -185,6 +220,9 @@ impl RawConfig {
         let listen = self.server.listen.parse().map_err(|_| {
             ConfigError::invalid("server.listen", "expected host:port, e.g. 127.0.0.1:8402")
         })?;
+        let connections = self
+            .server
+            .connection_limits(self.server.max_credential_bytes as usize)?;
         let realm = match self.server.realm {
             Some(realm) if realm.trim().is_empty() || realm.contains('"') => {
                 return Err(ConfigError::invalid(
@@ -271,6 +309,7 @@ impl RawConfig {
             realm,
             max_body_bytes,
             max_credential_bytes,
+            connections,
             challenge_ttl: Duration::from_secs(ttl),
             challenge_keys,
             settle_after_upstream,
