@@ -10,7 +10,7 @@
 //! printed for C = 1, 8, 64, with `Durability::Normal` and `Durability::Full`.
 //!
 //! To show where the time goes it also times, separately: signature
-//! recovery alone (`voucher::verify`, and libsecp256k1 for comparison), the
+//! recovery alone (`voucher::verify`, bare libsecp256k1, and k256 for comparison), the
 //! channel read `accept` does first (`ledger.channel`), the ledger's
 //! `accept_voucher` transaction alone, and the reserve + commit pair a
 //! paid request adds.
@@ -241,8 +241,8 @@ fn time_each(name: &str, vouchers: &[SignedVoucher], mut f: impl FnMut(&SignedVo
 }
 
 /// Signature checking alone: the gateway's `voucher::verify` (EIP-712
-/// digest + k256 recovery), the digest alone, and libsecp256k1 recovery of
-/// the same signatures for comparison.
+/// digest + libsecp256k1 recovery), the digest alone, bare libsecp256k1
+/// recovery, and k256 recovery (what `verify` used before) for comparison.
 async fn recovery_alone() {
     let dummy: Arc<dyn Ledger> = Arc::new(SqliteLedger::in_memory().unwrap());
     let vouchers = channels(&dummy, 1, 4_000).await.remove(0);
@@ -272,6 +272,11 @@ async fn recovery_alone() {
             v.channel_id,
             v.cumulative,
         ));
+    });
+    time_each("  k256 recover (1 core)", &vouchers, |v| {
+        let digest = voucher::signing_hash(ESCROW, CHAIN_ID, v.channel_id, v.cumulative);
+        let sig = alloy::primitives::Signature::from_raw(&v.signature).unwrap();
+        assert_eq!(sig.recover_address_from_prehash(&digest).unwrap(), signer);
     });
     let secp = secp256k1::Secp256k1::verification_only();
     time_each("  libsecp256k1 recover (1 core)", &vouchers, |v| {
