@@ -163,7 +163,9 @@ async fn build_on(
         Arc::clone(&table),
         config.claude.user_id_key.clone(),
     ));
-    tollgate_pricing::tokens::warm_up();
+    // Tokenizer dictionaries (o200k ≈ 68 MB resident, cl100k ≈ 30 MB) load
+    // on the first request that counts with them, not here: an idle
+    // gateway, or one whose routes never count with cl100k, stays small.
 
     // Group routes by path: one axum route per path, one method filter each.
     let mut by_path: BTreeMap<&str, Vec<&RouteConfig>> = BTreeMap::new();
