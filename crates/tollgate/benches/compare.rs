@@ -1,0 +1,465 @@
+//! Tollgate beside a bare reverse proxy, in one run (`scripts/bench`).
+//!
+//! One fixed-answer upstream (nginx from Debian returning a chat completion
+//! with usage, and an SSE stream; both captured from `tollgate-mock`), and
+//! the release `tollgate` binary as a child process with a default config
+//! (`[store] durability = "full"`, info logs) plus what the scenarios need:
+//! a free route, a quoted route with sessions, the plan endpoint.
+//!
+//! Closed loop (`wrk`, 2 threads, `CONNECTIONS` connections, default 16,
+//! `SECONDS` each, default 10, after 2 s of warm-up), one after another:
+//! - the upstream directly, and nginx as a bare keep-alive reverse proxy;
+//! - the free route, and the unpaid quoted route (every answer a 402);
+//! - session-paid requests: one channel, one voucher authorizing the whole
+//!   run re-sent with every request on one session challenge;
+//! - a plan-endpoint turn, paid the same way from one voucher bucket;
+//! - streaming pass-through (a free route, and nginx, relaying the SSE).
+//!
+//! Then, from this process: new-voucher accepts (one channel per
+//! connection, each request a body-less voucher raising the cumulative
+//! amount: signature recovery and the durable accept, nothing served), and
+//! an open loop at `RATE` req/s (default 2 000) against the free route and
+//! session-paid requests, for the p99 a payment adds.
+//!
+//! Everything shares the machine's cores (wrk, nginx, the chain, this
+//! process): read the ratios more than the absolute figures.
+//!
+//! Run: `scripts/bench` (or `cargo bench -p tollgate --bench compare` with
+//! nginx and wrk installed).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
+#[path = "../../tollgate-e2e/tests/common/mod.rs"]
+mod common;
+#[path = "../../tollgate-e2e/benches/support/load.rs"]
+mod load;
+#[path = "support/reference.rs"]
+mod reference;
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::session::{Payer, session_challenge, voucher_payload};
+use common::*;
+use reference::{Figure, Nginx, wrk};
+use serde_json::json;
+use tollgate_devnet::{ALPHA_USD, DEV_ACCOUNTS, PATH_USD};
+use tollgate_mock::MockOptions;
+
+const PLAN_MODEL: &str = "Qwen/Qwen3-8B-AWQ";
+const BUCKET: u128 = 1_000_000_000;
+
+fn env_u32(name: &str, default: u32) -> u32 {
+    std::env::var(name).map_or(default, |v| v.parse().expect("a number"))
+}
+
+fn chat(stream: bool) -> String {
+    let mut body = json!({
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "Explain payment channels in one line."}],
+        "max_tokens": 64,
+    });
+    if stream {
+        body["stream"] = json!(true);
+        body["stream_options"] = json!({"include_usage": true});
+    }
+    body.to_string()
+}
+
+fn plan_turn() -> String {
+    json!({
+        "plan": "Starter",
+        "model_optimization": false,
+        "model": PLAN_MODEL,
+        "messages": [{"role": "user", "content": "Explain payment channels in one line."}],
+        "max_tokens": 64,
+    })
+    .to_string()
+}
+
+fn config(h: &Harness, port: u16, upstream: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+realm = "bench"
+
+[payments]
+challenge_secrets = [{{ env = "BENCH_SECRET" }}]
+
+[chain]
+rpc_url = "{rpc}"
+chain_id = 42431
+currency = "{PATH_USD}"
+recipient = "{recipient}"
+
+[session]
+escrow = "{escrow}"
+operator_key = {{ env = "BENCH_OPERATOR_KEY" }}
+fee_token = "{ALPHA_USD}"
+
+[store]
+path = "{db}"
+
+[upstreams.openai]
+kind = "openai_compatible"
+base_url = "{upstream}"
+
+[upstreams.runtime]
+kind = "openai_compatible"
+base_url = "{upstream}/plan"
+
+[[routes]]
+method = "POST"
+path = "/v1/chat/completions"
+upstream = "openai"
+quote = "chat"
+
+[[routes]]
+method = "POST"
+path = "/free/v1/chat/completions"
+upstream = "openai"
+free = true
+
+[[routes]]
+method = "POST"
+path = "/free/stream"
+upstream = "openai"
+free = true
+
+[plans]
+voucher_bucket = {BUCKET}
+suggested_deposit = {BUCKET}
+
+[plans.models."{PLAN_MODEL}"]
+upstream = "runtime"
+input_per_mtok = 50000
+output_per_mtok = 200000
+context_window = 4096
+
+[plans.plans.Starter]
+models = ["{PLAN_MODEL}"]
+max_input_tokens = 2000
+max_output_tokens = 256
+"#,
+        rpc = h.devnet.rpc_url(),
+        recipient = DEV_ACCOUNTS[RECIPIENT].address,
+        escrow = h.devnet.escrow().unwrap(),
+        db = h.dir.path().join("bench.db").display(),
+    )
+}
+
+/// The release gateway as a child process.
+async fn launch(h: &Harness, upstream: &str) -> (tokio::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let path = h.dir.path().join("bench.toml");
+    std::fs::write(&path, config(h, port, upstream)).unwrap();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("BENCH_SECRET", SECRET)
+        .env("BENCH_OPERATOR_KEY", DEV_ACCOUNTS[RECIPIENT].private_key)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the tollgate binary starts");
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..400 {
+        if let Ok(r) = h.http.get(format!("{url}/healthz")).send().await
+            && r.status() == 200
+        {
+            return (child, url);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the gateway did not come up");
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    kb / 1024.0
+}
+
+fn amount(challenge: &mpp::PaymentChallenge) -> u128 {
+    challenge.request.decode_value().unwrap()["amount"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn payer(h: &Harness) -> Payer {
+    Payer::new(
+        signer(PAYER),
+        &h.devnet.rpc_url(),
+        h.devnet.escrow().unwrap(),
+    )
+}
+
+/// Opens a channel whose opening voucher authorizes `deposit`, and returns
+/// the `Authorization` every session-paid request re-sends.
+async fn session_auth(h: &Harness, url: &str, body: &str, deposit: u128) -> String {
+    let payer = payer(h);
+    let challenge = session_challenge(&challenges(&post(&h.http, url, body, None).await));
+    let (channel, open) = payer.open(&challenge, deposit, deposit).await;
+    let opened = post(&h.http, url, body, Some(&open)).await;
+    assert_eq!(opened.status(), 200, "{}", opened.text().await.unwrap());
+    let auth = payer.pay_voucher(&challenge, channel, deposit);
+    assert_eq!(post(&h.http, url, body, Some(&auth)).await.status(), 200);
+    auth
+}
+
+async fn plan_auth(h: &Harness, url: &str, body: &str) -> String {
+    let payer = payer(h);
+    let challenge = challenges(&post(&h.http, url, body, None).await).remove(0);
+    let (channel, open) = payer.open(&challenge, BUCKET, BUCKET).await;
+    let opened = post(&h.http, url, body, Some(&open)).await;
+    assert_eq!(opened.status(), 200, "{}", opened.text().await.unwrap());
+    let auth = payer.pay_voucher(&challenge, channel, BUCKET);
+    assert_eq!(post(&h.http, url, body, Some(&auth)).await.status(), 200);
+    auth
+}
+
+/// New vouchers over HTTP: `connections` channels, one closed-loop client
+/// each, every request a body-less voucher one base unit above the last.
+async fn voucher_accepts(h: &Harness, url: &str, connections: usize, per: usize) -> Figure {
+    let payer = Arc::new(payer(h));
+    let body = chat(false);
+    let mut lanes = Vec::new();
+    for _ in 0..connections {
+        let challenge = session_challenge(&challenges(&post(&h.http, url, &body, None).await));
+        let deposit = (per as u128 + 10) * 1_000;
+        let (channel, open) = payer.open(&challenge, deposit, 1).await;
+        let opened = h
+            .http
+            .post(url)
+            .header("authorization", open)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(opened.status(), 200, "{}", opened.text().await.unwrap());
+        let vouchers: Vec<String> = (0..per)
+            .map(|i| {
+                let cumulative = 2 + i as u128;
+                common::session::credential(
+                    &challenge,
+                    voucher_payload(
+                        "voucher",
+                        channel,
+                        cumulative,
+                        &payer.voucher(channel, cumulative),
+                    ),
+                )
+            })
+            .collect();
+        lanes.push(vouchers);
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = lanes
+        .into_iter()
+        .map(|vouchers| {
+            let url = url.to_owned();
+            tokio::spawn(async move {
+                let client = load::client();
+                let mut latencies = Vec::with_capacity(vouchers.len());
+                let mut failures = 0u64;
+                for auth in vouchers {
+                    let sent = Instant::now();
+                    match client.post(&url).header("authorization", auth).send().await {
+                        Ok(r) if r.status().is_success() => {
+                            let _ = r.bytes().await;
+                            latencies.push(sent.elapsed());
+                        }
+                        _ => failures += 1,
+                    }
+                }
+                (latencies, failures)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (l, f) = task.await.unwrap();
+        latencies.extend(l);
+        errors += f;
+    }
+    let wall = started.elapsed();
+    let requests = latencies.len() as u64;
+    Figure {
+        requests,
+        per_second: requests as f64 / wall.as_secs_f64(),
+        p50_ms: load::ms(load::percentile(&mut latencies, 0.50)),
+        p99_ms: load::ms(load::percentile(&mut latencies, 0.99)),
+        non_2xx: 0,
+        errors,
+    }
+}
+
+struct Table {
+    rows: Vec<(String, Figure)>,
+}
+
+impl Table {
+    fn add(&mut self, name: &str, figure: Figure) {
+        println!(
+            "  measured {name}: {:.0} req/s (non-2xx {}, errors {})",
+            figure.per_second, figure.non_2xx, figure.errors
+        );
+        self.rows.push((name.to_owned(), figure));
+    }
+
+    fn rate(&self, name: &str) -> f64 {
+        self.rows
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(f64::NAN, |(_, f)| f.per_second)
+    }
+
+    fn print(&self) {
+        let free = self.rate(FREE);
+        let nginx = self.rate(NGINX);
+        println!(
+            "\n| target | req/s | p50 ms | p99 ms | × free route | × nginx proxy | non-2xx | errors |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+        for (name, f) in &self.rows {
+            println!(
+                "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
+                f.per_second,
+                f.p50_ms,
+                f.p99_ms,
+                f.per_second / free,
+                f.per_second / nginx,
+                f.non_2xx,
+                f.errors
+            );
+        }
+    }
+}
+
+const FREE: &str = "Tollgate, free route";
+const NGINX: &str = "nginx, bare reverse proxy";
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    load::quiet_logs();
+    let connections = env_u32("CONNECTIONS", 16);
+    let seconds = env_u32("SECONDS", 10);
+    let rate = env_u32("RATE", 2_000);
+    let h = Harness::start_sessions(MockOptions::default()).await;
+    let dir = h.dir.path().to_owned();
+
+    // The fixed answers: the mock's, captured once.
+    let mock = format!("{}/v1/chat/completions", h.upstream_url);
+    let text = |r: reqwest::Response| async { r.text().await.unwrap() };
+    let answer = text(post(&h.http, &mock, &chat(false), None).await).await;
+    let plan_answer = text(post(&h.http, &mock, &plan_turn(), None).await).await;
+    let sse = text(post(&h.http, &mock, &chat(true), None).await).await;
+    let nginx = Nginx::start(&dir, &answer, &plan_answer, &sse);
+    let (mut child, gw) = launch(&h, &nginx.upstream).await;
+    let pid = child.id().unwrap();
+    let idle_rss = rss_mib(pid);
+
+    let paid_url = format!("{gw}/v1/chat/completions");
+    let free_url = format!("{gw}/free/v1/chat/completions");
+    let plan_url = format!("{gw}/v1/mpp/chat/completions");
+    let body = chat(false);
+    let quote = amount(&session_challenge(&challenges(
+        &post(&h.http, &paid_url, &body, None).await,
+    )));
+    // Enough for every request of the closed and the open loop.
+    let deposit = quote * 2_000_000;
+    let balance = h.balance(DEV_ACCOUNTS[PAYER].address).await;
+    assert!(
+        balance > deposit + 2 * BUCKET,
+        "payer balance {balance} < {deposit}"
+    );
+    let session = session_auth(&h, &paid_url, &body, deposit).await;
+    let plan = plan_auth(&h, &plan_url, &plan_turn()).await;
+
+    println!(
+        "closed loop: {connections} connections, {seconds} s each after 2 s of warm-up; {} cores, load avg {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    let measure = |url: String, body: String, auth: Option<String>| {
+        let dir = dir.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                wrk(&dir, &url, &body, auth.as_deref(), connections, 2);
+                wrk(&dir, &url, &body, auth.as_deref(), connections, seconds)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let mut table = Table { rows: Vec::new() };
+    let upstream_chat = format!("{}/v1/chat/completions", nginx.upstream);
+    let proxy_chat = format!("{}/v1/chat/completions", nginx.proxy);
+    table.add(
+        "upstream directly (nginx)",
+        measure(upstream_chat, body.clone(), None).await,
+    );
+    table.add(NGINX, measure(proxy_chat, body.clone(), None).await);
+    table.add(FREE, measure(free_url.clone(), body.clone(), None).await);
+    table.add(
+        "Tollgate, unpaid → 402",
+        measure(paid_url.clone(), body.clone(), None).await,
+    );
+    table.add(
+        "Tollgate, session-paid (voucher re-sent)",
+        measure(paid_url.clone(), body.clone(), Some(session.clone())).await,
+    );
+    table.add(
+        "Tollgate, plan-endpoint turn",
+        measure(plan_url, plan_turn(), Some(plan)).await,
+    );
+    table.add(
+        "streaming, nginx proxy",
+        measure(format!("{}/free/stream", nginx.proxy), chat(true), None).await,
+    );
+    table.add(
+        "streaming, Tollgate free route",
+        measure(format!("{gw}/free/stream"), chat(true), None).await,
+    );
+    let per = (seconds as usize * 1_500).max(1_000);
+    table.add(
+        "new-voucher accepts (HTTP, durable)",
+        voucher_accepts(&h, &paid_url, connections as usize, per).await,
+    );
+    let busy_rss = rss_mib(pid);
+    table.print();
+
+    // Open loop: what a payment adds to the tail at a fixed rate.
+    let client = load::client();
+    load::load(&client, &free_url, &body, None, rate, 2).await;
+    let mut free = load::load(&client, &free_url, &body, None, rate, seconds).await;
+    load::load(&client, &paid_url, &body, Some(&session), rate, 2).await;
+    let mut paid = load::load(&client, &paid_url, &body, Some(&session), rate, seconds).await;
+    load::print_conditions(rate);
+    let free_p = load::report("free route", &mut free);
+    let paid_p = load::report("session-paid", &mut paid);
+    load::print_overhead("session-paid over free", paid_p, free_p);
+
+    println!(
+        "\ngateway VmRSS: {idle_rss:.1} MiB idle after start-up, {busy_rss:.1} MiB after the closed-loop runs"
+    );
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+    drop(nginx);
+}
