@@ -9,7 +9,6 @@ use std::time::Duration;
 /// One closed-loop measurement.
 #[derive(Debug, Clone)]
 pub struct Figure {
-    pub requests: u64,
     pub per_second: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -43,18 +42,20 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// An nginx single-quoted string holding `text` verbatim.
-fn nginx_string(text: &str) -> String {
-    assert!(!text.contains('$'), "nginx would expand a variable");
-    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
-}
-
 impl Nginx {
     /// `json` answers `/…` (the plan runtime's answer under `/plan/…`),
     /// `sse` answers `/…/stream`.
     pub fn start(dir: &Path, json: &str, plan_json: &str, sse: &str) -> Self {
         let prefix = dir.join("nginx");
-        std::fs::create_dir_all(&prefix).unwrap();
+        let answers = prefix.join("answers");
+        std::fs::create_dir_all(&answers).unwrap();
+        for (file, text) in [
+            ("chat.json", json),
+            ("plan.json", plan_json),
+            ("stream.sse", sse),
+        ] {
+            std::fs::write(answers.join(file), text).unwrap();
+        }
         let (up, proxy) = (free_port(), free_port());
         let conf = format!(
             r#"
@@ -73,9 +74,14 @@ http {{
   upstream fixed {{ server 127.0.0.1:{up}; keepalive 64; }}
   server {{
     listen 127.0.0.1:{up} reuseport;
-    location ~ /stream$ {{ default_type text/event-stream; return 200 {sse}; }}
-    location /plan/ {{ default_type application/json; return 200 {plan_json}; }}
-    location / {{ default_type application/json; return 200 {json}; }}
+    root {prefix}/answers;
+    # The static module refuses POST with 405: turn that into the file.
+    location ~ /stream$ {{ error_page 405 =200 /stream.sse; return 405; }}
+    location /plan/ {{ error_page 405 =200 /plan.json; return 405; }}
+    location / {{ error_page 405 =200 /chat.json; return 405; }}
+    location = /stream.sse {{ internal; default_type text/event-stream; }}
+    location = /plan.json {{ internal; default_type application/json; }}
+    location = /chat.json {{ internal; default_type application/json; }}
   }}
   server {{
     listen 127.0.0.1:{proxy} reuseport;
@@ -89,9 +95,6 @@ http {{
 }}
 "#,
             prefix = prefix.display(),
-            sse = nginx_string(sse),
-            json = nginx_string(json),
-            plan_json = nginx_string(plan_json),
         );
         let conf_path = prefix.join("nginx.conf");
         std::fs::write(&conf_path, conf).unwrap();
@@ -185,7 +188,6 @@ pub fn wrk(
         .map(|v| v.parse().unwrap())
         .collect();
     Figure {
-        requests: n[0],
         per_second: n[0] as f64 / (n[1] as f64 / 1e6),
         p50_ms: n[2] as f64 / 1e3,
         p99_ms: n[3] as f64 / 1e3,
