@@ -355,14 +355,18 @@ async fn a_refund_owed_without_a_key_is_paid_once_a_key_is_configured() {
     assert!(response.headers().get("payment-receipt").is_none());
     let ledger = h.ledger(&keyless);
     let mut owed = None;
+    // The refund is recorded as owed first, its payer looked up after: wait
+    // for both.
     for _ in 0..200 {
-        if let Some(r) = ledger.refund(&challenge.id).await.unwrap() {
+        if let Some(r) = ledger.refund(&challenge.id).await.unwrap()
+            && r.payer.is_some()
+        {
             owed = Some(r);
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let owed = owed.expect("the refund is recorded as owed");
+    let owed = owed.expect("the refund is recorded as owed, with its payer");
     assert_eq!(owed.state, RefundState::Owed);
     assert_eq!(owed.amount, CHAT_PRICE);
     assert_eq!(
