@@ -12,4 +12,7 @@ pub enum LedgerError {
     },
     #[error("database worker stopped: {0}")]
     Worker(String),
+    /// This backend does not implement a (read-only, reporting) query.
+    #[error("this store does not support {0}")]
+    Unsupported(&'static str),
 }

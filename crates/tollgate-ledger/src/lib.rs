@@ -7,9 +7,11 @@
 mod channels;
 mod error;
 mod refunds;
+mod report;
 mod sqlite;
 mod sqlite_channels;
 mod sqlite_refunds;
+mod sqlite_report;
 
 pub use channels::{
     ChannelBook, ChannelRecord, ChannelStatus, IdempotencyBegin, InFlight, OnChainFacts,
@@ -17,6 +19,7 @@ pub use channels::{
 };
 pub use error::LedgerError;
 pub use refunds::{RefundBook, RefundRecord, RefundState};
+pub use report::{RevenueIntent, RevenueQuery, RevenueRow};
 pub use sqlite::{Durability, SqliteLedger};
 
 use async_trait::async_trait;
@@ -97,6 +100,22 @@ pub trait Ledger: ChannelBook + RefundBook + Send + Sync + 'static {
 
     /// Usage records paid by one challenge, oldest first.
     async fn usage_for(&self, challenge_id: &str) -> Result<Vec<UsageRecord>, LedgerError>;
+
+    /// Revenue grouped by time bucket, route, model and intent (read-only,
+    /// for metrics, the dashboard and reports). Backends that cannot answer
+    /// yet return [`LedgerError::Unsupported`]: reporting is then empty, the
+    /// payment path is unaffected.
+    ///
+    /// Semantics every backend must keep (see the SQLite query): a charge
+    /// counts its `charge_payments` amount, with model and tokens from the
+    /// usage record of the same challenge (empty model when there is none);
+    /// any other usage record with a challenge counts its `actual_cost` as
+    /// session spend. `since` is inclusive, `until` exclusive; buckets are
+    /// `floor(t / width) * width`.
+    async fn revenue(&self, query: RevenueQuery) -> Result<Vec<RevenueRow>, LedgerError> {
+        let _ = query;
+        Err(LedgerError::Unsupported("revenue reports"))
+    }
 
     /// Key-value access for the protocol SDK's store.
     async fn kv_get(&self, key: &str) -> Result<Option<String>, LedgerError>;

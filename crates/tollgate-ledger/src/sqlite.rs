@@ -8,7 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::{ChargeRecord, ClaimOutcome, Ledger, LedgerError, UsageRecord};
+use crate::{
+    ChargeRecord, ClaimOutcome, Ledger, LedgerError, RevenueQuery, RevenueRow, UsageRecord,
+};
 
 /// Ordered, embedded schema migrations. `PRAGMA user_version` records how
 /// many have been applied.
@@ -277,6 +279,10 @@ impl Ledger for SqliteLedger {
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
+    }
+
+    async fn revenue(&self, query: RevenueQuery) -> Result<Vec<RevenueRow>, LedgerError> {
+        crate::sqlite_report::revenue(self, query).await
     }
 
     async fn kv_get(&self, key: &str) -> Result<Option<String>, LedgerError> {
