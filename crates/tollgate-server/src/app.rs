@@ -15,6 +15,7 @@ use tollgate_payments::{
 use tollgate_pricing::PriceTable;
 use tollgate_providers::{Upstream, UpstreamTimeouts};
 
+use crate::admin::{AdminState, AdminToken, Observer, SettlementCounters};
 use crate::config::{Config, RouteConfig, RoutePrice, UpstreamConfig};
 use crate::pricing::Pricing;
 use crate::problem;
@@ -53,6 +54,13 @@ pub struct BuildOptions {
     pub mock: Option<MockFactory>,
 }
 
+/// The public router and, with `[admin]`, the operator's (metrics and
+/// dashboard), to be served on `config.admin.listen`.
+pub struct App {
+    pub public: Router,
+    pub admin: Option<Router>,
+}
+
 /// Opens the store, recovers what a previous process left in flight,
 /// connects the chain and wires every route.
 pub async fn build(config: &Config) -> Result<Router, BuildError> {
@@ -61,6 +69,11 @@ pub async fn build(config: &Config) -> Result<Router, BuildError> {
 
 /// Like [`build`], with what the embedding program provides.
 pub async fn build_with(config: &Config, options: BuildOptions) -> Result<Router, BuildError> {
+    Ok(build_app(config, options).await?.public)
+}
+
+/// Like [`build_with`], with the admin router when `[admin]` is configured.
+pub async fn build_app(config: &Config, options: BuildOptions) -> Result<App, BuildError> {
     let ledger: Arc<dyn Ledger> = match options.ledger {
         Some(ledger) => ledger,
         None => Arc::new(SqliteLedger::open(
@@ -78,14 +91,14 @@ pub async fn build_with_ledger(
     config: &Config,
     ledger: Arc<dyn Ledger>,
 ) -> Result<Router, BuildError> {
-    build_on(config, ledger, None).await
+    Ok(build_on(config, ledger, None).await?.public)
 }
 
 async fn build_on(
     config: &Config,
     ledger: Arc<dyn Ledger>,
     mock: Option<MockFactory>,
-) -> Result<Router, BuildError> {
+) -> Result<App, BuildError> {
     let released = ledger.release_all_reservations().await?;
     if released > 0 {
         tracing::warn!(
@@ -138,8 +151,13 @@ async fn build_on(
     crate::refund_worker::spawn(&refunds);
     gate = gate.with_refunds(refunds);
     let sessions = session_gate(config, Arc::clone(&ledger))?;
+    let settlement_counters = Arc::new(SettlementCounters::default());
     if let (Some(sessions), Some(session)) = (&sessions, &config.session) {
-        crate::settlement::spawn(sessions, session.settlement);
+        crate::settlement::spawn(
+            sessions,
+            session.settlement,
+            Arc::clone(&settlement_counters),
+        );
         gate = gate.with_sessions(Arc::clone(sessions));
     }
     let gateway = Arc::new(Gateway {
@@ -247,10 +265,30 @@ async fn build_on(
             .head(move |request| crate::plans::handle(Arc::clone(&endpoint), request)),
         );
     }
-    Ok(router
+    router = crate::discovery::add_routes(router, config);
+    let mut router = router
         .fallback(problem::not_found)
-        .layer(axum::middleware::map_response(method_not_allowed_problem))
-        .layer(axum::middleware::from_fn(crate::access_log::log_request)))
+        .layer(axum::middleware::map_response(method_not_allowed_problem));
+    let mut admin = None;
+    if let Some(admin_config) = &config.admin {
+        let observer = Observer::new();
+        router = router.layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&observer),
+            crate::admin::recorder::record,
+        ));
+        admin = Some(crate::admin::router(
+            AdminState {
+                observer,
+                ledger: Arc::clone(&gateway.ledger),
+                settlement: settlement_counters,
+            },
+            AdminToken::new(admin_config.token.expose()),
+        ));
+    }
+    Ok(App {
+        public: router.layer(axum::middleware::from_fn(crate::access_log::log_request)),
+        admin,
+    })
 }
 
 /// axum answers a method a path does not serve with an empty 405; give it

@@ -4,11 +4,14 @@
 // The module chain, each link importing only links above it: shared
 // state and errors; reading (sse, usage, metering); the upstream call;
 // receipts and idempotency; the payment policies; the pipeline and the
-// stream delivery; the products (routes, plans); the app that wires them.
+// stream delivery; the products (routes, plans, discovery); the operator's
+// listener (metrics, dashboard); the app that wires them. `observe` (what a
+// response is about, for the metrics) sits with the shared state.
 mod access_log;
 // Connections and their deadlines, below everything that serves them.
 pub mod config;
 mod error_shape;
+pub mod observe;
 mod pricing;
 mod problem;
 mod state;
@@ -34,14 +37,16 @@ mod stream;
 mod model_routes;
 pub mod plans;
 mod routes;
+mod discovery;
 
+pub mod admin;
 mod app;
 mod refund_worker;
 pub mod settlement;
 
 pub use app::{
-    BuildError, BuildOptions, MockFactory, MockSettings, build, build_with, build_with_ledger,
-    session_gate,
+    App, BuildError, BuildOptions, MockFactory, MockSettings, build, build_app, build_with,
+    build_with_ledger, session_gate,
 };
 pub use config::{Config, ConfigError};
 pub use transport::{ConnectionLimits, serve_with};

@@ -3,15 +3,30 @@
 //! owed or it is old enough, and settles at once when the payer asked the
 //! escrow for a forced close (before its grace period ends).
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use tollgate_ledger::{ChannelRecord, ChannelStatus};
 use tollgate_payments::session::SessionGate;
 
+use crate::admin::SettlementCounters;
 use crate::config::SettlementPolicy;
 
-/// Runs until the gateway is dropped.
-pub fn spawn(sessions: &Arc<SessionGate>, policy: SettlementPolicy) {
+/// What one sweep did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Settlement transactions confirmed.
+    pub settled: u64,
+    /// Settlements attempted that failed (retried on a later sweep).
+    pub failed: u64,
+}
+
+/// Runs until the gateway is dropped; counts what it settles in `counters`.
+pub fn spawn(
+    sessions: &Arc<SessionGate>,
+    policy: SettlementPolicy,
+    counters: Arc<SettlementCounters>,
+) {
     let sessions = Arc::downgrade(sessions);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(policy.interval);
@@ -21,15 +36,28 @@ pub fn spawn(sessions: &Arc<SessionGate>, policy: SettlementPolicy) {
             let Some(sessions) = Weak::upgrade(&sessions) else {
                 return;
             };
-            if let Err(e) = sweep(&sessions, policy).await {
-                tracing::warn!(error = %e, "settlement sweep incomplete");
+            match sweep(&sessions, policy).await {
+                Ok(report) => {
+                    counters
+                        .settled
+                        .fetch_add(report.settled, Ordering::Relaxed);
+                    counters.failed.fetch_add(report.failed, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    counters.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "settlement sweep incomplete");
+                }
             }
         }
     });
 }
 
 /// One pass over every channel. Public for the operator CLI and tests.
-pub async fn sweep(sessions: &SessionGate, policy: SettlementPolicy) -> Result<(), String> {
+pub async fn sweep(
+    sessions: &SessionGate,
+    policy: SettlementPolicy,
+) -> Result<SweepReport, String> {
+    let mut report = SweepReport::default();
     sessions.reconcile().await.map_err(|p| p.to_string())?;
     let channels = sessions.channels().await.map_err(|p| p.to_string())?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -53,18 +81,22 @@ pub async fn sweep(sessions: &SessionGate, policy: SettlementPolicy) -> Result<(
         }
         if due(&fresh, policy, now) {
             match sessions.submit_settlement(&fresh.channel_id, false).await {
-                Ok(Some(_)) => tracing::info!(
-                    forced_close = fresh.close_requested_at != 0,
-                    "channel settled"
-                ),
+                Ok(Some(_)) => {
+                    report.settled += 1;
+                    tracing::info!(
+                        forced_close = fresh.close_requested_at != 0,
+                        "channel settled"
+                    )
+                }
                 Ok(None) => {}
                 Err(problem) => {
+                    report.failed += 1;
                     tracing::warn!(problem = problem.kind.slug(), "settlement failed")
                 }
             }
         }
     }
-    Ok(())
+    Ok(report)
 }
 
 /// Whether a channel should be settled now.

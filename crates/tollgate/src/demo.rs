@@ -87,7 +87,7 @@ pub async fn run(no_serve: bool, dir: &Path) -> anyhow::Result<()> {
     try_it(&gateway.base, &devnet.rpc_url());
     flush();
     let outcome = tokio::select! {
-        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = crate::signals::terminated() => Ok(()),
         status = devnet.wait() => Err(anyhow::anyhow!("the chain stopped: {status:?}")),
         served = &mut gateway.task => Err(anyhow::anyhow!("the gateway stopped: {served:?}")),
     };

@@ -5,15 +5,20 @@
 mod channels;
 mod demo;
 mod devnet_config;
+mod dir_lock;
 mod logging;
 mod pay;
+mod report;
+mod signals;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tollgate_devnet::{DEV_ACCOUNTS, Devnet, DevnetOptions, PATH_USD};
 use tollgate_server::Config;
+
+use crate::dir_lock::DirLock;
 
 #[derive(Parser)]
 #[command(
@@ -57,6 +62,8 @@ enum Command {
         #[command(subcommand)]
         command: channels::ChannelsCommand,
     },
+    /// Revenue by day, route and model, from the ledger (a table, or CSV).
+    Report(report::ReportArgs),
     /// Send a request, paying its 402 challenge (charge or session), curl-like.
     Pay(Box<pay::PayArgs>),
     /// See everything working: a local chain, the gateway, and a narrated
@@ -96,7 +103,10 @@ async fn main() -> anyhow::Result<()> {
             serve(config).await
         }
         Command::Serve { devnet_dir, .. } => {
-            let devnet = start_devnet(None).await?;
+            let _lock = DirLock::acquire(&devnet_dir, "serve --devnet")?;
+            let Some(devnet) = until_signal(start_devnet(None)).await? else {
+                return Ok(());
+            };
             let path = devnet_config::write(&devnet, &devnet_dir.join("tollgate.toml"))?;
             print_devnet(&devnet, &path, false);
             let config = Config::load(&path)?;
@@ -120,18 +130,45 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Channels { config, command } => channels::run(&config, command).await,
+        Command::Report(args) => report::run(args).await,
         Command::Pay(args) => pay::run(*args).await,
-        Command::Demo { no_serve, dir } => demo::run(no_serve, &dir).await,
+        Command::Demo { no_serve, dir } => {
+            let _lock = DirLock::acquire(&dir, "demo")?;
+            // A signal at any step drops the walkthrough, and with it the
+            // chain (its child is killed on drop).
+            until_signal(demo::run(no_serve, &dir)).await.map(|_| ())
+        }
         Command::Devnet { port, config_out } => {
-            let mut devnet = start_devnet(port).await?;
+            let dir = config_out
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let _lock = DirLock::acquire(dir, "devnet")?;
+            let Some(mut devnet) = until_signal(start_devnet(port)).await? else {
+                return Ok(());
+            };
             let path = devnet_config::write(&devnet, &config_out)?;
             print_devnet(&devnet, &path, true);
             tokio::select! {
                 status = devnet.wait() => anyhow::bail!("the chain stopped: {status:?}"),
-                _ = tokio::signal::ctrl_c() => {}
+                _ = signals::terminated() => {}
             }
             devnet.stop().await;
             Ok(())
+        }
+    }
+}
+
+/// Runs `work` unless SIGINT, SIGTERM or SIGHUP comes first (`None`); what
+/// `work` owns is dropped then, children included.
+async fn until_signal<T>(
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<Option<T>> {
+    tokio::select! {
+        done = work => done.map(Some),
+        _ = signals::terminated() => {
+            eprintln!("stopping (signal received)");
+            Ok(None)
         }
     }
 }
@@ -176,17 +213,43 @@ fn print_devnet(devnet: &Devnet, config: &std::path::Path, standalone: bool) {
     }
 }
 
+/// Serves the gateway (and its admin listener, when configured) until
+/// SIGINT, SIGTERM or SIGHUP, then drains both gracefully.
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let router = tollgate_server::build_with(&config, gateway_options()).await?;
+    let app = tollgate_server::build_app(&config, gateway_options()).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    tracing::info!(listen = %config.listen, routes = config.routes.len(), "tollgate serving");
-    eprintln!("tollgate listening on http://{}", config.listen);
-    tollgate_server::serve_with(listener, router, config.connections.clone(), async {
-        let _ = tokio::signal::ctrl_c().await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let admin = match (app.admin, &config.admin) {
+        (Some(router), Some(admin)) => {
+            let admin_listener = tokio::net::TcpListener::bind(admin.listen)
+                .await
+                .with_context(|| format!("binding admin.listen {}", admin.listen))?;
+            let address = admin_listener.local_addr()?;
+            eprintln!("tollgate admin (metrics, dashboard) on http://{address}");
+            let mut stopped = stopped.clone();
+            Some(tokio::spawn(tollgate_server::serve(
+                admin_listener,
+                router,
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+            )))
+        }
+        _ => None,
+    };
+    let address = listener.local_addr()?;
+    tracing::info!(listen = %address, routes = config.routes.len(), "tollgate serving");
+    eprintln!("tollgate listening on http://{address}");
+    tollgate_server::serve_with(listener, app.public, config.connections.clone(), async move {
+        signals::terminated().await;
+        let _ = stop.send(true);
     })
     .await?;
+    if let Some(admin) = admin {
+        admin.await??;
+    }
     Ok(())
 }
 

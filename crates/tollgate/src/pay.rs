@@ -64,7 +64,8 @@ enum PayCommand {
 #[derive(Args)]
 struct ProxyArgs {
     /// Address to listen on (port 0: any free port; the address is printed).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8402")]
+    /// Not 8402, the gateway's own default, so both run side by side.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8403")]
     listen: String,
     /// The paid server: its base URL, to which the request's path and
     /// query are appended.
@@ -391,32 +392,15 @@ async fn proxy(args: ProxyArgs) -> anyhow::Result<i32> {
     let address = listener.local_addr()?;
     println!("tollgate pay proxy: listening on http://{address}, paying for {target}");
     std::io::stdout().flush()?;
-    tollgate_client::proxy::serve_with_shutdown(listener, target, client, shutdown_signal())
-        .await
-        .context("serving the proxy")?;
+    tollgate_client::proxy::serve_with_shutdown(
+        listener,
+        target,
+        client,
+        crate::signals::terminated(),
+    )
+    .await
+    .context("serving the proxy")?;
     Ok(0)
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let terminated = async {
-            match term.as_mut() {
-                Some(term) => {
-                    term.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminated => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// What had been sent when the server refused.

@@ -2,6 +2,7 @@
 //! secrets from files or the environment, and validation that names the key
 //! at fault.
 
+mod admin;
 mod claude;
 mod overrides;
 mod plans;
@@ -12,6 +13,7 @@ mod session;
 
 pub use plans::{CustomPrice, OptimizationRule, PlanConfig, PlanModel, PlansConfig};
 
+pub use admin::AdminConfig;
 pub use claude::ClaudeConfig;
 pub use refunds::RefundConfig;
 pub use session::{SessionConfig, SettlementPolicy};
@@ -95,6 +97,8 @@ pub struct Config {
     pub plans: Option<PlansConfig>,
     /// `[claude]`: the user-id hashing key and the count_tokens price.
     pub claude: ClaudeConfig,
+    /// The operator's listener (metrics, dashboard); off when `None`.
+    pub admin: Option<AdminConfig>,
 }
 
 #[derive(Debug)]

@@ -36,6 +36,7 @@ pub struct RawConfig {
     plans: Option<super::plans::RawPlans>,
     #[serde(default)]
     claude: super::claude::RawClaude,
+    admin: Option<super::admin::RawAdmin>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -304,6 +305,11 @@ impl RawConfig {
             .transpose()?;
         let claude = self.claude.validate(&signing_secret, base_dir, env)?;
 
+        let admin = self
+            .admin
+            .map(|raw| raw.validate(listen, base_dir, env))
+            .transpose()?;
+
         Ok(Config {
             listen,
             realm,
@@ -322,6 +328,7 @@ impl RawConfig {
             session,
             plans,
             claude,
+            admin,
         })
     }
 }
