@@ -56,6 +56,9 @@ pub enum DevnetError {
 
 /// A running local chain. Dropping it stops the chain.
 pub struct Devnet {
+    /// Dropped (and so killed) before `child`: it must not outlive us, nor
+    /// act on a pid we already reaped.
+    watchdog: Option<Child>,
     child: Child,
     /// anvil's own port.
     anvil_port: u16,
@@ -121,8 +124,16 @@ impl Devnet {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| DevnetError::Start(format!("{}: {e}", binary.display())))?;
+        let watchdog = child.id().and_then(|pid| match spawn_watchdog(pid) {
+            Ok(watchdog) => Some(watchdog),
+            Err(e) => {
+                tracing::warn!(error = %e, "no watchdog: the chain may outlive a killed parent");
+                None
+            }
+        });
         let anvil_url = format!("http://127.0.0.1:{port}");
         let mut devnet = Self {
+            watchdog,
             child,
             anvil_port: port,
             front: None,
@@ -211,6 +222,9 @@ impl Devnet {
 
     /// Stops the chain now (also done on drop).
     pub async fn stop(mut self) {
+        if let Some(mut watchdog) = self.watchdog.take() {
+            let _ = watchdog.kill().await;
+        }
         let _ = self.child.kill().await;
     }
 
@@ -218,6 +232,25 @@ impl Devnet {
     pub async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
         self.child.wait().await
     }
+}
+
+/// Stops `pid` when this process dies without stopping it (SIGKILL, a
+/// crash), where no destructor or signal handler runs: a shell blocked on
+/// reading its stdin, a pipe only we hold (close-on-exec, so no other child
+/// inherits it). The kernel closes the pipe when we die; the read returns
+/// and the shell terminates the chain. A normal stop kills the watchdog
+/// first.
+fn spawn_watchdog(pid: u32) -> std::io::Result<Child> {
+    Command::new("/bin/sh")
+        .arg("-c")
+        .arg("read _; kill -TERM \"$1\" 2>/dev/null; sleep 2; kill -KILL \"$1\" 2>/dev/null")
+        .arg("tollgate-devnet-watchdog")
+        .arg(pid.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
 }
 
 fn free_port() -> std::io::Result<u16> {

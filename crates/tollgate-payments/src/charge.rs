@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use alloy::consensus::transaction::SignerRecoverable;
 use alloy::eips::Decodable2718;
-use alloy::primitives::Address;
+use alloy::primitives::{Address, B256};
 use alloy::providers::Provider;
 use alloy::rpc::types::TransactionRequest;
 use alloy::signers::local::PrivateKeySigner;
@@ -33,8 +33,11 @@ pub struct SettledCharge {
 #[derive(Debug, Clone)]
 pub struct ChainSettings {
     pub rpc_url: String,
-    /// Deadline for the whole verification, broadcast included.
+    /// Deadline for a chain read (the pre-broadcast simulation).
     pub rpc_timeout: Duration,
+    /// How long settling a charge waits for its transaction to be mined
+    /// (broadcast and confirmation included).
+    pub confirm_timeout: Duration,
     /// Co-signs sponsored transactions when set.
     pub fee_payer: Option<PrivateKeySigner>,
     /// Token the sponsor pays fees in (defaults to the SDK's choice).
@@ -46,14 +49,16 @@ pub struct ChainSettings {
 pub struct TempoChargeVerifier {
     method: TempoChargeMethod<TempoProvider>,
     provider: TempoProvider,
+    ledger: Arc<dyn Ledger>,
     rpc_timeout: Duration,
+    confirm_timeout: Duration,
 }
 
 impl TempoChargeVerifier {
     pub fn new(settings: ChainSettings, ledger: Arc<dyn Ledger>) -> Result<Self, String> {
         let provider = tempo_provider(&settings.rpc_url).map_err(|e| e.to_string())?;
-        let mut method =
-            TempoChargeMethod::new(provider.clone()).with_store(Arc::new(LedgerStore::new(ledger)));
+        let mut method = TempoChargeMethod::new(provider.clone())
+            .with_store(Arc::new(LedgerStore::new(Arc::clone(&ledger))));
         if let Some(signer) = settings.fee_payer {
             method = method.with_fee_payer(signer);
             if let Some(token) = settings.fee_token {
@@ -65,7 +70,9 @@ impl TempoChargeVerifier {
         Ok(Self {
             method,
             provider,
+            ledger,
             rpc_timeout: settings.rpc_timeout,
+            confirm_timeout: settings.confirm_timeout,
         })
     }
 
@@ -95,7 +102,8 @@ impl TempoChargeVerifier {
             .request
             .decode()
             .map_err(|_| PaymentProblem::new(ProblemKind::InvalidChallenge, "bad request"))?;
-        self.within_deadline(async {
+        let submitted = pull_transaction_hash(credential);
+        let work = async {
             let receipt = self
                 .method
                 .verify(credential, &request)
@@ -108,8 +116,66 @@ impl TempoChargeVerifier {
                 reference: receipt.reference,
                 receipt_header,
             })
-        })
+        };
+        match (
+            tokio::time::timeout(self.confirm_timeout, work).await,
+            submitted,
+        ) {
+            (Ok(Ok(settled)), _) => Ok(settled),
+            (Ok(Err(problem)), Some(hash)) => match self.transaction_state(hash).await {
+                // The node refused a resubmission of a transaction it holds.
+                Some(Submitted::Pending) => Err(self.not_mined()),
+                _ => Err(problem),
+            },
+            (Ok(Err(problem)), None) => Err(problem),
+            (Err(_), Some(hash)) => {
+                // The SDK marks a transaction as submitted before broadcasting and
+                // clears the mark when settling fails; a wait cut short leaves it,
+                // which would refuse the same credential as a replay. Clear it: the
+                // transaction can still pay only once (its hash is claimed when
+                // confirmed).
+                let mark = format!("mpp:charge:submission:{hash:#x}");
+                if let Err(e) = self.ledger.kv_delete(&mark).await {
+                    tracing::error!(error = %e, "could not clear a submission mark");
+                }
+                match self.transaction_state(hash).await {
+                    Some(_) => Err(self.not_mined()),
+                    None => Err(timed_out()),
+                }
+            }
+            (Err(_), None) => Err(timed_out()),
+        }
+    }
+
+    /// The transaction reached the node but was not confirmed in time.
+    fn not_mined(&self) -> PaymentProblem {
+        PaymentProblem::new(
+            ProblemKind::ChainUnavailable,
+            format!(
+                "the transaction was submitted but not mined within {} s; nothing was served and \
+                 the credential is still unused. Send the same credential again before the \
+                 challenge expires: once the transaction is mined it pays for this request. \
+                 Do not pay a new challenge meanwhile, or both transfers may be mined.",
+                self.confirm_timeout.as_secs()
+            ),
+        )
+    }
+
+    /// Whether the node knows the transaction, and whether it is mined.
+    async fn transaction_state(&self, hash: B256) -> Option<Submitted> {
+        let lookup: Result<Option<serde_json::Value>, _> = tokio::time::timeout(
+            self.rpc_timeout,
+            self.provider
+                .raw_request("eth_getTransactionByHash".into(), [hash]),
+        )
         .await
+        .ok()?;
+        let found = lookup.ok()??;
+        Some(if found.get("blockNumber").is_some_and(|b| !b.is_null()) {
+            Submitted::Mined
+        } else {
+            Submitted::Pending
+        })
     }
 
     async fn within_deadline<T>(
@@ -118,12 +184,7 @@ impl TempoChargeVerifier {
     ) -> Result<T, PaymentProblem> {
         tokio::time::timeout(self.rpc_timeout, work)
             .await
-            .unwrap_or_else(|_| {
-                Err(PaymentProblem::new(
-                    ProblemKind::ChainUnavailable,
-                    "the payment network did not answer in time; nothing was served",
-                ))
-            })
+            .unwrap_or_else(|_| Err(timed_out()))
     }
 
     /// Runs the calls of an unsponsored signed transaction as `eth_call` from
@@ -213,6 +274,33 @@ impl TempoChargeVerifier {
         }
         Ok(())
     }
+}
+
+/// Where a submitted transaction stands on the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Submitted {
+    Pending,
+    Mined,
+}
+
+fn timed_out() -> PaymentProblem {
+    PaymentProblem::new(
+        ProblemKind::ChainUnavailable,
+        "the payment network did not answer in time; nothing was served and the credential \
+         is still unused: send the same credential again later",
+    )
+}
+
+/// The hash of an unsponsored pull transaction (the bytes the server
+/// broadcasts as they are). Sponsored ones are co-signed first, so their
+/// hash is only known once broadcast.
+fn pull_transaction_hash(credential: &PaymentCredential) -> Option<B256> {
+    if credential.payload.get("type").and_then(|t| t.as_str()) != Some("transaction") {
+        return None;
+    }
+    let signed = credential.payload.get("signature")?.as_str()?;
+    let bytes = alloy::hex::decode(signed).ok()?;
+    (bytes.first() == Some(&0x76)).then(|| alloy::primitives::keccak256(&bytes))
 }
 
 /// Clock skew tolerated between us, the client and the chain.

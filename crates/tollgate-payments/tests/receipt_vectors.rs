@@ -106,6 +106,7 @@ async fn receipt_verification_vectors() {
             ChainSettings {
                 rpc_url: url,
                 rpc_timeout: Duration::from_secs(5),
+                confirm_timeout: Duration::from_secs(5),
                 fee_payer: None,
                 fee_token: None,
             },

@@ -111,6 +111,7 @@ async fn build_on(
         ChainSettings {
             rpc_url: chain.rpc_url.clone(),
             rpc_timeout: chain.rpc_timeout,
+            confirm_timeout: chain.confirm_timeout,
             fee_payer: chain.fee_payer.as_ref().map(|f| f.signer.clone()),
             fee_token: chain.fee_payer.as_ref().and_then(|f| f.fee_token),
         },

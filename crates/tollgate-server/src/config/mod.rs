@@ -108,6 +108,8 @@ pub struct ChainConfig {
     pub currency: Address,
     pub recipient: Address,
     pub rpc_timeout: Duration,
+    /// How long a charge waits for its transaction to be mined.
+    pub confirm_timeout: Duration,
     pub modes: SubmissionModes,
     pub fee_payer: Option<FeePayerConfig>,
 }

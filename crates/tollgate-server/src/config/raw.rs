@@ -131,6 +131,8 @@ struct RawChain {
     recipient: String,
     #[serde(default = "default_rpc_timeout")]
     rpc_timeout_secs: u64,
+    /// Defaults to `rpc_timeout_secs`.
+    confirm_timeout_secs: Option<u64>,
     #[serde(default = "default_modes")]
     submission_modes: Vec<String>,
     fee_payer: Option<RawFeePayer>,
@@ -408,6 +410,10 @@ fn validate_chain(
         ));
     }
     let rpc_timeout = positive("chain.rpc_timeout_secs", raw.rpc_timeout_secs)?;
+    let confirm_timeout = positive(
+        "chain.confirm_timeout_secs",
+        raw.confirm_timeout_secs.unwrap_or(rpc_timeout),
+    )?;
     let mut modes = SubmissionModes {
         pull: false,
         push: false,
@@ -456,6 +462,7 @@ fn validate_chain(
         currency,
         recipient,
         rpc_timeout: Duration::from_secs(rpc_timeout),
+        confirm_timeout: Duration::from_secs(confirm_timeout),
         modes,
         fee_payer,
     })
