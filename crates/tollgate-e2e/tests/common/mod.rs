@@ -4,7 +4,9 @@
 
 pub mod faults;
 pub mod logs;
+pub mod node;
 pub mod session;
+pub mod traffic;
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -17,6 +19,8 @@ use tollgate_mock::{MockOptions, MockRecorder};
 
 pub const UPSTREAM_KEY: &str = "sk-upstream-test-key-0123456789";
 pub const SECRET: &str = "e2e-challenge-secret-that-is-long-enough-0001";
+/// The admin listener's token (with `Options::admin`).
+pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789abcdef";
 pub const PAYER: usize = 0;
 pub const RECIPIENT: usize = 1;
 pub const SPONSOR: usize = 2;
@@ -53,6 +57,10 @@ pub struct Options {
     pub upstream_url: Option<String>,
     /// The upstreams' `idle_timeout_secs`.
     pub upstream_idle_secs: Option<u64>,
+    /// Serve the admin listener (metrics, dashboard) with [`ADMIN_TOKEN`].
+    pub admin: bool,
+    /// Extra `[chain]` keys.
+    pub chain_extra: String,
 }
 
 impl Default for Options {
@@ -74,14 +82,19 @@ impl Default for Options {
             extra: String::new(),
             upstream_url: None,
             upstream_idle_secs: None,
+            admin: false,
+            chain_extra: String::new(),
         }
     }
 }
 
 pub struct Gateway {
     pub url: String,
+    /// The admin listener, with `Options::admin`.
+    pub admin_url: Option<String>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
+    admin_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Gateway {
@@ -90,6 +103,9 @@ impl Gateway {
             let _ = tx.send(());
         }
         let _ = self.task.await;
+        if let Some(admin) = self.admin_task.take() {
+            admin.abort();
+        }
     }
 }
 
@@ -197,6 +213,7 @@ currency = "{PATH_USD}"
 recipient = "{recipient}"
 rpc_timeout_secs = 10
 submission_modes = {modes}
+{chain_extra}
 {fee_payer}
 {session}
 [store]
@@ -260,6 +277,7 @@ upstream = "openai"
 
 {models_route}
 {plans}
+{admin}
 {extra}"#,
             secrets = secrets.join(", "),
             ttl = options.ttl_secs,
@@ -326,6 +344,12 @@ upstream = "openai"
             },
             plans = options.plans.clone().unwrap_or_default(),
             extra = options.extra,
+            chain_extra = options.chain_extra,
+            admin = if options.admin {
+                "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = { env = \"E2E_ADMIN_TOKEN\" }\n"
+            } else {
+                ""
+            },
             models_route = if options.free || options.quoted {
                 ""
             } else {
@@ -350,12 +374,25 @@ upstream = "openai"
             "E2E_SPONSOR_KEY".into(),
             DEV_ACCOUNTS[SPONSOR].private_key.into(),
         ));
+        env.push(("E2E_ADMIN_TOKEN".into(), ADMIN_TOKEN.into()));
         let config =
             tollgate_server::Config::from_toml(&self.config_text(options), self.dir.path(), env)
                 .expect("valid config");
-        let router = tollgate_server::build(&config)
+        let app = tollgate_server::build_app(&config, tollgate_server::BuildOptions::default())
             .await
             .expect("gateway builds");
+        let router = app.public;
+        let (admin_url, admin_task) = match app.admin {
+            Some(admin) => {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let url = format!("http://{}", listener.local_addr().unwrap());
+                let task = tokio::spawn(async move {
+                    let _ = axum::serve(listener, admin).await;
+                });
+                (Some(url), Some(task))
+            }
+            None => (None, None),
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -367,8 +404,10 @@ upstream = "openai"
         });
         Gateway {
             url,
+            admin_url,
             shutdown: Some(tx),
             task,
+            admin_task,
         }
     }
 
