@@ -134,7 +134,7 @@ pub fn openapi(config: &Config) -> Value {
             }
         } else if method == "post" || method == "put" || method == "patch" {
             operation["requestBody"] = json!({
-                "content": {"application/json": {"schema": {"type": "object"}}}
+                "content": {"application/json": {"schema": {"type": "object"}, "example": {}}}
             });
         }
         put(&route.path, &method, operation);
@@ -173,13 +173,14 @@ pub fn openapi(config: &Config) -> Value {
                             "properties": {
                                 "plan": {"type": "string", "enum": plans.plans.iter().map(|p| p.name.clone()).collect::<Vec<_>>()},
                                 "model": {"type": "string"},
+                                "model_optimization": {"type": "boolean", "description": "let the gateway pick the plan's cheapest model that fits (then omit model)"},
                                 "messages": chat_messages_schema(),
                                 "max_tokens": {"type": "integer", "minimum": 1},
                                 "stream": {"type": "boolean"},
                             },
-                            "required": ["plan", "messages"],
+                            "required": ["plan", "model_optimization", "messages"],
                         },
-                        "example": {"plan": example_plan, "model": example_model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16},
+                        "example": {"plan": example_plan, "model": example_model, "model_optimization": false, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16},
                     }},
                 },
                 "responses": {
