@@ -42,7 +42,7 @@
 //! config.rpc_url = Some("http://127.0.0.1:8545".into());
 //! config.policy.max_amount = Some(50_000);
 //! let client = Client::new(config).unwrap();
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8402").await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8403").await?;
 //! let target = "http://127.0.0.1:8080".parse().unwrap();
 //! proxy::serve(listener, target, client).await
 //! # }

@@ -122,6 +122,9 @@ async fn start_chain(out: &Narrator) -> anyhow::Result<Devnet> {
         "recipient",
         format!("dev account #1 {}", short(recipient())),
     );
+    out.say("Dev accounts start with the largest balance a TIP-20 token holds, 2^64 − 1 base");
+    out.say("units (about 18.4 trillion tokens): test money. The balances below look huge;");
+    out.say("only how they change matters.");
     Ok(devnet)
 }
 
@@ -754,6 +757,12 @@ impl<'a> Tour<'a> {
             usd(start.payer_fees.saturating_sub(end.payer_fees)),
             usd(start.recipient_fees.saturating_sub(end.recipient_fees)),
         ));
+        self.out
+            .say("(Tempo has no native gas coin: each transaction pays its fee in a USD");
+        self.out
+            .say("stablecoin of the sender's choice. Here both sides pay in alphaUSD, a second");
+        self.out
+            .say("dev token, so pathUSD moves only by payments and the equation is exact.)");
         ensure!(
             paid_out == Some(expected) && received == Some(expected),
             "the balances do not add up"
