@@ -210,7 +210,7 @@ async fn a_scrape_after_paid_traffic_shows_the_exact_revenue_and_counts() {
     );
 
     // Histograms of the phases Server-Timing names, and of the stream.
-    for phase in ["payment", "chain", "upstream", "overhead"] {
+    for phase in ["payment", "upstream", "deliver", "overhead"] {
         let count = sample(
             &text,
             "tollgate_phase_seconds_count",

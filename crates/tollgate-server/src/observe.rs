@@ -39,15 +39,17 @@ pub struct Problem {
     pub payment: bool,
 }
 
-/// Where the time of a paid request went (the parts `Server-Timing` names).
+/// Where the time of a paid request went until its response headers (the
+/// parts `Server-Timing` names, and the delivery step).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Timings {
-    /// The whole payment step (verification, claims, broadcast).
+    /// Admission: verification, claims, broadcast, reservation.
     pub payment: Option<Duration>,
-    /// The part of `payment` spent waiting on the chain.
-    pub chain: Option<Duration>,
     /// Until the upstream's response headers.
     pub upstream: Option<Duration>,
+    /// From the upstream's headers to ours: a whole answer read, metered and
+    /// committed; a stream's first event.
+    pub deliver: Option<Duration>,
 }
 
 /// What one response is about. Every field is optional; [`attach`] merges.
@@ -110,8 +112,8 @@ impl RequestOutcome {
         self.model = model.or(self.model.take());
         self.timings = Timings {
             payment: timings.payment.or(self.timings.payment),
-            chain: timings.chain.or(self.timings.chain),
             upstream: timings.upstream.or(self.timings.upstream),
+            deliver: timings.deliver.or(self.timings.deliver),
         };
     }
 }

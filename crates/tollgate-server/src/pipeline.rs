@@ -23,13 +23,14 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::Value;
 use tollgate_pricing::UsageDetail;
 use tollgate_providers::anthropic;
 
 use crate::metering::{Meter, Metered};
+use crate::observe::{self, RequestOutcome, Timings};
 use crate::policy::{Admission, Hold};
 use crate::problem::{ApiError, upstream as fault};
 use crate::state::Gateway;
@@ -94,20 +95,49 @@ pub async fn serve<P: Product>(
         Admission::Held(hold) => hold,
     };
     let payment_time = started.elapsed();
+    let mut outcome = RequestOutcome::intent(hold.intent());
+    outcome.model = prepared
+        .meter
+        .as_ref()
+        .map(|m| m.call().quote.model.clone());
     let upstream_started = Instant::now();
-    // A failed call drops the hold here, which releases it.
-    let answer = prepared.call.send().await?;
-    let timing = Timing {
-        payment: payment_time,
-        upstream: upstream_started.elapsed(),
-    };
-    let mut response = if answer.is_stream() {
-        crate::stream::deliver(answer, hold, prepared.meter, Arc::clone(&gateway.ledger)).await?
-    } else {
-        deliver_whole(answer, hold, prepared.meter.as_ref(), gateway).await?
-    };
-    timing.attach(response.headers_mut());
-    Ok(response)
+    let served = async {
+        // A failed call drops the hold here, which releases it.
+        let answer = prepared.call.send().await?;
+        let timing = Timing {
+            payment: payment_time,
+            upstream: upstream_started.elapsed(),
+        };
+        let deliver_started = Instant::now();
+        let mut response = if answer.is_stream() {
+            crate::stream::deliver(answer, hold, prepared.meter, Arc::clone(&gateway.ledger))
+                .await?
+        } else {
+            deliver_whole(answer, hold, prepared.meter.as_ref(), gateway).await?
+        };
+        timing.attach(response.headers_mut());
+        Ok::<_, ApiError>((response, timing, deliver_started.elapsed()))
+    }
+    .await;
+    // What the metrics layer reads (crate::observe): attached to whatever
+    // goes out once the payment was admitted.
+    match served {
+        Ok((mut response, timing, deliver)) => {
+            outcome.paid = true;
+            outcome.timings = Timings {
+                payment: Some(timing.payment),
+                upstream: Some(timing.upstream),
+                deliver: Some(deliver),
+            };
+            observe::attach(&mut response, outcome);
+            Ok(response)
+        }
+        Err(error) => {
+            let mut response = error.into_response();
+            observe::attach(&mut response, outcome);
+            Err(ApiError::Response(Box::new(response)))
+        }
+    }
 }
 
 struct Timing {

@@ -53,6 +53,8 @@ pub struct Problem {
     extensions: Map<String, Value>,
     challenges: Vec<IssuedChallenge>,
     headers: HeaderMap,
+    /// A refusal of the payment itself (for the metrics).
+    payment: bool,
 }
 
 impl Problem {
@@ -69,6 +71,7 @@ impl Problem {
             extensions: Map::new(),
             challenges: Vec::new(),
             headers: HeaderMap::new(),
+            payment: false,
         }
     }
 
@@ -97,6 +100,7 @@ impl Problem {
             out.extensions.insert((*name).to_owned(), value.clone());
         }
         out.challenges = challenges;
+        out.payment = true;
         if status == StatusCode::SERVICE_UNAVAILABLE {
             out = out.header(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
@@ -166,6 +170,10 @@ impl IntoResponse for Problem {
         }
         let mut response = Response::new(Body::from(body.to_string()));
         *response.status_mut() = self.status;
+        let payment = self.payment
+            || !self.challenges.is_empty()
+            || self.status == StatusCode::PAYMENT_REQUIRED;
+        crate::observe::note_problem(&mut response, &self.code, payment);
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         for challenge in &self.challenges {

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use tollgate_payments::{Authorized, Offer, PaymentProblem, ProblemKind};
 
 use crate::metering::Meter;
+use crate::observe::{self, Intent, RequestOutcome};
 use crate::pipeline::{self, Prepared, Product, Step};
 use crate::policy::{self, Admission, Challenger};
 use crate::problem::{ApiError, Problem};
@@ -60,7 +61,10 @@ impl Product for PaidRoute<'_> {
         {
             return policy::session::action_only(self.gateway, route, parts, sessions)
                 .await
-                .map(Step::Answered);
+                .map(|mut response| {
+                    observe::attach(&mut response, RequestOutcome::intent(Intent::Session));
+                    Step::Answered(response)
+                });
         }
         let content_type = parts
             .headers

@@ -148,8 +148,8 @@ impl Observer {
             let timings = outcome.timings;
             let phases = [
                 ("payment", timings.payment),
-                ("chain", timings.chain),
                 ("upstream", timings.upstream),
+                ("deliver", timings.deliver),
                 ("overhead", overhead(outcome, to_headers)),
             ];
             for (phase, duration) in phases {
@@ -193,12 +193,18 @@ impl Observer {
     }
 }
 
-/// The gateway's own share of the time to the response headers: what is
-/// left after the upstream and the chain.
+/// The gateway's own share of the time to the response headers outside
+/// the payment, upstream and delivery steps: reading, pricing and checking
+/// the request, routing, middleware.
 fn overhead(outcome: &RequestOutcome, to_headers: Duration) -> Option<Duration> {
-    let upstream = outcome.timings.upstream?;
-    let chain = outcome.timings.chain.unwrap_or_default();
-    Some(to_headers.saturating_sub(upstream).saturating_sub(chain))
+    let t = outcome.timings;
+    let upstream = t.upstream?;
+    Some(
+        to_headers
+            .saturating_sub(upstream)
+            .saturating_sub(t.payment.unwrap_or_default())
+            .saturating_sub(t.deliver.unwrap_or_default()),
+    )
 }
 
 /// Histogram samples are drained into their buckets periodically, so memory

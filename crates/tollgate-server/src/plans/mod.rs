@@ -34,6 +34,7 @@ use request::{PlanRequest, Resolution};
 
 use crate::config::PlansConfig;
 use crate::metering::Meter;
+use crate::observe::{self, Intent, RequestOutcome};
 use crate::pipeline::{self, Prepared, Product, Step};
 use crate::policy::Admission;
 use crate::policy::session::{Growth, SessionHold};
@@ -100,9 +101,11 @@ impl PlanEndpoint {
 /// The axum handler of the plan endpoint.
 pub async fn handle(endpoint: Arc<PlanEndpoint>, request: Request) -> Response {
     let gateway = Arc::clone(&endpoint.gateway);
-    pipeline::serve(&gateway, endpoint.as_ref(), request)
+    let mut response = pipeline::serve(&gateway, endpoint.as_ref(), request)
         .await
-        .into_response()
+        .into_response();
+    observe::attach(&mut response, RequestOutcome::intent(Intent::Plan));
+    response
 }
 
 /// What a turn's payment must answer: the plan's session offer and the

@@ -18,6 +18,7 @@ use tollgate_payments::{Paid, Pending, Refundable};
 
 use super::{Challenger, Committed, EventSink, Hold};
 use crate::metering::Metered;
+use crate::observe::Intent;
 use crate::problem::ApiError;
 use crate::sse::SseEvent;
 
@@ -111,6 +112,10 @@ impl ChargeHold {
 impl Hold for ChargeHold {
     fn challenge_id(&self) -> &str {
         &self.challenge_id
+    }
+
+    fn intent(&self) -> Intent {
+        Intent::Charge
     }
 
     async fn commit(mut self: Box<Self>, _metered: &Metered) -> Result<Committed, ApiError> {

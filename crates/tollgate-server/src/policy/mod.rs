@@ -22,6 +22,7 @@ use tollgate_payments::{Offer, PaymentProblem, ProblemKind};
 
 use crate::idempotency::InFlightKey;
 use crate::metering::Metered;
+use crate::observe::Intent;
 use crate::problem::{ApiError, Problem};
 use crate::sse::SseEvent;
 use crate::state::Gateway;
@@ -50,6 +51,9 @@ pub struct Committed {
 pub trait Hold: Send + 'static {
     /// The challenge the credential answered.
     fn challenge_id(&self) -> &str;
+
+    /// How this request is paid (for the metrics).
+    fn intent(&self) -> Intent;
 
     /// A whole answer is ready: charge `metered` durably, before the answer
     /// goes out.

@@ -23,6 +23,7 @@ use tollgate_payments::{Offer, SessionAuthorized};
 use super::{Admission, Challenger, Committed, EventSink, Hold};
 use crate::idempotency::{self, InFlightKey, Replay};
 use crate::metering::{Meter, Metered};
+use crate::observe::Intent;
 use crate::problem::ApiError;
 use crate::receipts;
 use crate::sse::SseEvent;
@@ -214,6 +215,14 @@ impl SessionHold {
 impl Hold for SessionHold {
     fn challenge_id(&self) -> &str {
         &self.challenge_id
+    }
+
+    fn intent(&self) -> Intent {
+        // Reserving the whole worst case up front is the plan endpoint's way.
+        match self.growth {
+            Growth::Upfront => Intent::Plan,
+            Growth::OnDemand { .. } => Intent::Session,
+        }
     }
 
     async fn commit(self: Box<Self>, metered: &Metered) -> Result<Committed, ApiError> {
