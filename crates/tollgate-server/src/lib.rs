@@ -34,10 +34,10 @@ mod policy;
 mod pipeline;
 mod stream;
 
+mod discovery;
 mod model_routes;
 pub mod plans;
 mod routes;
-mod discovery;
 
 pub mod admin;
 mod app;

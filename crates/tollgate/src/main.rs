@@ -90,10 +90,13 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Demo { .. } => demo::init_logging(),
-        _ => logging::init(),
-    }
+    let _logs = match cli.command {
+        Command::Demo { .. } => {
+            demo::init_logging();
+            None
+        }
+        _ => Some(logging::init()),
+    };
     match cli.command {
         Command::Serve {
             config: Some(path), ..
@@ -242,10 +245,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     tracing::info!(listen = %address, routes = config.routes.len(), "tollgate serving");
     eprintln!("tollgate listening on http://{address}");
-    tollgate_server::serve_with(listener, app.public, config.connections.clone(), async move {
-        signals::terminated().await;
-        let _ = stop.send(true);
-    })
+    tollgate_server::serve_with(
+        listener,
+        app.public,
+        config.connections.clone(),
+        async move {
+            signals::terminated().await;
+            let _ = stop.send(true);
+        },
+    )
     .await?;
     if let Some(admin) = admin {
         admin.await??;
