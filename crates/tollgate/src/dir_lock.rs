@@ -11,6 +11,18 @@ use anyhow::Context;
 
 const LOCK_FILE: &str = "tollgate.lock";
 
+/// Another running process holds the directory.
+#[derive(Debug)]
+pub struct InUse(String);
+
+impl std::fmt::Display for InUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InUse {}
+
 /// Held for as long as the process uses the directory.
 #[derive(Debug)]
 pub struct DirLock {
@@ -35,17 +47,18 @@ impl DirLock {
                 let mut holder = String::new();
                 let _ = file.read_to_string(&mut holder);
                 let holder = holder.trim();
-                anyhow::bail!(
+                return Err(InUse(format!(
                     "{} is in use by another running tollgate ({}). Stop it, or give this one \
                      its own directory (`serve --devnet --devnet-dir DIR`, `devnet --config-out \
                      DIR/tollgate.toml`, `demo --dir DIR`).",
                     dir.display(),
                     if holder.is_empty() {
-                        "pid unknown".to_owned()
+                        "pid unknown"
                     } else {
-                        holder.to_owned()
+                        holder
                     }
-                );
+                ))
+                .into());
             }
             Err(TryLockError::Error(e)) => {
                 return Err(e).with_context(|| format!("locking {}", path.display()));
@@ -68,6 +81,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = DirLock::acquire(dir.path(), "serve --devnet").unwrap();
         let refused = DirLock::acquire(dir.path(), "serve --devnet").unwrap_err();
+        assert!(refused.is::<InUse>());
         let message = refused.to_string();
         assert!(
             message.contains("in use by another running tollgate"),

@@ -136,7 +136,13 @@ async fn main() -> anyhow::Result<()> {
         Command::Report(args) => report::run(args).await,
         Command::Pay(args) => pay::run(*args).await,
         Command::Demo { no_serve, dir } => {
-            let _lock = DirLock::acquire(&dir, "demo")?;
+            // A directory that cannot be used is the walkthrough's to report,
+            // at the step that needs it; one in use is refused here.
+            let _lock = match DirLock::acquire(&dir, "demo") {
+                Ok(lock) => Some(lock),
+                Err(e) if e.is::<dir_lock::InUse>() => return Err(e),
+                Err(_) => None,
+            };
             // A signal at any step drops the walkthrough, and with it the
             // chain (its child is killed on drop).
             until_signal(demo::run(no_serve, &dir)).await.map(|_| ())
