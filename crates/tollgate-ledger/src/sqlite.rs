@@ -35,6 +35,10 @@ pub enum Durability {
 #[derive(Clone)]
 pub struct SqliteLedger {
     conn: Arc<Mutex<Connection>>,
+    /// A second, read-only connection for reporting (WAL lets it read
+    /// beside the writer), so a scrape never holds up the payment path.
+    /// `None` in memory, where it falls back to `conn`.
+    reader: Option<Arc<Mutex<Connection>>>,
 }
 
 impl SqliteLedger {
@@ -52,7 +56,14 @@ impl SqliteLedger {
             path: path.display().to_string(),
             source,
         })?;
-        Self::init(conn, durability)
+        let mut ledger = Self::init(conn, durability)?;
+        let reader = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        reader.busy_timeout(std::time::Duration::from_secs(5))?;
+        ledger.reader = Some(Arc::new(Mutex::new(reader)));
+        Ok(ledger)
     }
 
     /// A private in-memory database, for tests and benchmarks.
@@ -72,7 +83,28 @@ impl SqliteLedger {
         migrate(&mut conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            reader: None,
         })
+    }
+
+    /// Runs a read-only `f` on the reporting connection in the blocking pool.
+    pub(crate) async fn with_reader<T, F>(&self, f: F) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, LedgerError> + Send + 'static,
+    {
+        let Some(reader) = &self.reader else {
+            return self.with_conn(f).await;
+        };
+        let conn = Arc::clone(reader);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| LedgerError::Worker("connection mutex poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| LedgerError::Worker(e.to_string()))?
     }
 
     /// Runs `f` on the connection in the blocking pool.

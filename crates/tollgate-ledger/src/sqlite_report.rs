@@ -1,8 +1,8 @@
 //! SQLite queries behind [`Ledger::revenue`](crate::Ledger::revenue).
 //!
 //! A charge is one `charge_payments` row (its amount is what was paid); its
-//! model and tokens come from the usage record of the same challenge, when
-//! the route is metered. Every other usage record with a challenge was paid
+//! model and tokens come from the (first) usage record of the same
+//! challenge, when the route is metered. Every other usage record with a challenge was paid
 //! by a session (its `actual_cost` is what the channel was charged).
 
 use rusqlite::params;
@@ -15,11 +15,8 @@ SELECT (c.settled_at / ?3) * ?3 AS bucket, c.route, COALESCE(u.model, '') AS mod
        COUNT(*), SUM(CAST(c.amount AS INTEGER)),
        COALESCE(SUM(u.input_tokens), 0), COALESCE(SUM(u.output_tokens), 0)
 FROM charge_payments c
-LEFT JOIN (
-    SELECT challenge_id, MAX(model) AS model,
-           SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens
-    FROM usage_records WHERE challenge_id IS NOT NULL GROUP BY challenge_id
-) u ON u.challenge_id = c.challenge_id
+LEFT JOIN usage_records u
+    ON u.id = (SELECT MIN(id) FROM usage_records WHERE challenge_id = c.challenge_id)
 WHERE c.settled_at >= ?1 AND c.settled_at < ?2
 GROUP BY bucket, c.route, model
 UNION ALL
@@ -43,7 +40,7 @@ pub(crate) async fn revenue(
     // timestamp puts every row in bucket 0.
     let width = query.bucket_secs.map_or(i64::MAX, |w| i64::from(w.max(1)));
     ledger
-        .with_conn(move |conn| {
+        .with_reader(move |conn| {
             let mut stmt = conn.prepare_cached(REVENUE_SQL)?;
             let rows = stmt.query_map(params![since, until, width], |r| {
                 let count = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);

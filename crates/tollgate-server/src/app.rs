@@ -282,6 +282,7 @@ async fn build_on(
                 observer,
                 ledger: Arc::clone(&gateway.ledger),
                 settlement: settlement_counters,
+                refreshed: Arc::default(),
             },
             AdminToken::new(admin_config.token.expose()),
         ));
