@@ -88,6 +88,7 @@ async fn the_dashboard_shows_the_ledgers_figures() {
     card("total", total(None));
     card("charged", total(Some(RevenueIntent::Charge)));
     card("session", total(Some(RevenueIntent::Session)));
+    card("refunded", rows.iter().map(|r| r.refunded).sum());
     card("settled", channel.settled);
     card("exposure", channel.accepted - channel.settled);
     assert_eq!(shown["cards"]["open"]["text"], "1");

@@ -107,8 +107,9 @@ pub trait Ledger: ChannelBook + RefundBook + Send + Sync + 'static {
     /// payment path is unaffected.
     ///
     /// Semantics every backend must keep (see the SQLite query): a charge
-    /// counts its `charge_payments` amount, with model and tokens from the
-    /// usage record of the same challenge (empty model when there is none);
+    /// counts its `charge_payments` amount less its `refunds` amount (any
+    /// state; reported apart in `refunded`), with model and tokens from the
+    /// first usage record of the same challenge (empty model when none);
     /// any other usage record with a challenge counts its `actual_cost` as
     /// session spend. `since` is inclusive, `until` exclusive; buckets are
     /// `floor(t / width) * width`.

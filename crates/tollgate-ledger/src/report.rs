@@ -56,8 +56,12 @@ pub struct RevenueRow {
     pub intent: RevenueIntent,
     /// Paid requests.
     pub requests: u64,
-    /// Base units: what charges paid, or what sessions spent.
+    /// Base units kept: what charges paid less their refunds, or what
+    /// sessions spent.
     pub amount: u128,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Base units of these charges refunded (or owed back) because their
+    /// answer was not delivered; not in `amount`. Always 0 for sessions.
+    pub refunded: u128,
 }

@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 use tollgate_ledger::{
-    ChargeRecord, Ledger, RevenueIntent, RevenueQuery, RevenueRow, SqliteLedger, UsageRecord,
+    ChargeRecord, Ledger, RefundBook, RefundRecord, RefundState, RevenueIntent, RevenueQuery,
+    RevenueRow, SqliteLedger, UsageRecord,
 };
 
 const CHAT: &str = "POST /v1/chat/completions";
@@ -64,6 +65,30 @@ async fn ledger() -> SqliteLedger {
         .record_charge(&charge("c3", EMBED, 1_000, 300), &["c"])
         .await
         .unwrap();
+    // A fourth charge whose answer was not delivered: refunded in full.
+    ledger
+        .record_charge(&charge("c4", EMBED, 700, 310), &["d"])
+        .await
+        .unwrap();
+    assert!(
+        ledger
+            .record_refund(&RefundRecord {
+                challenge_id: "c4".into(),
+                route: EMBED.into(),
+                charge_reference: "0xhash-c4".into(),
+                payer: None,
+                amount: 700,
+                currency: "0x20c0000000000000000000000000000000000000".into(),
+                reason: "undelivered".into(),
+                state: RefundState::Owed,
+                tx_hash: None,
+                signed_tx: None,
+                created_at: 311,
+                updated_at: 311,
+            })
+            .await
+            .unwrap()
+    );
     // Sessions: two turns on one challenge on day 0, one on day 1.
     ledger
         .record_usage(&usage("s1", CHAT, "gpt-4o", 40, (20, 30), 400))
@@ -102,6 +127,7 @@ fn row(
         amount,
         input_tokens: tokens.0,
         output_tokens: tokens.1,
+        refunded: 0,
     }
 }
 
@@ -115,7 +141,10 @@ async fn totals_count_what_charges_paid_and_sessions_spent() {
         [
             row(0, CHAT, "gpt-4o", Session, 3, 102, (31, 81)),
             row(0, CHAT, "gpt-4o-mini", Charge, 2, 14_833, (13, 13)),
-            row(0, EMBED, "", Charge, 1, 1_000, (0, 0)),
+            RevenueRow {
+                refunded: 700,
+                ..row(0, EMBED, "", Charge, 2, 1_000, (0, 0))
+            },
         ]
     );
 }
@@ -149,7 +178,7 @@ async fn buckets_and_ranges_split_by_day() {
     let edge = ledger
         .revenue(RevenueQuery {
             since: Some(300),
-            until: Some(400),
+            until: Some(310),
             bucket_secs: None,
         })
         .await

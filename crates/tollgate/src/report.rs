@@ -73,11 +73,11 @@ fn model(row: &RevenueRow) -> &str {
 
 pub fn csv(rows: &[RevenueRow]) -> String {
     let mut out = String::from(
-        "day,route,model,intent,requests,input_tokens,output_tokens,amount_base_units\n",
+        "day,route,model,intent,requests,input_tokens,output_tokens,amount_base_units,refunded_base_units\n",
     );
     for row in rows {
         out.push_str(&format!(
-            "{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{}\n",
             day(row.bucket),
             field(&row.route),
             field(model(row)),
@@ -85,7 +85,8 @@ pub fn csv(rows: &[RevenueRow]) -> String {
             row.requests,
             row.input_tokens,
             row.output_tokens,
-            row.amount
+            row.amount,
+            row.refunded
         ));
     }
     out
@@ -169,6 +170,7 @@ mod tests {
                 amount: 19_666,
                 input_tokens: 16,
                 output_tokens: 20,
+                refunded: 0,
             },
             RevenueRow {
                 bucket: 1_764_547_200,
@@ -179,12 +181,13 @@ mod tests {
                 amount: 5,
                 input_tokens: 0,
                 output_tokens: 0,
+                refunded: 0,
             },
         ];
         let csv = csv(&rows);
         assert_eq!(
             csv.lines().nth(1),
-            Some("2025-12-01,POST /v1/chat/completions,gpt-4o-mini,charge,2,16,20,19666")
+            Some("2025-12-01,POST /v1/chat/completions,gpt-4o-mini,charge,2,16,20,19666,0")
         );
         assert_eq!(csv.lines().count(), 3);
         let table = table(&rows);

@@ -55,7 +55,9 @@ async fn report_totals_equal_the_ledgers() {
     let mut lines = csv.lines();
     assert_eq!(
         lines.next(),
-        Some("day,route,model,intent,requests,input_tokens,output_tokens,amount_base_units")
+        Some(
+            "day,route,model,intent,requests,input_tokens,output_tokens,amount_base_units,refunded_base_units"
+        )
     );
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     let sum = |intent: Option<&str>| -> u128 {

@@ -50,6 +50,7 @@ try {
       total: await card('revenue-total'),
       charged: await card('revenue-charged'),
       session: await card('revenue-session'),
+      refunded: await card('revenue-refunded'),
       settled: await card('settled-total'),
       exposure: await card('exposure-total'),
       open: await card('channels-open'),

@@ -129,6 +129,7 @@ async fn build(state: &AdminState, range: &Range) -> Result<Value, LedgerError> 
             RevenueIntent::Charge => revenue.charged += row.amount,
             RevenueIntent::Session => revenue.session_spent += row.amount,
         }
+        revenue.refunded += row.refunded;
         revenue.requests += row.requests;
         add(&mut revenue.by_model, &model, row.amount, row.requests);
         add(&mut revenue.by_route, &row.route, row.amount, row.requests);
@@ -155,6 +156,7 @@ async fn build(state: &AdminState, range: &Range) -> Result<Value, LedgerError> 
             "total": revenue.total.to_string(),
             "charged": revenue.charged.to_string(),
             "session_spent": revenue.session_spent.to_string(),
+            "refunded": revenue.refunded.to_string(),
             "requests": revenue.requests,
             "by_model": ranked(revenue.by_model),
             "by_route": ranked(revenue.by_route),
@@ -174,6 +176,7 @@ struct Revenue {
     total: u128,
     charged: u128,
     session_spent: u128,
+    refunded: u128,
     requests: u64,
     by_model: BTreeMap<String, (u128, u64)>,
     by_route: BTreeMap<String, (u128, u64)>,

@@ -106,6 +106,12 @@ pub async fn refresh(
             let mut with_state = labels.to_vec();
             with_state.push(("state", state.to_owned()));
             counter!("tollgate_revenue_base_units_total", &with_state).absolute(units(row.amount));
+            if row.intent == tollgate_ledger::RevenueIntent::Charge {
+                let mut refunded = labels.to_vec();
+                refunded.push(("state", "refunded".to_owned()));
+                counter!("tollgate_revenue_base_units_total", &refunded)
+                    .absolute(units(row.refunded));
+            }
             counter!("tollgate_paid_requests_total", &labels).absolute(row.requests);
             if !row.model.is_empty() {
                 let entry = tokens.entry(&row.model).or_default();

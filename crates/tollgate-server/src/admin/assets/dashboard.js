@@ -195,6 +195,7 @@ async function load() {
     text('revenue-total', units(rev.total)).dataset.value = rev.total;
     text('revenue-charged', units(rev.charged)).dataset.value = rev.charged;
     text('revenue-session', units(rev.session_spent)).dataset.value = rev.session_spent;
+    text('revenue-refunded', units(rev.refunded)).dataset.value = rev.refunded;
     const totals = data.channels.totals;
     text('settled-total', units(totals.settled_all_time)).dataset.value = totals.settled_all_time;
     text('exposure-total', units(totals.exposure)).dataset.value = totals.exposure;
