@@ -206,8 +206,17 @@ async fn quoted_routes_sessions_and_plans_are_discoverable_and_match_their_402s(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fixed_price_routes_advertise_their_amount() {
     let h = Harness::start().await;
-    let gw = h.gateway(&Options::default()).await;
+    let options = Options {
+        extra: "[claude]\ncount_tokens_charge = 500\n".into(),
+        ..Options::default()
+    };
+    let gw = h.gateway(&options).await;
     let operations = check(&h, &gw, &["/v1/images/generations"]).await;
+    let count_tokens = operations
+        .iter()
+        .find(|o| o["path"] == "/v1/messages/count_tokens")
+        .expect("a paid count_tokens is discoverable");
+    assert_eq!(count_tokens["offers"][0]["amount"], "500");
     let chat = operations
         .iter()
         .find(|o| o["path"] == "/v1/chat/completions")

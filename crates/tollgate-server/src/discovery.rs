@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 use tollgate_pricing::{Endpoint, PriceTable};
 
 use crate::config::{Config, PlansConfig, RouteConfig, RoutePrice};
+use crate::model_routes::COUNT_TOKENS_PATH;
 
 pub const OPENAPI_PATH: &str = "/openapi.json";
 pub const LLMS_PATH: &str = "/llms.txt";
@@ -152,6 +153,41 @@ pub fn openapi(config: &Config) -> Value {
                 "responses": {"200": {"description": "Successful response"}},
             }),
         );
+    }
+    let declared = |path: &str| config.routes.iter().any(|r| r.path == path);
+    if !declared("/v1/models/{id}") {
+        put(
+            "/v1/models/{id}",
+            "get",
+            json!({
+                "summary": "One model sold here, with its prices (free)",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": {"description": "Successful response"},
+                    "404": {"description": "Not sold here"},
+                },
+            }),
+        );
+    }
+    if !declared(COUNT_TOKENS_PATH) {
+        let mut operation = json!({
+            "summary": "Count a Claude message's input tokens (answered by the gateway)",
+            "responses": {"200": {"description": "Successful response"}},
+        });
+        if let Some(body) = request_body(Endpoint::Messages, table) {
+            operation["requestBody"] = body;
+        }
+        let charge = config.claude.count_tokens_charge;
+        if charge > 0 {
+            operation["x-payment-info"] = json!({"offers": [offer(
+                "charge",
+                Some(charge),
+                &config.chain.currency.to_checksum(None),
+                format!("{charge} base units per request"),
+            )]});
+            operation["responses"]["402"] = json!({"description": "Payment Required"});
+        }
+        put(COUNT_TOKENS_PATH, "post", operation);
     }
     if let Some(plans) = &config.plans {
         let first_plan = plans.plans.first();
@@ -355,7 +391,16 @@ pub fn llms_txt(config: &Config) -> String {
             summary(route)
         ));
     }
-    out.push_str("- `GET /v1/models` — the models sold here with their prices (free)\n");
+    out.push_str("- `GET /v1/models` and `GET /v1/models/{id}` — the models sold here with their prices (free)\n");
+    if !config.routes.iter().any(|r| r.path == COUNT_TOKENS_PATH) {
+        let price = match config.claude.count_tokens_charge {
+            0 => "free".to_owned(),
+            charge => format!("charge: {charge} base units per request"),
+        };
+        out.push_str(&format!(
+            "- `POST {COUNT_TOKENS_PATH}` — count a Claude message's input tokens; {price}\n"
+        ));
+    }
     if let Some(plans) = &config.plans {
         let names: Vec<&str> = plans.plans.iter().map(|p| p.name.as_str()).collect();
         out.push_str(&format!(
