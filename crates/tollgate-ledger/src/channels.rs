@@ -1,8 +1,9 @@
 //! Session channel accounting: what each escrow channel has authorized,
 //! what was charged, what is held by requests in flight and what is settled.
 //!
-//! Every operation is one database transaction, so per-channel updates are
-//! linearizable and durable before the caller acts on them.
+//! Every operation is one conditional statement or one database
+//! transaction, so per-channel updates are linearizable — across instances
+//! sharing a store too — and durable before the caller acts on them.
 
 use async_trait::async_trait;
 
@@ -230,7 +231,9 @@ pub trait ChannelBook: Send + Sync {
         facts: OnChainFacts,
     ) -> Result<Option<ChannelRecord>, LedgerError>;
 
-    /// Holds `amount` of the available balance for one request.
+    /// Holds `amount` of the available balance for one request, owned by
+    /// this handle's instance. Holds of instances whose lease ran out do not
+    /// count against the balance.
     async fn reserve(&self, channel_id: &str, amount: u128) -> Result<ReserveOutcome, LedgerError>;
 
     /// Adds `extra` to a reservation (streaming past its first estimate).
@@ -262,14 +265,9 @@ pub trait ChannelBook: Send + Sync {
         units: u64,
     ) -> Result<ChannelRecord, LedgerError>;
 
-    /// Releases a reservation without charging.
+    /// Releases a reservation without charging. When the store is away the
+    /// release is retried in the background.
     async fn release_reservation(&self, reservation: i64) -> Result<(), LedgerError>;
-
-    /// Releases every reservation and forgets unfinished idempotent requests
-    /// (at startup: their requests died with the previous process); what
-    /// their streams checkpointed stays charged. Returns how many
-    /// reservations there were.
-    async fn release_all_reservations(&self) -> Result<u64, LedgerError>;
 
     /// Stops new service on a channel (a close is under way).
     async fn mark_closing(&self, channel_id: &str) -> Result<Option<ChannelRecord>, LedgerError>;
@@ -292,7 +290,8 @@ pub trait ChannelBook: Send + Sync {
     /// Clears an in-flight marker whose transaction did not land.
     async fn abandon_settlement(&self, channel_id: &str) -> Result<(), LedgerError>;
 
-    /// Starts an idempotent request under `key_hash`.
+    /// Starts an idempotent request under `key_hash`, owned by this
+    /// instance. A pending key whose owner's lease ran out is taken over.
     async fn idempotency_begin(
         &self,
         key_hash: &str,

@@ -1,15 +1,22 @@
 //! Durable state for Tollgate behind one trait.
 //!
 //! Callers hold an [`Arc<dyn Ledger>`](Ledger); the embedded default is
-//! [`SqliteLedger`]. A PostgreSQL backend implements the same trait.
+//! [`SqliteLedger`], and [`PgLedger`] lets several gateway instances share
+//! one PostgreSQL database. Holds carry their owner instance and live with
+//! its lease ([`instance`]); [`spawn_keeper`] renews the lease and frees the
+//! holds of instances that died.
 #![forbid(unsafe_code)]
 
 mod channels;
 mod error;
+pub mod instance;
+mod keeper;
+mod postgres;
 mod refunds;
 mod report;
 mod sqlite;
 mod sqlite_channels;
+mod sqlite_holds;
 mod sqlite_refunds;
 mod sqlite_report;
 
@@ -18,11 +25,15 @@ pub use channels::{
     ReserveOutcome, StoredResponse, StoredVoucher, VoucherOutcome, VoucherRefusal,
 };
 pub use error::LedgerError;
+pub use instance::{ChannelEvent, DEFAULT_LEASE, Hold, HoldsReleased, Instance};
+pub use keeper::spawn_keeper;
+pub use postgres::{PgLedger, PgSettings, test_database, test_server_url};
 pub use refunds::{RefundBook, RefundRecord, RefundState};
 pub use report::{RevenueIntent, RevenueQuery, RevenueRow};
 pub use sqlite::{Durability, SqliteLedger};
 
 use async_trait::async_trait;
+use tokio::sync::broadcast;
 
 /// Outcome of an attempt to claim a single-use key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,21 +79,65 @@ pub struct UsageRecord {
     pub recorded_at: i64,
 }
 
+/// Instances sharing one store: leases, hold recovery, the settlement
+/// leader and cross-instance channel events. Part of every [`Ledger`].
+///
+/// Holds taken through a handle belong to [`instance`](Self::instance);
+/// callers never pass an owner.
+#[async_trait]
+pub trait Instances: Send + Sync {
+    /// Who this handle's holds belong to.
+    fn instance(&self) -> &Instance;
+
+    /// At start-up, before serving: renews this instance's lease and
+    /// releases the holds an earlier process under the same id left behind.
+    /// Holds of other instances are never touched.
+    async fn start_instance(&self) -> Result<HoldsReleased, LedgerError>;
+
+    /// Extends this instance's lease by its length from now (the keeper's
+    /// heartbeat). New holds are refused while renewals fail for more than
+    /// two thirds of a lease.
+    async fn renew_lease(&self) -> Result<(), LedgerError>;
+
+    /// Deletes the holds of instances whose lease ran out (any live
+    /// instance may; they already count as free for reserve and claim).
+    async fn release_expired_holds(&self) -> Result<HoldsReleased, LedgerError>;
+
+    /// Releases `hold` in the background, without waiting: for values that
+    /// release themselves on drop, and for releases the store refused while
+    /// it was away. Retried by the keeper until the store takes it.
+    fn release_soon(&self, hold: Hold);
+
+    /// Retries the releases handed to [`release_soon`](Self::release_soon);
+    /// returns how many are still waiting.
+    async fn flush_releases(&self) -> usize;
+
+    /// Whether this instance is the settlement leader: at most one live
+    /// instance gets `true` at a time. Call before every settlement pass;
+    /// leadership passes on when the leader dies.
+    async fn lead_settlement(&self) -> Result<bool, LedgerError>;
+
+    /// Channel events from every instance sharing the store.
+    fn channel_events(&self) -> broadcast::Receiver<ChannelEvent>;
+}
+
 /// Durable state used by the payment path.
 ///
 /// Every write is committed before the call returns, so anything a caller
 /// acts on (serving a request, answering a client) survives a crash.
 #[async_trait]
-pub trait Ledger: ChannelBook + RefundBook + Send + Sync + 'static {
+pub trait Ledger: ChannelBook + RefundBook + Instances + Send + Sync + 'static {
     /// Atomically claims `key` for one payment. Exactly one of any number of
-    /// concurrent callers gets [`ClaimOutcome::Claimed`].
+    /// concurrent callers gets [`ClaimOutcome::Claimed`]. A pending claim
+    /// whose owner's lease ran out is taken over.
     async fn claim(&self, key: &str) -> Result<ClaimOutcome, LedgerError>;
 
     /// Marks claims as spent for good.
     async fn settle_claims(&self, keys: &[&str]) -> Result<(), LedgerError>;
 
-    /// Gives back a pending claim after a failure that moved no funds, so the
-    /// client may retry. A settled claim is never released.
+    /// Gives back a pending claim of this instance after a failure that
+    /// moved no funds, so the client may retry. A settled claim is never
+    /// released.
     async fn release_claim(&self, key: &str) -> Result<(), LedgerError>;
 
     /// Records a settled charge and settles its claims in one transaction.

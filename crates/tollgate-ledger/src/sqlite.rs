@@ -8,8 +8,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use crate::instance::{Instance, Shared, now_ms};
+use crate::sqlite_holds::live;
 use crate::{
-    ChargeRecord, ClaimOutcome, Ledger, LedgerError, RevenueQuery, RevenueRow, UsageRecord,
+    ChargeRecord, ClaimOutcome, DEFAULT_LEASE, Hold, Ledger, LedgerError, RevenueQuery,
+    RevenueRow, UsageRecord,
 };
 
 /// Ordered, embedded schema migrations. `PRAGMA user_version` records how
@@ -19,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_usage.sql"),
     include_str!("../migrations/0003_sessions.sql"),
     include_str!("../migrations/0004_refunds_checkpoints.sql"),
+    include_str!("../migrations/0005_instances.sql"),
 ];
 
 /// How hard SQLite pushes each commit to disk.
@@ -32,6 +36,8 @@ pub enum Durability {
     Normal,
 }
 
+/// SQLite backend. Several processes may share one file (each its own
+/// instance); channel events then reach this process only.
 #[derive(Clone)]
 pub struct SqliteLedger {
     conn: Arc<Mutex<Connection>>,
@@ -39,11 +45,22 @@ pub struct SqliteLedger {
     /// beside the writer), so a scrape never holds up the payment path.
     /// `None` in memory, where it falls back to `conn`.
     reader: Option<Arc<Mutex<Connection>>>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl SqliteLedger {
-    /// Opens (creating if needed) the database file and applies migrations.
+    /// Opens (creating if needed) the database file and applies migrations,
+    /// as a new instance with a generated id.
     pub fn open(path: &Path, durability: Durability) -> Result<Self, LedgerError> {
+        Self::open_as(path, durability, Instance::generated(DEFAULT_LEASE))
+    }
+
+    /// Like [`open`](Self::open), as `instance`.
+    pub fn open_as(
+        path: &Path,
+        durability: Durability,
+        instance: Instance,
+    ) -> Result<Self, LedgerError> {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
@@ -56,7 +73,7 @@ impl SqliteLedger {
             path: path.display().to_string(),
             source,
         })?;
-        let mut ledger = Self::init(conn, durability)?;
+        let mut ledger = Self::init(conn, durability, instance)?;
         let reader = Connection::open_with_flags(
             path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -68,10 +85,18 @@ impl SqliteLedger {
 
     /// A private in-memory database, for tests and benchmarks.
     pub fn in_memory() -> Result<Self, LedgerError> {
-        Self::init(Connection::open_in_memory()?, Durability::Full)
+        Self::init(
+            Connection::open_in_memory()?,
+            Durability::Full,
+            Instance::generated(DEFAULT_LEASE),
+        )
     }
 
-    fn init(mut conn: Connection, durability: Durability) -> Result<Self, LedgerError> {
+    fn init(
+        mut conn: Connection,
+        durability: Durability,
+        instance: Instance,
+    ) -> Result<Self, LedgerError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         let sync = match durability {
             Durability::Full => "FULL",
@@ -81,9 +106,20 @@ impl SqliteLedger {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&mut conn)?;
+        let shared = Arc::new(Shared::new(instance));
+        let started = std::time::Instant::now();
+        let now = now_ms();
+        let previous = crate::sqlite_holds::register(&conn, shared.instance(), now)?;
+        if previous.is_some_and(|until| until >= now) {
+            shared
+                .id_was_live
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        shared.lease.renewed(started);
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             reader: None,
+            shared,
         })
     }
 
@@ -107,6 +143,10 @@ impl SqliteLedger {
         .map_err(|e| LedgerError::Worker(e.to_string()))?
     }
 
+    pub(crate) fn owner(&self) -> String {
+        self.shared.instance().id.clone()
+    }
+
     /// Runs `f` on the connection in the blocking pool.
     pub(crate) async fn with_conn<T, F>(&self, f: F) -> Result<T, LedgerError>
     where
@@ -122,6 +162,22 @@ impl SqliteLedger {
         })
         .await
         .map_err(|e| LedgerError::Worker(e.to_string()))?
+    }
+}
+
+impl SqliteLedger {
+    pub(crate) async fn release_claim_now(&self, key: &str) -> Result<(), LedgerError> {
+        let key = key.to_owned();
+        let owner = self.owner();
+        self.with_conn(move |conn| {
+            conn.prepare_cached(
+                "DELETE FROM payment_claims WHERE claim_key = ?1 AND state = 'pending'
+                 AND owner = ?2",
+            )?
+            .execute(params![key, owner])?;
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -160,15 +216,24 @@ fn settle_claims_in(conn: &Connection, keys: &[String], now: i64) -> Result<(), 
 #[async_trait]
 impl Ledger for SqliteLedger {
     async fn claim(&self, key: &str) -> Result<ClaimOutcome, LedgerError> {
+        self.shared.lease.check()?;
         let key = key.to_owned();
+        let owner = self.owner();
         self.with_conn(move |conn| {
             let now = now_unix();
+            // A pending claim of a dead instance is taken over: its request
+            // died before moving money (a transfer that did land is still
+            // stopped by its own `tx:` claim and the SDK's replay marker).
             let inserted = conn
-                .prepare_cached(
-                    "INSERT INTO payment_claims (claim_key, state, created_at, updated_at)
-                     VALUES (?1, 'pending', ?2, ?2) ON CONFLICT(claim_key) DO NOTHING",
-                )?
-                .execute(params![key, now])?;
+                .prepare_cached(&format!(
+                    "INSERT INTO payment_claims (claim_key, state, owner, created_at, updated_at)
+                     VALUES (?1, 'pending', ?2, ?3, ?3)
+                     ON CONFLICT(claim_key) DO UPDATE SET owner = excluded.owner,
+                       created_at = excluded.created_at, updated_at = excluded.updated_at
+                     WHERE payment_claims.state = 'pending' AND NOT {}",
+                    live("payment_claims.owner", "?4")
+                ))?
+                .execute(params![key, owner, now, now_ms()])?;
             Ok(if inserted == 1 {
                 ClaimOutcome::Claimed
             } else {
@@ -190,15 +255,13 @@ impl Ledger for SqliteLedger {
     }
 
     async fn release_claim(&self, key: &str) -> Result<(), LedgerError> {
-        let key = key.to_owned();
-        self.with_conn(move |conn| {
-            conn.prepare_cached(
-                "DELETE FROM payment_claims WHERE claim_key = ?1 AND state = 'pending'",
-            )?
-            .execute(params![key])?;
-            Ok(())
-        })
-        .await
+        let result = self.release_claim_now(key).await;
+        if let Err(e) = &result
+            && e.is_unavailable()
+        {
+            self.shared.defer(Hold::Claim(key.to_owned()));
+        }
+        result
     }
 
     async fn record_charge(

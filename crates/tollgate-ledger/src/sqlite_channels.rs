@@ -1,15 +1,18 @@
-//! [`ChannelBook`] on SQLite. Each method is one `IMMEDIATE` transaction on
-//! the ledger's single connection, which serializes every channel update.
+//! [`ChannelBook`] on SQLite. Each method is one `IMMEDIATE` transaction,
+//! which takes the database's write lock: every channel update is
+//! serialized, across processes sharing the file too.
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
-use crate::LedgerError;
 use crate::channels::{
     ChannelBook, ChannelRecord, ChannelStatus, IdempotencyBegin, InFlight, OnChainFacts,
     ReserveOutcome, StoredResponse, StoredVoucher, VoucherOutcome, VoucherRefusal,
 };
+use crate::instance::{ChannelEvent, Hold, now_ms};
 use crate::sqlite::{SqliteLedger, now_unix};
+use crate::sqlite_holds::{Whose, release_holds};
+use crate::{Instances, LedgerError};
 
 const CHANNEL_COLUMNS: &str = "channel_id, protocol, escrow, chain_id, payer, payee, token,
     authorized_signer, descriptor, deposit, accepted, spent, reserved, settled, units,
@@ -98,21 +101,32 @@ fn insert_voucher(
     Ok(())
 }
 
-/// Reserves inside an open transaction.
+/// Reserves inside an open transaction, for `owner`. When the balance is
+/// short, holds of instances whose lease ran out are released first.
 fn reserve_in(
     conn: &Connection,
     channel_id: &str,
     amount: u128,
     reservation: Option<i64>,
+    owner: &str,
 ) -> Result<ReserveOutcome, LedgerError> {
-    let Some(channel) = load(conn, channel_id)? else {
+    let Some(mut channel) = load(conn, channel_id)? else {
         return Ok(ReserveOutcome::Unavailable(VoucherRefusal::NotFound));
     };
     if let Some(refusal) = unavailable(&channel) {
         return Ok(ReserveOutcome::Unavailable(refusal));
     }
     if channel.available() < amount {
-        return Ok(ReserveOutcome::Insufficient { channel });
+        let expired = Whose::ExpiredOn {
+            channel: channel_id,
+            now: now_ms(),
+        };
+        if release_holds(conn, &expired)?.reservations > 0 {
+            channel = load(conn, channel_id)?.ok_or(LedgerError::HoldLost)?;
+        }
+        if channel.available() < amount {
+            return Ok(ReserveOutcome::Insufficient { channel });
+        }
     }
     let now = now_unix();
     conn.prepare_cached(
@@ -130,10 +144,10 @@ fn reserve_in(
         }
         None => {
             conn.prepare_cached(
-                "INSERT INTO session_reservations (channel_id, amount, created_at)
-                 VALUES (?1, ?2, ?3)",
+                "INSERT INTO session_reservations (channel_id, amount, owner, created_at)
+                 VALUES (?1, ?2, ?3, ?4)",
             )?
-            .execute(params![channel_id, to_db(amount), now])?;
+            .execute(params![channel_id, to_db(amount), owner, now])?;
             conn.last_insert_rowid()
         }
     };
@@ -209,11 +223,13 @@ impl ChannelBook for SqliteLedger {
     ) -> Result<ChannelRecord, LedgerError> {
         let c = channel.clone();
         let initial = initial.cloned();
-        self.with_conn(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let now = now_unix();
-            tx.prepare_cached(
-                "INSERT INTO session_channels (channel_id, protocol, escrow, chain_id, payer,
+        let accepted_before = self.channel(&c.channel_id).await?.map_or(0, |c| c.accepted);
+        let stored = self
+            .with_conn(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let now = now_unix();
+                tx.prepare_cached(
+                    "INSERT INTO session_channels (channel_id, protocol, escrow, chain_id, payer,
                  payee, token, authorized_signer, descriptor, deposit, settled,
                  close_requested_at, status, opened_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'open', ?13, ?13)
@@ -221,39 +237,46 @@ impl ChannelBook for SqliteLedger {
                    deposit = MAX(deposit, excluded.deposit),
                    settled = MAX(settled, excluded.settled),
                    updated_at = excluded.updated_at",
-            )?
-            .execute(params![
-                c.channel_id,
-                c.protocol,
-                c.escrow,
-                c.chain_id as i64,
-                c.payer,
-                c.payee,
-                c.token,
-                c.authorized_signer,
-                c.descriptor,
-                to_db(c.deposit),
-                to_db(c.settled),
-                c.close_requested_at as i64,
-                now
-            ])?;
-            if let Some(voucher) = initial {
-                let current = load(&tx, &c.channel_id)?
-                    .ok_or(LedgerError::Worker("channel vanished".into()))?;
-                if voucher.cumulative > current.accepted && voucher.cumulative <= current.deposit {
-                    insert_voucher(&tx, &c.channel_id, &voucher, now)?;
-                    tx.prepare_cached(
-                        "UPDATE session_channels SET accepted = ?2 WHERE channel_id = ?1",
-                    )?
-                    .execute(params![c.channel_id, to_db(voucher.cumulative)])?;
+                )?
+                .execute(params![
+                    c.channel_id,
+                    c.protocol,
+                    c.escrow,
+                    c.chain_id as i64,
+                    c.payer,
+                    c.payee,
+                    c.token,
+                    c.authorized_signer,
+                    c.descriptor,
+                    to_db(c.deposit),
+                    to_db(c.settled),
+                    c.close_requested_at as i64,
+                    now
+                ])?;
+                if let Some(voucher) = initial {
+                    let current = load(&tx, &c.channel_id)?
+                        .ok_or(LedgerError::Worker("channel vanished".into()))?;
+                    if voucher.cumulative > current.accepted
+                        && voucher.cumulative <= current.deposit
+                    {
+                        insert_voucher(&tx, &c.channel_id, &voucher, now)?;
+                        tx.prepare_cached(
+                            "UPDATE session_channels SET accepted = ?2 WHERE channel_id = ?1",
+                        )?
+                        .execute(params![c.channel_id, to_db(voucher.cumulative)])?;
+                    }
                 }
-            }
-            let stored =
-                load(&tx, &c.channel_id)?.ok_or(LedgerError::Worker("channel vanished".into()))?;
-            tx.commit()?;
-            Ok(stored)
-        })
-        .await
+                let stored = load(&tx, &c.channel_id)?
+                    .ok_or(LedgerError::Worker("channel vanished".into()))?;
+                tx.commit()?;
+                Ok(stored)
+            })
+            .await?;
+        if stored.accepted > accepted_before {
+            self.shared
+                .announce(ChannelEvent::VoucherAccepted(stored.channel_id.clone()));
+        }
+        Ok(stored)
     }
 
     async fn channel(&self, channel_id: &str) -> Result<Option<ChannelRecord>, LedgerError> {
@@ -280,44 +303,51 @@ impl ChannelBook for SqliteLedger {
     ) -> Result<VoucherOutcome, LedgerError> {
         let id = channel_id.to_owned();
         let voucher = voucher.clone();
-        self.with_conn(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let Some(channel) = load(&tx, &id)? else {
-                return Ok(VoucherOutcome::Refused(VoucherRefusal::NotFound));
-            };
-            if let Some(refusal) = unavailable(&channel) {
-                return Ok(VoucherOutcome::Refused(refusal));
-            }
-            let accepted = channel.accepted;
-            if voucher.cumulative == accepted {
-                return Ok(VoucherOutcome::Unchanged(channel));
-            }
-            if voucher.cumulative < accepted {
-                return Ok(VoucherOutcome::Refused(VoucherRefusal::Decreasing {
-                    accepted,
-                }));
-            }
-            if voucher.cumulative - accepted < min_delta {
-                return Ok(VoucherOutcome::Refused(VoucherRefusal::DeltaTooSmall {
-                    accepted,
-                }));
-            }
-            if voucher.cumulative > channel.deposit {
-                return Ok(VoucherOutcome::Refused(VoucherRefusal::ExceedsDeposit {
-                    deposit: channel.deposit,
-                }));
-            }
-            let now = now_unix();
-            insert_voucher(&tx, &id, &voucher, now)?;
-            tx.prepare_cached(
+        let outcome = self
+            .with_conn(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let Some(channel) = load(&tx, &id)? else {
+                    return Ok(VoucherOutcome::Refused(VoucherRefusal::NotFound));
+                };
+                if let Some(refusal) = unavailable(&channel) {
+                    return Ok(VoucherOutcome::Refused(refusal));
+                }
+                let accepted = channel.accepted;
+                if voucher.cumulative == accepted {
+                    return Ok(VoucherOutcome::Unchanged(channel));
+                }
+                if voucher.cumulative < accepted {
+                    return Ok(VoucherOutcome::Refused(VoucherRefusal::Decreasing {
+                        accepted,
+                    }));
+                }
+                if voucher.cumulative - accepted < min_delta {
+                    return Ok(VoucherOutcome::Refused(VoucherRefusal::DeltaTooSmall {
+                        accepted,
+                    }));
+                }
+                if voucher.cumulative > channel.deposit {
+                    return Ok(VoucherOutcome::Refused(VoucherRefusal::ExceedsDeposit {
+                        deposit: channel.deposit,
+                    }));
+                }
+                let now = now_unix();
+                insert_voucher(&tx, &id, &voucher, now)?;
+                tx.prepare_cached(
                 "UPDATE session_channels SET accepted = ?2, updated_at = ?3 WHERE channel_id = ?1",
             )?
             .execute(params![id, to_db(voucher.cumulative), now])?;
-            let updated = load(&tx, &id)?.ok_or(LedgerError::Worker("channel vanished".into()))?;
-            tx.commit()?;
-            Ok(VoucherOutcome::Accepted(updated))
-        })
-        .await
+                let updated =
+                    load(&tx, &id)?.ok_or(LedgerError::Worker("channel vanished".into()))?;
+                tx.commit()?;
+                Ok(VoucherOutcome::Accepted(updated))
+            })
+            .await;
+        if let Ok(VoucherOutcome::Accepted(channel)) = &outcome {
+            self.shared
+                .announce(ChannelEvent::VoucherAccepted(channel.channel_id.clone()));
+        }
+        outcome
     }
 
     async fn store_voucher(
@@ -408,10 +438,12 @@ impl ChannelBook for SqliteLedger {
     }
 
     async fn reserve(&self, channel_id: &str, amount: u128) -> Result<ReserveOutcome, LedgerError> {
+        self.shared.lease.check()?;
         let id = channel_id.to_owned();
+        let owner = self.owner();
         self.with_conn(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let outcome = reserve_in(&tx, &id, amount, None)?;
+            let outcome = reserve_in(&tx, &id, amount, None, &owner)?;
             tx.commit()?;
             Ok(outcome)
         })
@@ -423,12 +455,14 @@ impl ChannelBook for SqliteLedger {
         reservation_id: i64,
         extra: u128,
     ) -> Result<ReserveOutcome, LedgerError> {
+        self.shared.lease.check()?;
+        let owner = self.owner();
         self.with_conn(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let Some(held) = reservation(&tx, reservation_id)? else {
                 return Ok(ReserveOutcome::Unavailable(VoucherRefusal::NotFound));
             };
-            let outcome = reserve_in(&tx, &held.channel_id, extra, Some(reservation_id))?;
+            let outcome = reserve_in(&tx, &held.channel_id, extra, Some(reservation_id), &owner)?;
             tx.commit()?;
             Ok(outcome)
         })
@@ -441,34 +475,41 @@ impl ChannelBook for SqliteLedger {
         cost: u128,
         units: u64,
     ) -> Result<ChannelRecord, LedgerError> {
-        self.with_conn(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let Held {
-                channel_id,
-                amount,
-                charged: checkpointed,
-            } = reservation(&tx, reservation_id)?
-                .ok_or(LedgerError::Worker("reservation is not held".into()))?;
-            let charged = cost.min(amount + checkpointed);
-            drop_reservation(&tx, reservation_id, &channel_id, amount)?;
-            // The checkpoints are in `spent` already: add the difference.
-            tx.prepare_cached(
-                "UPDATE session_channels SET spent = spent + ?2 - ?3, units = units + ?4,
+        let committed = self
+            .with_conn(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let Held {
+                    channel_id,
+                    amount,
+                    charged: checkpointed,
+                } = reservation(&tx, reservation_id)?.ok_or(LedgerError::HoldLost)?;
+                let charged = cost.min(amount + checkpointed);
+                drop_reservation(&tx, reservation_id, &channel_id, amount)?;
+                // The checkpoints are in `spent` already: add the difference.
+                tx.prepare_cached(
+                    "UPDATE session_channels SET spent = spent + ?2 - ?3, units = units + ?4,
                  updated_at = ?5 WHERE channel_id = ?1",
-            )?
-            .execute(params![
-                channel_id,
-                to_db(charged),
-                to_db(checkpointed),
-                i64::try_from(units).unwrap_or(i64::MAX),
-                now_unix()
-            ])?;
-            let channel =
-                load(&tx, &channel_id)?.ok_or(LedgerError::Worker("channel vanished".into()))?;
-            tx.commit()?;
-            Ok(channel)
-        })
-        .await
+                )?
+                .execute(params![
+                    channel_id,
+                    to_db(charged),
+                    to_db(checkpointed),
+                    i64::try_from(units).unwrap_or(i64::MAX),
+                    now_unix()
+                ])?;
+                let channel = load(&tx, &channel_id)?
+                    .ok_or(LedgerError::Worker("channel vanished".into()))?;
+                tx.commit()?;
+                Ok(channel)
+            })
+            .await;
+        if let Err(e) = &committed
+            && e.is_unavailable()
+        {
+            // Not charged, and the response is withheld: give the hold back.
+            self.release_soon(Hold::Reservation(reservation_id));
+        }
+        committed
     }
 
     async fn checkpoint_reservation(
@@ -503,35 +544,13 @@ impl ChannelBook for SqliteLedger {
     }
 
     async fn release_reservation(&self, reservation_id: i64) -> Result<(), LedgerError> {
-        self.with_conn(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if let Some(held) = reservation(&tx, reservation_id)? {
-                drop_reservation(&tx, reservation_id, &held.channel_id, held.amount)?;
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn release_all_reservations(&self) -> Result<u64, LedgerError> {
-        self.with_conn(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let count = tx.execute("DELETE FROM session_reservations", [])?;
-            tx.execute(
-                "UPDATE session_channels SET reserved = 0 WHERE reserved != 0",
-                [],
-            )?;
-            // Requests that were being served when the process died left no
-            // answer to replay; their keys become usable again.
-            tx.execute(
-                "DELETE FROM idempotent_responses WHERE state = 'pending'",
-                [],
-            )?;
-            tx.commit()?;
-            Ok(count as u64)
-        })
-        .await
+        let result = self.release_reservation_now(reservation_id).await;
+        if let Err(e) = &result
+            && e.is_unavailable()
+        {
+            self.shared.defer(Hold::Reservation(reservation_id));
+        }
+        result
     }
 
     async fn mark_closing(&self, channel_id: &str) -> Result<Option<ChannelRecord>, LedgerError> {
@@ -617,50 +636,7 @@ impl ChannelBook for SqliteLedger {
         key_hash: &str,
         fingerprint: &str,
     ) -> Result<IdempotencyBegin, LedgerError> {
-        let (key, print) = (key_hash.to_owned(), fingerprint.to_owned());
-        self.with_conn(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let existing = tx
-                .prepare_cached(
-                    "SELECT fingerprint, state, status, headers, body
-                     FROM idempotent_responses WHERE key_hash = ?1",
-                )?
-                .query_row(params![key], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, Option<i64>>(2)?,
-                        r.get::<_, Option<String>>(3)?,
-                        r.get::<_, Option<Vec<u8>>>(4)?,
-                    ))
-                })
-                .optional()?;
-            let outcome = match existing {
-                Some((stored, _, _, _, _)) if stored != print => IdempotencyBegin::Mismatch,
-                Some((_, state, _, _, _)) if state != "done" => IdempotencyBegin::InProgress,
-                Some((_, _, status, headers, body)) => {
-                    let headers: Vec<(String, String)> = headers
-                        .and_then(|h| serde_json::from_str(&h).ok())
-                        .unwrap_or_default();
-                    IdempotencyBegin::Done(StoredResponse {
-                        status: status.unwrap_or(200) as u16,
-                        headers,
-                        body: body.unwrap_or_default(),
-                    })
-                }
-                None => {
-                    tx.prepare_cached(
-                        "INSERT INTO idempotent_responses (key_hash, fingerprint, state, created_at)
-                         VALUES (?1, ?2, 'pending', ?3)",
-                    )?
-                    .execute(params![key, print, now_unix()])?;
-                    IdempotencyBegin::Started
-                }
-            };
-            tx.commit()?;
-            Ok(outcome)
-        })
-        .await
+        self.idempotency_begin_in(key_hash, fingerprint).await
     }
 
     async fn idempotency_finish(
@@ -668,27 +644,33 @@ impl ChannelBook for SqliteLedger {
         key_hash: &str,
         response: &StoredResponse,
     ) -> Result<(), LedgerError> {
-        let key = key_hash.to_owned();
-        let r = response.clone();
-        let headers = serde_json::to_string(&r.headers).unwrap_or_else(|_| "[]".into());
-        self.with_conn(move |conn| {
-            conn.prepare_cached(
-                "UPDATE idempotent_responses SET state = 'done', status = ?2, headers = ?3,
-                 body = ?4 WHERE key_hash = ?1",
-            )?
-            .execute(params![key, r.status as i64, headers, r.body])?;
-            Ok(())
-        })
-        .await
+        self.idempotency_finish_in(key_hash, response).await
     }
 
     async fn idempotency_abandon(&self, key_hash: &str) -> Result<(), LedgerError> {
-        let key = key_hash.to_owned();
+        let result = self.idempotency_abandon_now(key_hash).await;
+        if let Err(e) = &result
+            && e.is_unavailable()
+        {
+            self.shared.defer(Hold::IdempotencyKey(key_hash.to_owned()));
+        }
+        result
+    }
+}
+
+impl SqliteLedger {
+    /// Releases what a reservation still holds; what it checkpointed stays
+    /// charged.
+    pub(crate) async fn release_reservation_now(
+        &self,
+        reservation_id: i64,
+    ) -> Result<(), LedgerError> {
         self.with_conn(move |conn| {
-            conn.prepare_cached(
-                "DELETE FROM idempotent_responses WHERE key_hash = ?1 AND state = 'pending'",
-            )?
-            .execute(params![key])?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(held) = reservation(&tx, reservation_id)? {
+                drop_reservation(&tx, reservation_id, &held.channel_id, held.amount)?;
+            }
+            tx.commit()?;
             Ok(())
         })
         .await

@@ -1,61 +1,32 @@
-//! Channel accounting on a real SQLite file.
+//! Channel accounting, on every backend.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 
+mod common;
+
 use std::sync::Arc;
 
+use common::{CHANNEL, Store, opened, voucher};
 use tollgate_ledger::{
-    ChannelBook, ChannelRecord, ChannelStatus, Durability, IdempotencyBegin, InFlight, Ledger,
-    OnChainFacts, ReserveOutcome, SqliteLedger, StoredResponse, StoredVoucher, VoucherOutcome,
-    VoucherRefusal,
+    ChannelStatus, IdempotencyBegin, InFlight, OnChainFacts, ReserveOutcome, StoredResponse,
+    VoucherOutcome, VoucherRefusal,
 };
 
-const CHANNEL: &str = "0x00000000000000000000000000000000000000000000000000000000000000aa";
+on_every_backend!(
+    vouchers_are_monotonic_bounded_and_idempotent,
+    reserve_commit_charges_at_most_what_was_held,
+    concurrent_reservations_never_exceed_the_balance,
+    concurrent_reservations_on_three_instances_never_exceed_the_balance,
+    vouchers_accepted_on_one_instance_count_on_all,
+    closing_and_on_chain_close_requests_stop_service,
+    settlement_in_flight_survives_a_restart,
+    idempotency_replays_and_refuses_a_different_body,
+    amounts_beyond_u64_are_exact,
+);
 
-fn channel(deposit: u128) -> ChannelRecord {
-    ChannelRecord {
-        channel_id: CHANNEL.into(),
-        protocol: "v1".into(),
-        escrow: "0xe5c0".into(),
-        chain_id: 42431,
-        payer: "0xpayer".into(),
-        payee: "0xpayee".into(),
-        token: "0x20c0".into(),
-        authorized_signer: "0xsigner".into(),
-        descriptor: None,
-        deposit,
-        accepted: 0,
-        spent: 0,
-        reserved: 0,
-        settled: 0,
-        units: 0,
-        close_requested_at: 0,
-        status: ChannelStatus::Open,
-        opened_at: 0,
-        updated_at: 0,
-        last_settled_at: None,
-        inflight: None,
-    }
-}
-
-fn voucher(cumulative: u128) -> StoredVoucher {
-    StoredVoucher {
-        cumulative,
-        signature: format!("0xsig{cumulative}"),
-    }
-}
-
-async fn opened(ledger: &SqliteLedger, deposit: u128, initial: u128) -> ChannelRecord {
-    ledger
-        .open_channel(&channel(deposit), Some(&voucher(initial)))
-        .await
-        .unwrap()
-}
-
-#[tokio::test]
-async fn vouchers_are_monotonic_bounded_and_idempotent() {
-    let ledger = SqliteLedger::in_memory().unwrap();
-    let c = opened(&ledger, 1_000, 100).await;
+async fn vouchers_are_monotonic_bounded_and_idempotent(store: Store) {
+    let ledger = store.open().await;
+    let c = opened(&*ledger, 1_000, 100).await;
     assert_eq!(
         (c.accepted, c.deposit, c.status),
         (100, 1_000, ChannelStatus::Open)
@@ -111,10 +82,9 @@ async fn vouchers_are_monotonic_bounded_and_idempotent() {
     assert_eq!(ledger.voucher_covering(CHANNEL, 301).await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn reserve_commit_charges_at_most_what_was_held() {
-    let ledger = SqliteLedger::in_memory().unwrap();
-    opened(&ledger, 1_000, 500).await;
+async fn reserve_commit_charges_at_most_what_was_held(store: Store) {
+    let ledger = store.open().await;
+    opened(&*ledger, 1_000, 500).await;
     let ReserveOutcome::Reserved {
         reservation,
         channel,
@@ -152,10 +122,9 @@ async fn reserve_commit_charges_at_most_what_was_held() {
     assert_eq!((c.spent, c.reserved, c.available()), (170, 0, 330));
 }
 
-#[tokio::test]
-async fn concurrent_reservations_never_exceed_the_balance() {
-    let ledger = Arc::new(SqliteLedger::in_memory().unwrap());
-    opened(&ledger, 10_000, 50 * 7).await;
+async fn concurrent_reservations_never_exceed_the_balance(store: Store) {
+    let ledger = store.open().await;
+    opened(&*ledger, 10_000, 50 * 7).await;
     let tasks: Vec<_> = (0..200)
         .map(|_| {
             let ledger = Arc::clone(&ledger);
@@ -174,10 +143,9 @@ async fn concurrent_reservations_never_exceed_the_balance() {
     assert_eq!((c.spent, c.reserved, c.accepted), (350, 0, 350));
 }
 
-#[tokio::test]
-async fn closing_and_on_chain_close_requests_stop_service() {
-    let ledger = SqliteLedger::in_memory().unwrap();
-    opened(&ledger, 1_000, 500).await;
+async fn closing_and_on_chain_close_requests_stop_service(store: Store) {
+    let ledger = store.open().await;
+    opened(&*ledger, 1_000, 500).await;
     let facts = OnChainFacts {
         deposit: 2_000,
         settled: 0,
@@ -212,20 +180,16 @@ async fn closing_and_on_chain_close_requests_stop_service() {
     );
 }
 
-#[tokio::test]
-async fn settlement_in_flight_survives_a_restart_and_reservations_do_not() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.db");
+async fn settlement_in_flight_survives_a_restart(store: Store) {
     {
-        let ledger = SqliteLedger::open(&path, Durability::Normal).unwrap();
-        opened(&ledger, 1_000, 400).await;
+        let ledger = store.open().await;
+        opened(&*ledger, 1_000, 400).await;
         let ReserveOutcome::Reserved { reservation, .. } =
             ledger.reserve(CHANNEL, 300).await.unwrap()
         else {
             panic!("reserve failed")
         };
         ledger.commit(reservation, 100, 3).await.unwrap();
-        ledger.reserve(CHANNEL, 250).await.unwrap(); // dies with the process
         let flight = InFlight {
             kind: "settle".into(),
             tx_hash: "0xabc".into(),
@@ -233,21 +197,11 @@ async fn settlement_in_flight_survives_a_restart_and_reservations_do_not() {
             since: 1,
         };
         ledger.begin_settlement(CHANNEL, &flight).await.unwrap();
-        assert_eq!(
-            ledger.idempotency_begin("k", "f").await.unwrap(),
-            IdempotencyBegin::Started
-        );
     }
-    let ledger = SqliteLedger::open(&path, Durability::Normal).unwrap();
-    assert_eq!(ledger.release_all_reservations().await.unwrap(), 1);
+    let ledger = store.open().await;
     let c = ledger.channel(CHANNEL).await.unwrap().unwrap();
     assert_eq!((c.accepted, c.spent, c.reserved), (400, 100, 0));
     assert_eq!(c.inflight.as_ref().map(|f| f.amount), Some(400));
-    // The unfinished idempotent request left nothing to replay.
-    assert_eq!(
-        ledger.idempotency_begin("k", "f").await.unwrap(),
-        IdempotencyBegin::Started
-    );
 
     let c = ledger
         .finish_settlement(CHANNEL, 400, false)
@@ -256,11 +210,16 @@ async fn settlement_in_flight_survives_a_restart_and_reservations_do_not() {
         .unwrap();
     assert_eq!((c.settled, c.inflight.is_none()), (400, true));
     assert_eq!(ledger.recent_charges(1).await.unwrap().len(), 0);
+    // Vouchers below what is settled are gone; the highest stays.
+    assert_eq!(ledger.voucher_within(CHANNEL, 399).await.unwrap(), None);
+    assert_eq!(
+        ledger.voucher_covering(CHANNEL, 0).await.unwrap(),
+        Some(voucher(400))
+    );
 }
 
-#[tokio::test]
-async fn idempotency_replays_and_refuses_a_different_body() {
-    let ledger = SqliteLedger::in_memory().unwrap();
+async fn idempotency_replays_and_refuses_a_different_body(store: Store) {
+    let ledger = store.open().await;
     assert_eq!(
         ledger.idempotency_begin("key", "body-a").await.unwrap(),
         IdempotencyBegin::Started
@@ -291,5 +250,93 @@ async fn idempotency_replays_and_refuses_a_different_body() {
     );
 }
 
-#[allow(dead_code)]
-fn is_ledger(_: &dyn Ledger) {}
+async fn concurrent_reservations_on_three_instances_never_exceed_the_balance(store: Store) {
+    let instances = [store.open().await, store.open().await, store.open().await];
+    opened(&*instances[0], 10_000, 100 * 7).await;
+    let tasks: Vec<_> = (0..300)
+        .map(|i| {
+            let ledger = Arc::clone(&instances[i % 3]);
+            tokio::spawn(async move {
+                match ledger.reserve(CHANNEL, 7).await.unwrap() {
+                    ReserveOutcome::Reserved { reservation, .. } => {
+                        ledger.commit(reservation, 7, 1).await.unwrap();
+                        true
+                    }
+                    ReserveOutcome::Insufficient { channel } => {
+                        assert!(channel.spent + channel.reserved <= channel.accepted);
+                        false
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            })
+        })
+        .collect();
+    let mut served = 0;
+    for task in tasks {
+        served += usize::from(task.await.unwrap());
+    }
+    assert_eq!(served, 100);
+    let c = instances[2].channel(CHANNEL).await.unwrap().unwrap();
+    assert_eq!(
+        (c.spent, c.reserved, c.accepted, c.units),
+        (700, 0, 700, 100)
+    );
+}
+
+async fn vouchers_accepted_on_one_instance_count_on_all(store: Store) {
+    let (a, b) = (store.open().await, store.open().await);
+    opened(&*a, 1_000, 100).await;
+    assert!(matches!(
+        b.reserve(CHANNEL, 150).await.unwrap(),
+        ReserveOutcome::Insufficient { .. }
+    ));
+    // Both instances race the same voucher: one accepts, the other sees it.
+    let v = voucher(300);
+    let (x, y) = tokio::join!(
+        a.accept_voucher(CHANNEL, &v, 0),
+        b.accept_voucher(CHANNEL, &v, 0)
+    );
+    let outcomes = [x.unwrap(), y.unwrap()];
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, VoucherOutcome::Accepted(_)))
+            .count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| matches!(o, VoucherOutcome::Unchanged(c) if c.accepted == 300))
+    );
+    assert!(matches!(
+        b.reserve(CHANNEL, 150).await.unwrap(),
+        ReserveOutcome::Reserved { ref channel, .. } if channel.accepted == 300
+    ));
+    // A lower voucher arriving late on the other instance is refused.
+    assert_eq!(
+        a.accept_voucher(CHANNEL, &voucher(200), 0).await.unwrap(),
+        VoucherOutcome::Refused(VoucherRefusal::Decreasing { accepted: 300 })
+    );
+}
+
+async fn amounts_beyond_u64_are_exact(store: Store) {
+    let ledger = store.open().await;
+    // SQLite keeps channel amounts in 64-bit integers (deposits above are
+    // counted as i64::MAX: we authorize less, never more); PostgreSQL keeps
+    // every u128 in NUMERIC(39,0).
+    let big: u128 = match store {
+        Store::Sqlite { .. } => i64::MAX as u128,
+        Store::Postgres { .. } => u128::MAX,
+    };
+    let c = opened(&*ledger, big, big - 1).await;
+    assert_eq!((c.deposit, c.accepted), (big, big - 1));
+    let ReserveOutcome::Reserved { reservation, .. } =
+        ledger.reserve(CHANNEL, big - 3).await.unwrap()
+    else {
+        panic!("reserve failed")
+    };
+    let c = ledger.commit(reservation, big - 4, 1).await.unwrap();
+    assert_eq!((c.spent, c.reserved, c.available()), (big - 4, 0, 3));
+}

@@ -1,77 +1,45 @@
 //! Stream checkpoints (delivered usage charged while a stream runs, kept
 //! across a restart) and charge refunds (at most one per charge, signed
-//! bytes kept until confirmed), on a real SQLite file.
+//! bytes kept until confirmed), on every backend.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 
-use tollgate_ledger::{
-    ChannelBook, ChannelRecord, ChannelStatus, Durability, RefundBook, RefundRecord, RefundState,
-    ReserveOutcome, SqliteLedger, StoredVoucher,
-};
+mod common;
 
-const CHANNEL: &str = "0x00000000000000000000000000000000000000000000000000000000000000bb";
+use std::time::Duration;
 
-fn channel(deposit: u128) -> ChannelRecord {
-    ChannelRecord {
-        channel_id: CHANNEL.into(),
-        protocol: "v1".into(),
-        escrow: "0xe5c0".into(),
-        chain_id: 42431,
-        payer: "0xpayer".into(),
-        payee: "0xpayee".into(),
-        token: "0x20c0".into(),
-        authorized_signer: "0xsigner".into(),
-        descriptor: None,
-        deposit,
-        accepted: 0,
-        spent: 0,
-        reserved: 0,
-        settled: 0,
-        units: 0,
-        close_requested_at: 0,
-        status: ChannelStatus::Open,
-        opened_at: 0,
-        updated_at: 0,
-        last_settled_at: None,
-        inflight: None,
-    }
-}
+use common::{CHANNEL, Store, opened};
+use tollgate_ledger::{Ledger, RefundRecord, RefundState, ReserveOutcome};
 
-async fn opened(ledger: &SqliteLedger, deposit: u128, accepted: u128) {
-    let voucher = StoredVoucher {
-        cumulative: accepted,
-        signature: "0xsig".into(),
-    };
-    ledger
-        .open_channel(&channel(deposit), Some(&voucher))
-        .await
-        .unwrap();
-}
+on_every_backend!(
+    checkpoints_move_delivered_usage_to_spent_within_the_hold,
+    a_restart_releases_the_hold_but_keeps_the_checkpointed_part,
+    a_refund_is_recorded_once_and_keeps_its_signed_bytes_until_confirmed,
+);
 
-async fn reserve(ledger: &SqliteLedger, amount: u128) -> i64 {
+async fn reserve(ledger: &dyn Ledger, amount: u128) -> i64 {
     match ledger.reserve(CHANNEL, amount).await.unwrap() {
         ReserveOutcome::Reserved { reservation, .. } => reservation,
         other => panic!("reserve failed: {other:?}"),
     }
 }
 
-async fn state(ledger: &SqliteLedger) -> (u128, u128, u128) {
+async fn state(ledger: &dyn Ledger) -> (u128, u128, u128) {
     let c = ledger.channel(CHANNEL).await.unwrap().unwrap();
     (c.spent, c.reserved, c.available())
 }
 
-#[tokio::test]
-async fn checkpoints_move_delivered_usage_to_spent_within_the_hold() {
-    let ledger = SqliteLedger::in_memory().unwrap();
-    opened(&ledger, 10_000, 1_000).await;
-    let id = reserve(&ledger, 300).await;
-    assert_eq!(state(&ledger).await, (0, 300, 700));
+async fn checkpoints_move_delivered_usage_to_spent_within_the_hold(store: Store) {
+    let ledger = &*store.open().await;
+    opened(ledger, 10_000, 1_000).await;
+    let id = reserve(ledger, 300).await;
+    assert_eq!(state(ledger).await, (0, 300, 700));
 
     assert_eq!(
         ledger.checkpoint_reservation(id, 120).await.unwrap(),
         Some(120)
     );
-    assert_eq!(state(&ledger).await, (120, 180, 700));
+    assert_eq!(state(ledger).await, (120, 180, 700));
     // Never lowered, never above the hold.
     assert_eq!(
         ledger.checkpoint_reservation(id, 50).await.unwrap(),
@@ -81,7 +49,7 @@ async fn checkpoints_move_delivered_usage_to_spent_within_the_hold() {
         ledger.checkpoint_reservation(id, 5_000).await.unwrap(),
         Some(300)
     );
-    assert_eq!(state(&ledger).await, (300, 0, 700));
+    assert_eq!(state(ledger).await, (300, 0, 700));
 
     // The hold grows again; the commit charges the whole cost once.
     assert!(matches!(
@@ -96,34 +64,32 @@ async fn checkpoints_move_delivered_usage_to_spent_within_the_hold() {
 
     // A commit below the checkpoints (the upstream reported less than was
     // counted) charges the report.
-    let id = reserve(&ledger, 200).await;
+    let id = reserve(ledger, 200).await;
     ledger.checkpoint_reservation(id, 150).await.unwrap();
     let c = ledger.commit(id, 100, 1).await.unwrap();
     assert_eq!((c.spent, c.reserved), (450, 0));
 
     // A released reservation keeps what it checkpointed.
-    let id = reserve(&ledger, 200).await;
+    let id = reserve(ledger, 200).await;
     ledger.checkpoint_reservation(id, 80).await.unwrap();
     ledger.release_reservation(id).await.unwrap();
-    assert_eq!(state(&ledger).await, (530, 0, 470));
+    assert_eq!(state(ledger).await, (530, 0, 470));
     assert_eq!(ledger.checkpoint_reservation(id, 90).await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn a_restart_releases_the_hold_but_keeps_the_checkpointed_part() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.db");
+async fn a_restart_releases_the_hold_but_keeps_the_checkpointed_part(store: Store) {
     {
-        let ledger = SqliteLedger::open(&path, Durability::Full).unwrap();
-        opened(&ledger, 10_000, 1_000).await;
-        let id = reserve(&ledger, 400).await;
+        let ledger = &*store.open_named("gw", Duration::from_secs(60)).await;
+        opened(ledger, 10_000, 1_000).await;
+        let id = reserve(ledger, 400).await;
         ledger.checkpoint_reservation(id, 64).await.unwrap();
         ledger.checkpoint_reservation(id, 128).await.unwrap();
         // The process dies here, mid-stream.
     }
-    let ledger = SqliteLedger::open(&path, Durability::Full).unwrap();
-    assert_eq!(ledger.release_all_reservations().await.unwrap(), 1);
-    assert_eq!(state(&ledger).await, (128, 0, 872));
+    // The same instance restarts: it releases its hold, the checkpoints stay.
+    let ledger = &*store.open_named("gw", Duration::from_secs(60)).await;
+    assert_eq!(ledger.start_instance().await.unwrap().reservations, 1);
+    assert_eq!(state(ledger).await, (128, 0, 872));
 }
 
 fn refund(challenge_id: &str, amount: u128) -> RefundRecord {
@@ -143,12 +109,9 @@ fn refund(challenge_id: &str, amount: u128) -> RefundRecord {
     }
 }
 
-#[tokio::test]
-async fn a_refund_is_recorded_once_and_keeps_its_signed_bytes_until_confirmed() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.db");
+async fn a_refund_is_recorded_once_and_keeps_its_signed_bytes_until_confirmed(store: Store) {
     {
-        let ledger = SqliteLedger::open(&path, Durability::Full).unwrap();
+        let ledger = store.open().await;
         assert!(ledger.record_refund(&refund("c1", 4_037)).await.unwrap());
         assert!(
             !ledger.record_refund(&refund("c1", 9_999)).await.unwrap(),
@@ -164,7 +127,7 @@ async fn a_refund_is_recorded_once_and_keeps_its_signed_bytes_until_confirmed() 
         assert!(ledger.record_refund(&refund("c2", 10)).await.unwrap());
         // The process dies before the confirmation.
     }
-    let ledger = SqliteLedger::open(&path, Durability::Full).unwrap();
+    let ledger = store.open().await;
     let open = ledger.open_refunds().await.unwrap();
     assert_eq!(open.len(), 2);
     let c1 = &open[0];

@@ -1,7 +1,23 @@
+//! Single-use claims, charges and the SDK's key-value store, on every backend.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
+mod common;
+
 use std::sync::Arc;
 
-use tollgate_ledger::{ChargeRecord, ClaimOutcome, Durability, Ledger, SqliteLedger};
+use common::Store;
+use tollgate_ledger::{ChargeRecord, ClaimOutcome};
+
+on_every_backend!(
+    a_key_is_claimed_once,
+    concurrent_claims_have_exactly_one_winner,
+    concurrent_claims_on_two_instances_have_exactly_one_winner,
+    released_pending_claims_can_be_taken_again_but_settled_ones_cannot,
+    claims_and_charges_survive_reopening_the_store,
+    recording_the_same_challenge_twice_fails_and_changes_nothing,
+    kv_operations_are_atomic,
+    usage_records_keep_exact_amounts,
+);
 
 fn record(id: &str, at: i64) -> ChargeRecord {
     ChargeRecord {
@@ -14,9 +30,8 @@ fn record(id: &str, at: i64) -> ChargeRecord {
     }
 }
 
-#[tokio::test]
-async fn a_key_is_claimed_once() {
-    let ledger = SqliteLedger::in_memory().unwrap();
+async fn a_key_is_claimed_once(store: Store) {
+    let ledger = store.open().await;
     assert_eq!(
         ledger.claim("challenge:a").await.unwrap(),
         ClaimOutcome::Claimed
@@ -31,9 +46,8 @@ async fn a_key_is_claimed_once() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_claims_have_exactly_one_winner() {
-    let ledger: Arc<dyn Ledger> = Arc::new(SqliteLedger::in_memory().unwrap());
+async fn concurrent_claims_have_exactly_one_winner(store: Store) {
+    let ledger = store.open().await;
     let tasks: Vec<_> = (0..64)
         .map(|_| {
             let ledger = Arc::clone(&ledger);
@@ -49,9 +63,25 @@ async fn concurrent_claims_have_exactly_one_winner() {
     assert_eq!(winners, 1);
 }
 
-#[tokio::test]
-async fn released_pending_claims_can_be_taken_again_but_settled_ones_cannot() {
-    let ledger = SqliteLedger::in_memory().unwrap();
+async fn concurrent_claims_on_two_instances_have_exactly_one_winner(store: Store) {
+    let instances = [store.open().await, store.open().await];
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let ledger = Arc::clone(&instances[i % 2]);
+            tokio::spawn(async move { ledger.claim("challenge:shared").await.unwrap() })
+        })
+        .collect();
+    let mut winners = 0;
+    for task in tasks {
+        if task.await.unwrap() == ClaimOutcome::Claimed {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1);
+}
+
+async fn released_pending_claims_can_be_taken_again_but_settled_ones_cannot(store: Store) {
+    let ledger = store.open().await;
     ledger.claim("k1").await.unwrap();
     ledger.release_claim("k1").await.unwrap();
     assert_eq!(ledger.claim("k1").await.unwrap(), ClaimOutcome::Claimed);
@@ -64,19 +94,16 @@ async fn released_pending_claims_can_be_taken_again_but_settled_ones_cannot() {
     );
 }
 
-#[tokio::test]
-async fn claims_and_charges_survive_reopening_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("nested/ledger.db");
+async fn claims_and_charges_survive_reopening_the_store(store: Store) {
     {
-        let ledger = SqliteLedger::open(&path, Durability::Full).unwrap();
+        let ledger = store.open().await;
         ledger.claim("challenge:x").await.unwrap();
         ledger
             .record_charge(&record("x", 10), &["challenge:x", "tx:0x1"])
             .await
             .unwrap();
     }
-    let ledger = SqliteLedger::open(&path, Durability::Normal).unwrap();
+    let ledger = store.open().await;
     assert_eq!(
         ledger.claim("challenge:x").await.unwrap(),
         ClaimOutcome::AlreadyClaimed
@@ -91,9 +118,8 @@ async fn claims_and_charges_survive_reopening_the_file() {
     );
 }
 
-#[tokio::test]
-async fn recording_the_same_challenge_twice_fails_and_changes_nothing() {
-    let ledger = SqliteLedger::in_memory().unwrap();
+async fn recording_the_same_challenge_twice_fails_and_changes_nothing(store: Store) {
+    let ledger = store.open().await;
     ledger
         .record_charge(&record("x", 1), &["c:x"])
         .await
@@ -109,9 +135,8 @@ async fn recording_the_same_challenge_twice_fails_and_changes_nothing() {
     assert_eq!(ledger.recent_charges(10).await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn kv_operations_are_atomic() {
-    let ledger = SqliteLedger::in_memory().unwrap();
+async fn kv_operations_are_atomic(store: Store) {
+    let ledger = store.open().await;
     assert_eq!(ledger.kv_get("a").await.unwrap(), None);
     assert!(ledger.kv_put_if_absent("a", "1").await.unwrap());
     assert!(!ledger.kv_put_if_absent("a", "2").await.unwrap());
@@ -146,4 +171,23 @@ async fn kv_operations_are_atomic() {
     assert_eq!(ledger.kv_get("b").await.unwrap().as_deref(), Some("y"));
     ledger.kv_delete("b").await.unwrap();
     assert_eq!(ledger.kv_get("b").await.unwrap(), None);
+}
+
+async fn usage_records_keep_exact_amounts(store: Store) {
+    let ledger = store.open().await;
+    let record = tollgate_ledger::UsageRecord {
+        challenge_id: Some("c1".into()),
+        route: "POST /v1/chat/completions".into(),
+        model: "gpt-4o".into(),
+        quoted: u128::MAX,
+        input_tokens: 12,
+        cached_tokens: 3,
+        output_tokens: 40,
+        actual_cost: 340_282_366_920_938_463_463_374_607_431_768_211_000,
+        usage_reported: true,
+        recorded_at: 7,
+    };
+    ledger.record_usage(&record).await.unwrap();
+    assert_eq!(ledger.usage_for("c1").await.unwrap(), vec![record]);
+    assert!(ledger.usage_for("c2").await.unwrap().is_empty());
 }
