@@ -368,6 +368,20 @@ impl Pending {
 }
 
 fn store_failure(error: tollgate_ledger::LedgerError) -> PaymentProblem {
-    tracing::error!(error = %error, "ledger failure on the payment path");
-    PaymentProblem::new(ProblemKind::Internal, "payment state could not be stored")
+    store_problem(&error)
+}
+
+/// The problem for a ledger failure: 503 `store-unavailable` while the store
+/// is away (retry later), else 500. Logged here.
+pub fn store_problem(error: &tollgate_ledger::LedgerError) -> PaymentProblem {
+    if error.is_unavailable() {
+        tracing::warn!(error = %error, "payment state store unavailable");
+        PaymentProblem::new(
+            ProblemKind::StoreUnavailable,
+            "payment state cannot be reached right now; nothing was charged",
+        )
+    } else {
+        tracing::error!(error = %error, "ledger failure on the payment path");
+        PaymentProblem::new(ProblemKind::Internal, "payment state could not be stored")
+    }
 }

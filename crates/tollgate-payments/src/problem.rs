@@ -28,6 +28,9 @@ pub enum ProblemKind {
     ChainUnavailable,
     /// Our own failure (store, signer).
     Internal,
+    /// The payment state store is unreachable right now; nothing was
+    /// charged or served, retry later.
+    StoreUnavailable,
     /// Session: the voucher signature is malformed, high-s or does not verify.
     SessionInvalidSignature,
     /// Session: the voucher is signed by someone other than the channel's signer.
@@ -60,6 +63,7 @@ impl ProblemKind {
             Self::MethodUnsupported => "method-unsupported",
             Self::ChainUnavailable => "chain-unavailable",
             Self::Internal => "internal-payment-error",
+            Self::StoreUnavailable => "store-unavailable",
             Self::SessionInvalidSignature => "session/invalid-signature",
             Self::SessionSignerMismatch => "session/signer-mismatch",
             Self::SessionAmountExceedsDeposit => "session/amount-exceeds-deposit",
@@ -84,6 +88,7 @@ impl ProblemKind {
             Self::MethodUnsupported => "Method Unsupported",
             Self::ChainUnavailable => "Payment Network Unavailable",
             Self::Internal => "Internal Payment Error",
+            Self::StoreUnavailable => "Payment State Unavailable",
             Self::SessionInvalidSignature => "Invalid Signature",
             Self::SessionSignerMismatch => "Signer Mismatch",
             Self::SessionAmountExceedsDeposit => "Amount Exceeds Deposit",
@@ -101,7 +106,7 @@ impl ProblemKind {
             Self::MethodUnsupported => 400,
             Self::SessionChannelNotFound | Self::SessionChannelFinalized => 410,
             Self::PayerNotAllowed => 403,
-            Self::ChainUnavailable => 503,
+            Self::ChainUnavailable | Self::StoreUnavailable => 503,
             Self::Internal => 500,
             _ => 402,
         }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{MethodFilter, get, on};
-use tollgate_ledger::{Ledger, SqliteLedger};
+use tollgate_ledger::{Ledger, PgLedger, PgSettings, SqliteLedger};
 use tollgate_payments::session::{SessionGate, SessionSettings};
 use tollgate_payments::{
     ChainSettings, ChallengeIssuer, ChargeOffer, Offer, PaymentGate, RefundSettings, Refunds,
@@ -16,16 +16,23 @@ use tollgate_pricing::PriceTable;
 use tollgate_providers::{Upstream, UpstreamTimeouts};
 
 use crate::admin::{AdminState, AdminToken, Observer, SettlementCounters};
-use crate::config::{Config, RouteConfig, RoutePrice, UpstreamConfig};
+use crate::config::{Config, RouteConfig, RoutePrice, StoreBackend, UpstreamConfig};
 use crate::pricing::Pricing;
 use crate::problem;
 use crate::routes;
 use crate::state::{ClientApi, Gateway, Route};
 
+/// How long opening one PostgreSQL connection (or waiting for a pooled one)
+/// may take.
+const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error("store: {0}")]
     Store(#[from] tollgate_ledger::LedgerError),
+    /// The PostgreSQL in `store.url` cannot be reached or set up.
+    #[error("invalid value for `store.url`: {0}")]
+    StoreUrl(String),
     #[error("chain: {0}")]
     Chain(String),
     #[error("upstream `{name}`: {message}")]
@@ -48,7 +55,8 @@ pub type MockFactory = fn(&MockSettings) -> Router;
 /// What the embedding program adds to a configuration.
 #[derive(Default, Clone)]
 pub struct BuildOptions {
-    /// A ledger to use instead of opening `[store]`.
+    /// A ledger to use instead of opening `[store]` (one gateway instance:
+    /// its holds belong to the ledger's instance).
     pub ledger: Option<Arc<dyn Ledger>>,
     /// Serves `kind = "mock"` upstreams; without it they are refused.
     pub mock: Option<MockFactory>,
@@ -61,8 +69,8 @@ pub struct App {
     pub admin: Option<Router>,
 }
 
-/// Opens the store, recovers what a previous process left in flight,
-/// connects the chain and wires every route.
+/// Opens the store, releases the holds this instance id left before a
+/// restart, connects the chain and wires every route.
 pub async fn build(config: &Config) -> Result<Router, BuildError> {
     build_with(config, BuildOptions::default()).await
 }
@@ -76,17 +84,35 @@ pub async fn build_with(config: &Config, options: BuildOptions) -> Result<Router
 pub async fn build_app(config: &Config, options: BuildOptions) -> Result<App, BuildError> {
     let ledger: Arc<dyn Ledger> = match options.ledger {
         Some(ledger) => ledger,
-        None => Arc::new(SqliteLedger::open(
-            &config.store.path,
-            config.store.durability,
-        )?),
+        None => open_store(config).await?,
     };
     build_on(config, ledger, options.mock).await
 }
 
-/// Like [`build`], on a given ledger. The ledger must not be shared with
-/// another running gateway: reservations left by a previous process are
-/// released here.
+/// Opens the configured store as this start's instance (the configured
+/// `store.instance_id`, or a generated one). A PostgreSQL that cannot be
+/// reached or set up is an error naming `store.url`.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Ledger>, BuildError> {
+    let instance = config.store.instance();
+    Ok(match &config.store.backend {
+        StoreBackend::Sqlite { path, durability } => {
+            Arc::new(SqliteLedger::open_as(path, *durability, instance)?)
+        }
+        StoreBackend::Postgres { url, pool_size } => Arc::new(
+            PgLedger::connect(PgSettings {
+                url: url.expose().to_owned(),
+                pool_size: *pool_size,
+                instance,
+                connect_timeout: PG_CONNECT_TIMEOUT,
+            })
+            .await
+            .map_err(|e| BuildError::StoreUrl(e.to_string()))?,
+        ),
+    })
+}
+
+/// Like [`build`], on a given ledger (one instance: the holds its id left
+/// before a restart are released here, nobody else's).
 pub async fn build_with_ledger(
     config: &Config,
     ledger: Arc<dyn Ledger>,
@@ -99,13 +125,17 @@ async fn build_on(
     ledger: Arc<dyn Ledger>,
     mock: Option<MockFactory>,
 ) -> Result<App, BuildError> {
-    let released = ledger.release_all_reservations().await?;
-    if released > 0 {
+    let released = ledger.start_instance().await?;
+    if !released.is_empty() {
         tracing::warn!(
-            released,
-            "released session reservations left by a previous process"
+            reservations = released.reservations,
+            claims = released.claims,
+            idempotency_keys = released.idempotency_keys,
+            "released the holds this instance id left before its restart"
         );
     }
+    tracing::info!(instance = %ledger.instance().id, "gateway instance started");
+    tollgate_ledger::spawn_keeper(&ledger);
     let chain = &config.chain;
     let verifier = TempoChargeVerifier::new(
         ChainSettings {
@@ -154,10 +184,12 @@ async fn build_on(
     let sessions = session_gate(config, Arc::clone(&ledger))?;
     let settlement_counters = Arc::new(SettlementCounters::default());
     if let (Some(sessions), Some(session)) = (&sessions, &config.session) {
+        sessions.ring_on_channel_events();
         crate::settlement::spawn(
             sessions,
             session.settlement,
             Arc::clone(&settlement_counters),
+            Arc::clone(&ledger),
         );
         gate = gate.with_sessions(Arc::clone(sessions));
     }

@@ -46,7 +46,7 @@ pub mod settlement;
 
 pub use app::{
     App, BuildError, BuildOptions, MockFactory, MockSettings, build, build_app, build_with,
-    build_with_ledger, session_gate,
+    build_with_ledger, open_store, session_gate,
 };
 pub use config::{Config, ConfigError};
 pub use transport::{ConnectionLimits, serve_with};

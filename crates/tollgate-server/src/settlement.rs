@@ -2,11 +2,15 @@
 //! (deposit, forced-close requests), settles what was spent once enough is
 //! owed or it is old enough, and settles at once when the payer asked the
 //! escrow for a forced close (before its grace period ends).
+//!
+//! Every instance runs the worker, but only the settlement leader acts (an
+//! advisory lock on PostgreSQL, a lease row on SQLite). A new leader's first
+//! pass reconciles the settlements its dead predecessor left in flight.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
-use tollgate_ledger::{ChannelRecord, ChannelStatus};
+use tollgate_ledger::{ChannelRecord, ChannelStatus, Ledger};
 use tollgate_payments::session::SessionGate;
 
 use crate::admin::SettlementCounters;
@@ -26,16 +30,37 @@ pub fn spawn(
     sessions: &Arc<SessionGate>,
     policy: SettlementPolicy,
     counters: Arc<SettlementCounters>,
+    ledger: Arc<dyn Ledger>,
 ) {
     let sessions = Arc::downgrade(sessions);
+    let ledger: Weak<dyn Ledger> = Arc::downgrade(&ledger);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(policy.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut leading = false;
         loop {
             tick.tick().await;
-            let Some(sessions) = Weak::upgrade(&sessions) else {
+            let (Some(sessions), Some(ledger)) = (Weak::upgrade(&sessions), Weak::upgrade(&ledger))
+            else {
                 return;
             };
+            match ledger.lead_settlement().await {
+                Ok(true) => {
+                    if !leading {
+                        tracing::info!("settlement worker: this instance leads");
+                    }
+                    leading = true;
+                }
+                Ok(false) => {
+                    leading = false;
+                    continue;
+                }
+                Err(e) => {
+                    leading = false;
+                    tracing::warn!(error = %e, "settlement worker: leadership unknown; skipping");
+                    continue;
+                }
+            }
             match sweep(&sessions, policy).await {
                 Ok(report) => {
                     counters

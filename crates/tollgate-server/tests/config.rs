@@ -206,7 +206,10 @@ fn environment_overrides_and_secret_files_apply() {
     assert_eq!(config.listen.to_string(), "127.0.0.1:9999");
     assert_eq!(config.chain.rpc_timeout.as_secs(), 7);
     assert_eq!(config.challenge_ttl.as_secs(), 60);
-    assert_eq!(config.store.path, dir.path().join("tollgate.db"));
+    assert_eq!(
+        config.store.sqlite_path(),
+        Some(dir.path().join("tollgate.db").as_path())
+    );
 
     // A secret file with a short secret is refused like an env one.
     std::fs::write(dir.path().join("hmac.secret"), "short\n").unwrap();
@@ -223,4 +226,67 @@ fn debug_output_never_shows_a_secret() {
         !debug.contains(SECRET),
         "Debug output must not contain secrets"
     );
+}
+
+#[test]
+fn the_store_defaults_to_sqlite_and_postgres_takes_a_secret_url() {
+    let config = load(&base(), env()).unwrap();
+    assert!(matches!(
+        config.store.backend,
+        tollgate_server::config::StoreBackend::Sqlite { .. }
+    ));
+    assert_eq!(config.store.instance_id, None);
+    assert_eq!(config.store.lease.as_secs(), 15);
+    // Two starts without a configured id are two instances.
+    assert_ne!(config.store.instance().id, config.store.instance().id);
+
+    let url = "postgres://tollgate:hunter2-password@db.internal:5432/tollgate";
+    let text = format!(
+        "{}\n[store]\nkind = \"postgres\"\nurl = {{ env = \"DB_URL\" }}\npool_size = 4\ninstance_id = \"gw-2\"\nlease_secs = 9\n",
+        base()
+    );
+    let mut vars = env();
+    vars.push(("DB_URL".into(), url.into()));
+    let config = load(&text, vars).unwrap();
+    let tollgate_server::config::StoreBackend::Postgres { url: secret, pool_size } =
+        &config.store.backend
+    else {
+        panic!("a PostgreSQL store")
+    };
+    assert_eq!((secret.expose(), *pool_size), (url, 4));
+    assert_eq!(config.store.instance().id, "gw-2");
+    assert_eq!(config.store.lease.as_secs(), 9);
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("hunter2"), "the URL is a secret: {debug}");
+    assert!(!config.store.describe().contains("hunter2"));
+}
+
+#[test]
+fn bad_store_values_are_refused_naming_their_key() {
+    let cases = [
+        ("kind = \"mysql\"", "store.kind"),
+        ("kind = \"postgres\"", "store.url"),
+        ("kind = \"postgres\"\nurl = { env = \"UNSET_DB_URL\" }", "store.url"),
+        ("kind = \"postgres\"\nurl = { env = \"HMAC\" }", "store.url"),
+        (
+            "kind = \"postgres\"\nurl = { env = \"GOOD_URL\" }\npool_size = 0",
+            "store.pool_size",
+        ),
+        (
+            "kind = \"postgres\"\nurl = { env = \"GOOD_URL\" }\npath = \"x.db\"",
+            "store.path",
+        ),
+        ("url = { env = \"GOOD_URL\" }", "store.url"),
+        ("instance_id = \"has space\"", "store.instance_id"),
+        ("instance_id = \"\"", "store.instance_id"),
+        ("lease_secs = 1", "store.lease_secs"),
+        ("durability = \"sometimes\"", "store.durability"),
+    ];
+    for (store, key) in cases {
+        let text = format!("{}\n[store]\n{store}\n", base());
+        let mut vars = env();
+        vars.push(("GOOD_URL".into(), "postgres://u@127.0.0.1:1/db".into()));
+        let err = load(&text, vars).expect_err(store);
+        assert!(err.contains(&format!("`{key}`")), "{store}: {err}");
+    }
 }

@@ -1,12 +1,12 @@
 //! `tollgate channels`: the operator's view of session channels, and manual
-//! settle/close. Works beside a running gateway (same SQLite file).
+//! settle/close. Works beside running gateways (same store).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use tollgate_ledger::{ChannelRecord, ChannelStatus, Ledger, SqliteLedger};
+use tollgate_ledger::{ChannelRecord, ChannelStatus, Ledger};
 use tollgate_payments::session::SessionGate;
 use tollgate_server::Config;
 
@@ -30,10 +30,8 @@ pub enum ChannelsCommand {
 pub async fn run(config_path: &Path, command: ChannelsCommand) -> anyhow::Result<()> {
     let config =
         Config::load(config_path).with_context(|| format!("loading {}", config_path.display()))?;
-    let ledger: Arc<dyn Ledger> = Arc::new(SqliteLedger::open(
-        &config.store.path,
-        config.store.durability,
-    )?);
+    // Its own instance: it takes no holds, and releases nobody's.
+    let ledger: Arc<dyn Ledger> = tollgate_server::open_store(&config).await?;
     let Some(sessions) = tollgate_server::session_gate(&config, Arc::clone(&ledger))? else {
         bail!("this config has no [session] section");
     };

@@ -176,7 +176,7 @@ async fn start_gateway(out: &Narrator, devnet: &Devnet, dir: &Path) -> anyhow::R
     let base = format!("http://{address}");
     out.ok(format!("gateway listening on {base}"));
     out.field("config", path.display().to_string());
-    out.field("store", format!("SQLite {}", config.store.path.display()));
+    out.field("store", config.store.describe());
     out.field(
         "upstream",
         "the built-in mock (OpenAI wire format, no API key needed)",

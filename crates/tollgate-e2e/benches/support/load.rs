@@ -212,10 +212,12 @@ pub async fn gateway(
     ]
     .map(|(k, v)| (k.to_owned(), v.to_owned()));
     let config = tollgate_server::Config::from_toml(&text, h.dir.path(), env).unwrap();
-    assert_eq!(
-        format!("{:?}", config.store.durability).to_lowercase(),
-        durability
-    );
+    let tollgate_server::config::StoreBackend::Sqlite { durability: set, .. } =
+        &config.store.backend
+    else {
+        panic!("a SQLite store")
+    };
+    assert_eq!(format!("{set:?}").to_lowercase(), durability);
     let router = tollgate_server::build(&config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

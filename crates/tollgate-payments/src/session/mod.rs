@@ -8,6 +8,7 @@
 //! behind our back), on open/topUp, and by the settlement worker.
 
 pub mod escrow;
+mod events;
 mod offer;
 pub mod payload;
 pub mod voucher;
@@ -999,8 +1000,7 @@ fn chain_problem(error: ChainError) -> PaymentProblem {
 }
 
 fn store_failure(error: LedgerError) -> PaymentProblem {
-    tracing::error!(error = %error, "ledger failure on the session path");
-    PaymentProblem::new(ProblemKind::Internal, "payment state could not be stored")
+    crate::store_problem(&error)
 }
 
 fn rfc3339_now() -> String {

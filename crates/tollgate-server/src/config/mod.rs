@@ -10,6 +10,7 @@ mod raw;
 mod refunds;
 mod secrets;
 mod session;
+mod store;
 
 pub use plans::{CustomPrice, OptimizationRule, PlanConfig, PlanModel, PlansConfig};
 
@@ -17,13 +18,13 @@ pub use admin::AdminConfig;
 pub use claude::ClaudeConfig;
 pub use refunds::RefundConfig;
 pub use session::{SessionConfig, SettlementPolicy};
+pub use store::{StoreBackend, StoreConfig};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use tollgate_ledger::Durability;
 use tollgate_payments::{Address, ChallengeKeys, PrivateKeySigner, SubmissionModes};
 
 pub use raw::RawConfig;
@@ -125,12 +126,6 @@ impl std::fmt::Debug for FeePayerConfig {
             .field("fee_token", &self.fee_token)
             .finish_non_exhaustive()
     }
-}
-
-#[derive(Debug, Clone)]
-pub struct StoreConfig {
-    pub path: PathBuf,
-    pub durability: Durability,
 }
 
 #[derive(Debug, Clone)]

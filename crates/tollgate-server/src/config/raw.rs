@@ -6,14 +6,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tollgate_ledger::Durability;
 use tollgate_payments::{Address, ChallengeKeys, PrivateKeySigner, SubmissionModes};
 use tollgate_providers::{Protocol, UpstreamKind};
 
 use super::secrets::{Environment, SecretRef};
 use super::{
     ChainConfig, Config, ConfigError, FeePayerConfig, PricingConfig, RouteConfig, RoutePrice,
-    StoreConfig, UpstreamConfig,
+    UpstreamConfig,
 };
 use tollgate_pricing::{Endpoint, PriceTable};
 
@@ -25,7 +24,7 @@ pub struct RawConfig {
     payments: RawPayments,
     chain: RawChain,
     #[serde(default)]
-    store: RawStore,
+    store: super::store::RawStore,
     #[serde(default)]
     upstreams: BTreeMap<String, RawUpstream>,
     #[serde(default)]
@@ -154,24 +153,6 @@ struct RawFeePayer {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawStore {
-    kind: String,
-    path: String,
-    durability: String,
-}
-
-impl Default for RawStore {
-    fn default() -> Self {
-        Self {
-            kind: "sqlite".into(),
-            path: "tollgate.db".into(),
-            durability: "full".into(),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawUpstream {
     kind: String,
@@ -293,7 +274,7 @@ impl RawConfig {
             base_dir,
             env,
         )?;
-        let store = validate_store(self.store, base_dir)?;
+        let store = self.store.validate(base_dir, env)?;
         let upstreams = self
             .upstreams
             .into_iter()
@@ -465,35 +446,6 @@ fn validate_chain(
         confirm_timeout: Duration::from_secs(confirm_timeout),
         modes,
         fee_payer,
-    })
-}
-
-fn validate_store(raw: RawStore, base_dir: &Path) -> Result<StoreConfig, ConfigError> {
-    if raw.kind != "sqlite" {
-        return Err(ConfigError::invalid(
-            "store.kind",
-            format!(
-                "unknown store {:?}; this build supports \"sqlite\"",
-                raw.kind
-            ),
-        ));
-    }
-    if raw.path.trim().is_empty() {
-        return Err(ConfigError::invalid("store.path", "must not be empty"));
-    }
-    let durability = match raw.durability.as_str() {
-        "full" => Durability::Full,
-        "normal" => Durability::Normal,
-        other => {
-            return Err(ConfigError::invalid(
-                "store.durability",
-                format!("unknown durability {other:?}; expected \"full\" or \"normal\""),
-            ));
-        }
-    };
-    Ok(StoreConfig {
-        path: base_dir.join(raw.path),
-        durability,
     })
 }
 

@@ -138,6 +138,12 @@ pub fn authorization(headers: &HeaderMap) -> Result<Option<&str>, PaymentProblem
     }
 }
 
+/// The store cannot be reached while making a payment final: 503
+/// `store-unavailable`, nothing is served or charged.
+pub fn store_unavailable(error: &tollgate_ledger::LedgerError) -> ApiError {
+    Problem::payment(&tollgate_payments::store_problem(error), Vec::new()).into()
+}
+
 /// Our own store failed while making a payment final: nothing is served.
 pub fn store_failure() -> ApiError {
     Problem::payment(

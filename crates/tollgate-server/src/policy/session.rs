@@ -203,6 +203,8 @@ impl SessionHold {
         let cost = metered.cost.min(reservation.held);
         match sessions.commit(reservation, cost, metered.units()).await {
             Ok(channel) => Ok((channel, challenge_id, replay)),
+            // The store is away: nothing was charged, retry later (503).
+            Err(e) if e.is_unavailable() => Err(super::store_unavailable(&e)),
             Err(e) => {
                 tracing::error!(error = %e, "could not commit a session charge");
                 Err(on_commit_failure())
