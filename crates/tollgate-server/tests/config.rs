@@ -248,8 +248,10 @@ fn the_store_defaults_to_sqlite_and_postgres_takes_a_secret_url() {
     let mut vars = env();
     vars.push(("DB_URL".into(), url.into()));
     let config = load(&text, vars).unwrap();
-    let tollgate_server::config::StoreBackend::Postgres { url: secret, pool_size } =
-        &config.store.backend
+    let tollgate_server::config::StoreBackend::Postgres {
+        url: secret,
+        pool_size,
+    } = &config.store.backend
     else {
         panic!("a PostgreSQL store")
     };
@@ -266,7 +268,10 @@ fn bad_store_values_are_refused_naming_their_key() {
     let cases = [
         ("kind = \"mysql\"", "store.kind"),
         ("kind = \"postgres\"", "store.url"),
-        ("kind = \"postgres\"\nurl = { env = \"UNSET_DB_URL\" }", "store.url"),
+        (
+            "kind = \"postgres\"\nurl = { env = \"UNSET_DB_URL\" }",
+            "store.url",
+        ),
         ("kind = \"postgres\"\nurl = { env = \"HMAC\" }", "store.url"),
         (
             "kind = \"postgres\"\nurl = { env = \"GOOD_URL\" }\npool_size = 0",

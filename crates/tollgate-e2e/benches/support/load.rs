@@ -212,8 +212,9 @@ pub async fn gateway(
     ]
     .map(|(k, v)| (k.to_owned(), v.to_owned()));
     let config = tollgate_server::Config::from_toml(&text, h.dir.path(), env).unwrap();
-    let tollgate_server::config::StoreBackend::Sqlite { durability: set, .. } =
-        &config.store.backend
+    let tollgate_server::config::StoreBackend::Sqlite {
+        durability: set, ..
+    } = &config.store.backend
     else {
         panic!("a SQLite store")
     };

@@ -61,6 +61,12 @@ pub struct Options {
     pub admin: bool,
     /// Extra `[chain]` keys.
     pub chain_extra: String,
+    /// Store the ledger in this PostgreSQL database instead of SQLite.
+    pub pg_url: Option<String>,
+    /// `[store] instance_id` (a restart under it releases its own holds).
+    pub instance_id: Option<String>,
+    /// `[store] lease_secs`.
+    pub lease_secs: Option<u64>,
 }
 
 impl Default for Options {
@@ -84,6 +90,9 @@ impl Default for Options {
             upstream_idle_secs: None,
             admin: false,
             chain_extra: String::new(),
+            pg_url: None,
+            instance_id: None,
+            lease_secs: None,
         }
     }
 }
@@ -217,7 +226,7 @@ submission_modes = {modes}
 {fee_payer}
 {session}
 [store]
-path = "{db}"
+{store}
 
 [upstreams.openai]
 kind = "openai_compatible"
@@ -298,7 +307,7 @@ upstream = "openai"
                 String::new()
             },
             modes = options.modes,
-            db = db.display(),
+            store = store_keys(options, &db),
             upstream = options
                 .upstream_url
                 .as_deref()
@@ -366,6 +375,9 @@ upstream = "openai"
             .map(|(i, s)| (format!("E2E_SECRET_{i}"), s.clone()))
             .collect();
         env.push(("E2E_UPSTREAM_KEY".into(), UPSTREAM_KEY.into()));
+        if let Some(url) = &options.pg_url {
+            env.push(("E2E_PG_URL".into(), url.clone()));
+        }
         env.push((
             "E2E_OPERATOR_KEY".into(),
             DEV_ACCOUNTS[RECIPIENT].private_key.into(),
@@ -411,7 +423,25 @@ upstream = "openai"
         }
     }
 
-    /// The gateway's database, opened read-side for assertions.
+    /// The gateway's store (SQLite or PostgreSQL), opened as an instance of
+    /// its own for assertions.
+    pub async fn store(&self, options: &Options) -> std::sync::Arc<dyn tollgate_ledger::Ledger> {
+        match &options.pg_url {
+            Some(url) => std::sync::Arc::new(
+                tollgate_ledger::PgLedger::connect(tollgate_ledger::PgSettings {
+                    url: url.clone(),
+                    pool_size: 2,
+                    instance: tollgate_ledger::Instance::generated(tollgate_ledger::DEFAULT_LEASE),
+                    connect_timeout: std::time::Duration::from_secs(5),
+                })
+                .await
+                .unwrap(),
+            ),
+            None => std::sync::Arc::new(self.ledger(options)),
+        }
+    }
+
+    /// The gateway's SQLite database, opened read-side for assertions.
     pub fn ledger(&self, options: &Options) -> tollgate_ledger::SqliteLedger {
         let path = options
             .db_path
@@ -460,8 +490,8 @@ upstream = "openai"
         options: &Options,
         channel: session::Channel,
     ) -> tollgate_ledger::ChannelRecord {
-        use tollgate_ledger::ChannelBook;
-        self.ledger(options)
+        self.store(options)
+            .await
             .channel(&format!("{:#x}", channel.id))
             .await
             .unwrap()
@@ -475,6 +505,34 @@ upstream = "openai"
             .await
             .unwrap()
     }
+}
+
+/// The `[store]` keys for `options`.
+fn store_keys(options: &Options, db: &std::path::Path) -> String {
+    let mut keys = match &options.pg_url {
+        Some(_) => {
+            "kind = \"postgres\"\nurl = { env = \"E2E_PG_URL\" }\npool_size = 8\n".to_owned()
+        }
+        None => format!("path = \"{}\"\n", db.display()),
+    };
+    if let Some(id) = &options.instance_id {
+        keys.push_str(&format!("instance_id = \"{id}\"\n"));
+    }
+    if let Some(secs) = options.lease_secs {
+        keys.push_str(&format!("lease_secs = {secs}\n"));
+    }
+    keys
+}
+
+/// A fresh PostgreSQL database on the test server (`TOLLGATE_TEST_PG_URL`),
+/// or `None` outside CI when no server is configured (the test is then
+/// skipped; under CI a missing server fails it).
+pub async fn pg_database() -> Option<String> {
+    let Some(server) = tollgate_ledger::test_server_url().unwrap() else {
+        eprintln!("TOLLGATE_TEST_PG_URL is not set: PostgreSQL test skipped");
+        return None;
+    };
+    Some(tollgate_ledger::test_database(&server).await.unwrap())
 }
 
 pub fn chat_body() -> String {
