@@ -27,6 +27,8 @@ fn options() -> Options {
         quoted: true,
         session: true,
         session_extra: "settle_interval_secs = 1\n".into(),
+        // Restarted under the same id, it releases its own old holds.
+        instance_id: Some("gw-crash".into()),
         ..Options::default()
     }
 }

@@ -13,6 +13,7 @@ use tollgate_devnet::DEV_ACCOUNTS;
 pub struct Process {
     pub child: tokio::process::Child,
     pub url: String,
+    pub port: u16,
 }
 
 fn free_port() -> u16 {
@@ -24,10 +25,18 @@ fn free_port() -> u16 {
 }
 
 pub async fn launch(h: &Harness, options: &Options) -> Process {
-    let port = free_port();
-    let config = h.dir.path().join("tollgate.toml");
+    launch_on(h, options, free_port()).await
+}
+
+/// [`launch`] on a given port (a restarted instance comes back on its own).
+pub async fn launch_on(h: &Harness, options: &Options, port: u16) -> Process {
+    let config = h.dir.path().join(format!("tollgate-{port}.toml"));
     std::fs::write(&config, h.config_text(options)).unwrap();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    if let Some(url) = &options.pg_url {
+        command.env("E2E_PG_URL", url);
+    }
+    let child = command
         .args(["serve", "--config"])
         .arg(&config)
         .env("TOLLGATE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
@@ -45,7 +54,7 @@ pub async fn launch(h: &Harness, options: &Options) -> Process {
         if let Ok(r) = h.http.get(format!("{url}/healthz")).send().await
             && r.status() == 200
         {
-            return Process { child, url };
+            return Process { child, url, port };
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
