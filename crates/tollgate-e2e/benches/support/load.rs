@@ -198,20 +198,11 @@ pub async fn gateway(
         db_path: Some(h.dir.path().join(format!("{durability}.db"))),
         ..Options::default()
     };
-    let text = h
-        .config_text(&options)
-        .replace(
-            "[store]\n",
-            &format!("[store]\ndurability = \"{durability}\"\n"),
-        )
-        .replace(&h.upstream_url, upstream);
-    let env = [
-        ("E2E_SECRET_0", SECRET),
-        ("E2E_UPSTREAM_KEY", UPSTREAM_KEY),
-        ("E2E_OPERATOR_KEY", DEV_ACCOUNTS[RECIPIENT].private_key),
-    ]
-    .map(|(k, v)| (k.to_owned(), v.to_owned()));
-    let config = tollgate_server::Config::from_toml(&text, h.dir.path(), env).unwrap();
+    let text = h.config_text(&options).replace(
+        "[store]\n",
+        &format!("[store]\ndurability = \"{durability}\"\n"),
+    );
+    let config = config_for(h, &options, &text, upstream);
     let tollgate_server::config::StoreBackend::Sqlite {
         durability: set, ..
     } = &config.store.backend
@@ -219,7 +210,41 @@ pub async fn gateway(
         panic!("a SQLite store")
     };
     assert_eq!(format!("{set:?}").to_lowercase(), durability);
-    let router = tollgate_server::build(&config).await.unwrap();
+    serve_config(&config).await
+}
+
+/// `options`' gateway (its store included) on `upstream`.
+pub async fn gateway_with(
+    h: &Harness,
+    upstream: &str,
+    options: &Options,
+) -> (String, impl AsyncFnOnce()) {
+    let config = config_for(h, options, &h.config_text(options), upstream);
+    serve_config(&config).await
+}
+
+fn config_for(
+    h: &Harness,
+    options: &Options,
+    text: &str,
+    upstream: &str,
+) -> tollgate_server::Config {
+    let text = text.replace(&h.upstream_url, upstream);
+    let mut env: Vec<(String, String)> = [
+        ("E2E_SECRET_0", SECRET),
+        ("E2E_UPSTREAM_KEY", UPSTREAM_KEY),
+        ("E2E_OPERATOR_KEY", DEV_ACCOUNTS[RECIPIENT].private_key),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .into();
+    if let Some(url) = &options.pg_url {
+        env.push(("E2E_PG_URL".into(), url.clone()));
+    }
+    tollgate_server::Config::from_toml(&text, h.dir.path(), env).unwrap()
+}
+
+async fn serve_config(config: &tollgate_server::Config) -> (String, impl AsyncFnOnce() + use<>) {
+    let router = tollgate_server::build(config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -232,6 +257,79 @@ pub async fn gateway(
         let _ = tokio::time::timeout(Duration::from_secs(60), task).await;
     };
     (url, stop)
+}
+
+/// `workers` connections each sending its next request when the last one
+/// answered (closed loop), spread round-robin over `urls`, for `seconds`.
+pub async fn closed_loop(
+    client: &reqwest::Client,
+    urls: &[String],
+    body: &str,
+    auth: &str,
+    workers: usize,
+    seconds: u32,
+) -> Run {
+    let cpu = cpu_time();
+    let start = Instant::now();
+    let until = start + Duration::from_secs(u64::from(seconds));
+    let tasks: Vec<_> = (0..workers)
+        .map(|w| {
+            let (client, url) = (client.clone(), urls[w % urls.len()].clone());
+            let (body, auth) = (body.to_owned(), auth.to_owned());
+            tokio::spawn(async move {
+                let (mut latencies, mut errors) = (Vec::new(), 0);
+                while Instant::now() < until {
+                    let sent = Instant::now();
+                    let response = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .header("authorization", &auth)
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    match response {
+                        Ok(r) if r.status() == 200 => match r.bytes().await {
+                            Ok(_) => latencies.push(sent.elapsed()),
+                            Err(e) => {
+                                first_error(e.to_string());
+                                errors += 1;
+                            }
+                        },
+                        Ok(r) => {
+                            let status = r.status();
+                            first_error(format!("{status} {}", r.text().await.unwrap_or_default()));
+                            errors += 1;
+                        }
+                        Err(e) => {
+                            first_error(e.to_string());
+                            errors += 1;
+                        }
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let mut run = Run {
+        latencies: Vec::new(),
+        lags: vec![Duration::ZERO],
+        errors: 0,
+        wall: Duration::ZERO,
+        cpu: Duration::ZERO,
+    };
+    for task in tasks {
+        let (latencies, errors) = task.await.unwrap();
+        run.latencies.extend(latencies);
+        run.errors += errors;
+    }
+    run.wall = start.elapsed();
+    run.cpu = cpu_time() - cpu;
+    run
+}
+
+/// Requests served per second.
+pub fn throughput(run: &Run) -> f64 {
+    run.latencies.len() as f64 / run.wall.as_secs_f64()
 }
 
 /// Serves `answer` (the harness mock's answer to the benchmark body) on
