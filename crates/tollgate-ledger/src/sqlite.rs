@@ -97,6 +97,7 @@ impl SqliteLedger {
         durability: Durability,
         instance: Instance,
     ) -> Result<Self, LedgerError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         let sync = match durability {
             Durability::Full => "FULL",
@@ -104,7 +105,6 @@ impl SqliteLedger {
         };
         conn.pragma_update(None, "synchronous", sync)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&mut conn)?;
         let shared = Arc::new(Shared::new(instance));
         let started = std::time::Instant::now();
@@ -181,17 +181,21 @@ impl SqliteLedger {
     }
 }
 
+/// Applies the missing migrations, one `IMMEDIATE` transaction each. The
+/// version is read inside the transaction, under the write lock, so
+/// processes opening the file together apply each migration once.
 fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
-    let applied: usize =
-        conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+    loop {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let applied = tx.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+        let Some(sql) = MIGRATIONS.get(applied) else {
+            return Ok(());
+        };
         tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (index + 1) as i64)?;
+        tx.pragma_update(None, "user_version", (applied + 1) as i64)?;
         tx.commit()?;
-        tracing::info!(migration = index + 1, "applied database migration");
+        tracing::info!(migration = applied + 1, "applied database migration");
     }
-    Ok(())
 }
 
 pub(crate) fn now_unix() -> i64 {

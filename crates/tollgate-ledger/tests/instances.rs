@@ -23,6 +23,7 @@ on_every_backend!(
     exactly_one_settlement_leader_and_a_successor,
     accepted_vouchers_are_announced,
     releases_handed_over_are_done_soon,
+    instances_starting_together_migrate_once,
 );
 
 const LONG: Duration = Duration::from_secs(60);
@@ -269,4 +270,17 @@ async fn releases_handed_over_are_done_soon(store: Store) {
         ledger.idempotency_begin("key:x", "b").await.unwrap(),
         IdempotencyBegin::Started
     );
+}
+
+async fn instances_starting_together_migrate_once(store: Store) {
+    // Several gateways start at once on an empty store: each migration is
+    // applied once (PostgreSQL: under an advisory lock; SQLite: under the
+    // write lock), and all of them work.
+    let instances = futures::future::join_all((0..4).map(|_| store.open())).await;
+    opened(&*instances[0], 1_000, 1_000).await;
+    for (i, ledger) in instances.iter().enumerate() {
+        assert!(reserved(&reserve(&**ledger, 100).await), "instance {i}");
+    }
+    let c = instances[3].channel(CHANNEL).await.unwrap().unwrap();
+    assert_eq!(c.reserved, 400);
 }
