@@ -377,6 +377,12 @@ async fn an_unreachable_or_wrong_postgres_url_is_a_clear_startup_error() {
             [
                 ("E2E_SECRET_0".to_owned(), SECRET.to_owned()),
                 ("E2E_UPSTREAM_KEY".to_owned(), UPSTREAM_KEY.to_owned()),
+                (
+                    "E2E_OPERATOR_KEY".to_owned(),
+                    tollgate_devnet::DEV_ACCOUNTS[RECIPIENT]
+                        .private_key
+                        .to_owned(),
+                ),
                 ("E2E_PG_URL".to_owned(), url.clone()),
             ],
         )
@@ -400,6 +406,12 @@ async fn an_unreachable_or_wrong_postgres_url_is_a_clear_startup_error() {
         [
             ("E2E_SECRET_0".to_owned(), SECRET.to_owned()),
             ("E2E_UPSTREAM_KEY".to_owned(), UPSTREAM_KEY.to_owned()),
+            (
+                "E2E_OPERATOR_KEY".to_owned(),
+                tollgate_devnet::DEV_ACCOUNTS[RECIPIENT]
+                    .private_key
+                    .to_owned(),
+            ),
             (
                 "E2E_PG_URL".to_owned(),
                 "host=/tmp port=notaport".to_owned(),
