@@ -11,8 +11,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use crate::instance::{Instance, Shared, now_ms};
 use crate::sqlite_holds::live;
 use crate::{
-    ChargeRecord, ClaimOutcome, DEFAULT_LEASE, Hold, Ledger, LedgerError, RevenueQuery,
-    RevenueRow, UsageRecord,
+    ChargeRecord, ClaimOutcome, DEFAULT_LEASE, Hold, Ledger, LedgerError, RevenueQuery, RevenueRow,
+    UsageRecord,
 };
 
 /// Ordered, embedded schema migrations. `PRAGMA user_version` records how

@@ -1,8 +1,20 @@
+//! Revenue reports over what the payment path recorded, on every backend.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
+
+mod common;
+
+use std::sync::Arc;
+
+use common::Store;
 use tollgate_ledger::{
-    ChargeRecord, Ledger, RefundBook, RefundRecord, RefundState, RevenueIntent, RevenueQuery,
-    RevenueRow, SqliteLedger, UsageRecord,
+    ChargeRecord, Ledger, RefundRecord, RefundState, RevenueIntent, RevenueQuery, RevenueRow,
+    UsageRecord,
 };
+
+on_every_backend!(
+    totals_count_what_charges_paid_and_sessions_spent,
+    buckets_and_ranges_split_by_day,
+);
 
 const CHAT: &str = "POST /v1/chat/completions";
 const EMBED: &str = "POST /v1/embeddings";
@@ -41,8 +53,8 @@ fn usage(
     }
 }
 
-async fn ledger() -> SqliteLedger {
-    let ledger = SqliteLedger::in_memory().unwrap();
+async fn ledger(store: &Store) -> Arc<dyn Ledger> {
+    let ledger = store.open().await;
     // Day 0: two metered charges (their usage costs less than they paid)
     // and one fixed-price charge without usage.
     ledger
@@ -131,9 +143,8 @@ fn row(
     }
 }
 
-#[tokio::test]
-async fn totals_count_what_charges_paid_and_sessions_spent() {
-    let ledger = ledger().await;
+async fn totals_count_what_charges_paid_and_sessions_spent(store: Store) {
+    let ledger = ledger(&store).await;
     let rows = ledger.revenue(RevenueQuery::totals()).await.unwrap();
     use RevenueIntent::*;
     assert_eq!(
@@ -149,9 +160,8 @@ async fn totals_count_what_charges_paid_and_sessions_spent() {
     );
 }
 
-#[tokio::test]
-async fn buckets_and_ranges_split_by_day() {
-    let ledger = ledger().await;
+async fn buckets_and_ranges_split_by_day(store: Store) {
+    let ledger = ledger(&store).await;
     let by_day = RevenueQuery {
         since: None,
         until: None,

@@ -31,7 +31,7 @@ pub struct ReportArgs {
 pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
     let config =
         Config::load(&args.config).with_context(|| format!("loading {}", args.config.display()))?;
-    let ledger = tollgate_ledger::SqliteLedger::open(&config.store.path, config.store.durability)?;
+    let ledger = tollgate_server::open_store(&config).await?;
     let query = RevenueQuery {
         since: args.since.as_deref().map(day_start).transpose()?,
         until: args
@@ -41,7 +41,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
             .transpose()?,
         bucket_secs: Some(DAY),
     };
-    let rows = tollgate_ledger::Ledger::revenue(&ledger, query).await?;
+    let rows = ledger.revenue(query).await?;
     if args.csv {
         print!("{}", csv(&rows));
     } else {

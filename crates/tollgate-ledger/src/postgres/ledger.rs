@@ -5,7 +5,9 @@ use async_trait::async_trait;
 use super::{PgLedger, amount, num};
 use crate::instance::Hold;
 use crate::sqlite::now_unix;
-use crate::{ChargeRecord, ClaimOutcome, Ledger, LedgerError, UsageRecord};
+use crate::{
+    ChargeRecord, ClaimOutcome, Ledger, LedgerError, RevenueQuery, RevenueRow, UsageRecord,
+};
 
 /// True when the owner column `owner` is an instance whose lease still runs.
 pub(crate) fn live(owner: &str) -> String {
@@ -181,6 +183,10 @@ impl Ledger for PgLedger {
                 })
             })
             .collect()
+    }
+
+    async fn revenue(&self, query: RevenueQuery) -> Result<Vec<RevenueRow>, LedgerError> {
+        super::report::revenue(self, query).await
     }
 
     async fn kv_get(&self, key: &str) -> Result<Option<String>, LedgerError> {

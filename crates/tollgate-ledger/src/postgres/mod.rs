@@ -13,6 +13,7 @@ mod holds;
 mod ledger;
 mod listen;
 mod refunds;
+mod report;
 
 use std::sync::Arc;
 use std::time::Duration;
