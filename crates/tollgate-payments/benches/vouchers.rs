@@ -28,7 +28,9 @@ use alloy::signers::local::PrivateKeySigner;
 use tollgate_ledger::{
     ChannelRecord, ChannelStatus, Durability, Ledger, ReserveOutcome, SqliteLedger, StoredVoucher,
 };
-use tollgate_payments::session::{SessionGate, SessionSettings, SignedVoucher, voucher};
+use tollgate_payments::session::{
+    Protocols, RESERVE_ADDRESS, SessionGate, SessionSettings, SignedVoucher, voucher,
+};
 
 const CHAIN_ID: u64 = 42431;
 const ESCROW: Address = Address::repeat_byte(0xe5);
@@ -100,6 +102,7 @@ async fn channels(
                     channel_id: id,
                     cumulative,
                     signature: Bytes::copy_from_slice(&signature),
+                    descriptor: None,
                 }
             })
             .collect();
@@ -144,7 +147,9 @@ fn gate(ledger: Arc<dyn Ledger>) -> Arc<SessionGate> {
         // Never contacted: every voucher is within the cached deposit.
         rpc_url: "http://127.0.0.1:9".into(),
         rpc_timeout: Duration::from_secs(1),
+        protocols: Protocols::V1,
         escrow: ESCROW,
+        reserve: RESERVE_ADDRESS,
         chain_id: CHAIN_ID,
         currency: Address::repeat_byte(0x20),
         recipient: Address::repeat_byte(0xbb),
