@@ -23,8 +23,7 @@ pub fn write(devnet: &Devnet, path: &Path) -> anyhow::Result<PathBuf> {
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     write_secret(&dir.join(SECRET_FILE))?;
-    // The v2 channel reserve stand-in, once the devnet installs one.
-    let reserve: Option<&str> = None;
+    let reserve = devnet.channel_reserve();
     if devnet.escrow().is_some() || reserve.is_some() {
         write_private(
             &dir.join(OPERATOR_KEY_FILE),
