@@ -385,3 +385,54 @@ async fn the_mppx_default_session_client_pays_over_v2() {
     );
     gw.stop().await;
 }
+
+/// `protocol = "both"`: one gateway serves mppx's legacy client
+/// (`tempo.sessionLegacy`, v1) and its default client (`tempo.session`,
+/// v2) side by side, each on its own channel and contract.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_gateway_serves_the_legacy_and_the_default_mppx_session_clients() {
+    let prefix = mppx_prefix().await;
+    let h = Harness::start_sessions(MockOptions::default()).await;
+    let options = Options {
+        quoted: true,
+        session: true,
+        session_extra: "protocol = \"both\"\n".into(),
+        ..Options::default()
+    };
+    let gw = h.gateway(&options).await;
+    let escrow = h.devnet.escrow().unwrap().to_owned();
+    let rpc_url = h.devnet.rpc_url();
+    let payee = DEV_ACCOUNTS[RECIPIENT].address;
+    let payee_before = h.balance(payee).await;
+    let legacy_env = [
+        ("TOLLGATE_URL", gw.url.as_str()),
+        ("RPC_URL", &rpc_url),
+        ("PAYER_KEY", DEV_ACCOUNTS[PAYER].private_key),
+        ("ESCROW", &escrow),
+    ];
+    let default_env = [
+        ("TOLLGATE_URL", gw.url.as_str()),
+        ("RPC_URL", &rpc_url),
+        ("PAYER_KEY", DEV_ACCOUNTS[3].private_key),
+        ("MAX_DEPOSIT", "1"),
+    ];
+    let legacy = run_node(&prefix, "session_client.mjs", &legacy_env);
+    let default = run_node(&prefix, "session_client_v2.mjs", &default_env);
+    let ((v1, v1_context), (v2, v2_context)) = tokio::join!(legacy, default);
+    for (report, context) in [(&v1, &v1_context), (&v2, &v2_context)] {
+        assert!(report["error"].is_null(), "mppx threw: {context}");
+        assert!(report["closeError"].is_null(), "close failed: {context}");
+        assert_eq!(report["requests"].as_array().unwrap().len(), 3, "{context}");
+    }
+    let ledger = h.ledger(&options);
+    let mut settled = 0;
+    for (report, protocol) in [(&v1, "v1"), (&v2, "v2")] {
+        let id = report["channelId"].as_str().unwrap().to_lowercase();
+        let stored = ledger.channel(&id).await.unwrap().unwrap();
+        assert_eq!(stored.protocol, protocol, "{stored:?}");
+        assert_eq!(stored.status, ChannelStatus::Finalized, "{stored:?}");
+        settled += stored.settled;
+    }
+    assert_eq!(h.balance(payee).await - payee_before, settled);
+    gw.stop().await;
+}
