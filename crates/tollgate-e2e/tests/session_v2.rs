@@ -7,7 +7,7 @@
 mod common;
 
 use alloy::primitives::{Address, B256};
-use common::session::{Payer, credential, session_challenge};
+use common::session::{Payer, credential};
 use common::*;
 use serde_json::{Value, json};
 use tollgate_devnet::DEV_ACCOUNTS;
