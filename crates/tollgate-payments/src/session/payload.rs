@@ -37,7 +37,8 @@ pub struct TopUpPayload {
 /// One session action.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    Open(OpenPayload),
+    /// Boxed: a transaction, a voucher and a descriptor make it large.
+    Open(Box<OpenPayload>),
     TopUp(TopUpPayload),
     Voucher(SignedVoucher),
     Close(SignedVoucher),
@@ -70,7 +71,7 @@ impl Action {
                 if payload.get("type").and_then(Value::as_str) != Some("transaction") {
                     return Err(invalid("open payload must have type \"transaction\""));
                 }
-                Ok(Self::Open(OpenPayload {
+                Ok(Self::Open(Box::new(OpenPayload {
                     transaction: hex_bytes(payload, "transaction")?,
                     authorized_signer: match payload.get("authorizedSigner") {
                         None | Some(Value::Null) => None,
@@ -78,7 +79,7 @@ impl Action {
                     },
                     voucher: voucher(payload)?,
                     descriptor: descriptor(payload)?,
-                }))
+                })))
             }
             "topUp" => Ok(Self::TopUp(TopUpPayload {
                 channel_id: bytes32(payload, "channelId")?,
