@@ -390,9 +390,20 @@ impl SessionGate {
             .channel(id, known.descriptor.as_ref())
             .await
             .map_err(problems::chain_problem)?;
-        if !on_chain.exists {
-            return Err(not_found());
-        }
+        let on_chain = match (on_chain.exists, known.protocol) {
+            (true, _) => on_chain,
+            // The reserve deletes a channel when it closes (our close, or the
+            // payer's withdraw after a forced close): it is final.
+            (false, Protocol::V2) => ChannelState {
+                exists: false,
+                finalized: true,
+                close_requested_at: known.record.close_requested_at,
+                deposit: known.record.deposit,
+                settled: known.record.settled,
+                parties: None,
+            },
+            (false, Protocol::V1) => return Err(not_found()),
+        };
         self.ledger
             .refresh_channel(&known.record.channel_id, facts(&on_chain))
             .await

@@ -767,3 +767,18 @@ async fn a_v2_only_gate_refuses_v1_opens() {
     assert_eq!(kind(&w, &v1_open).await, ProblemKind::MethodUnsupported);
     let _ = Bytes::new();
 }
+
+#[tokio::test]
+async fn a_v2_channel_gone_from_the_reserve_is_final() {
+    let w = world();
+    let c = opened(&w, 1_000).await;
+    w.gate.apply(&v2_voucher(&c, 100), 0).await.unwrap();
+    // The payer withdrew after a forced close: the reserve deleted it.
+    w.v2.state.lock().unwrap().channels.remove(&c.id);
+    let refreshed = w.gate.refresh(c.id).await.unwrap();
+    assert_eq!(refreshed.status, ChannelStatus::Finalized);
+    assert_eq!(
+        kind(&w, &v2_voucher(&c, 200)).await,
+        ProblemKind::SessionChannelFinalized
+    );
+}
