@@ -161,7 +161,13 @@ pub async fn open(
     fee_token: Address,
 ) -> Result<(Opening, Descriptor)> {
     let gas_price = rpc.gas_price().await?;
-    open_signed(signer, offer, deposit, initial, fee_token, gas_price).await
+    // The expiring nonce's window is judged against the chain's clock,
+    // which may run ahead of ours.
+    let chain_now = rpc.block_timestamp().await.unwrap_or(0);
+    open_signed(
+        signer, offer, deposit, initial, fee_token, gas_price, chain_now,
+    )
+    .await
 }
 
 /// [`open`] at a known gas price (no RPC).
@@ -172,6 +178,7 @@ pub async fn open_signed(
     initial: u128,
     fee_token: Address,
     gas_price: u128,
+    chain_now: u64,
 ) -> Result<(Opening, Descriptor)> {
     let salt = B256::random();
     let call = ITIP20ChannelReserve::openCall {
@@ -187,7 +194,7 @@ pub async fn open_signed(
         fee_token: Some(fee_token),
         nonce_key: TEMPO_EXPIRING_NONCE_KEY,
         nonce: 0,
-        valid_before: NonZeroU64::new(now() + OPEN_VALID_SECS),
+        valid_before: NonZeroU64::new(now().max(chain_now) + OPEN_VALID_SECS),
         gas_limit: RESERVE_GAS,
         max_fee_per_gas: gas_price.saturating_mul(2),
         max_priority_fee_per_gas: gas_price,
@@ -295,10 +302,17 @@ mod tests {
     async fn the_gateway_accepts_our_v2_open_and_vouchers() {
         let signer = PrivateKeySigner::random();
         let terms = offer();
-        let (opening, descriptor) =
-            open_signed(&signer, &terms, 5_000, 1_000, terms.currency, 1_000_000_000)
-                .await
-                .unwrap();
+        let (opening, descriptor) = open_signed(
+            &signer,
+            &terms,
+            5_000,
+            1_000,
+            terms.currency,
+            1_000_000_000,
+            0,
+        )
+        .await
+        .unwrap();
         let Action::Open(open) = Action::parse(&opening.payload).unwrap() else {
             panic!("not an open")
         };

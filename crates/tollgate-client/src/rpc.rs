@@ -128,6 +128,15 @@ impl Rpc {
 }
 
 impl Rpc {
+    /// The latest block's timestamp (Unix seconds).
+    pub async fn block_timestamp(&self) -> Result<u64> {
+        let block = self
+            .call("eth_getBlockByNumber", json!(["latest", false]))
+            .await?;
+        let ts = quantity(&block["timestamp"])?;
+        u64::try_from(ts).map_err(|_| Error::Chain("block timestamp out of range".to_owned()))
+    }
+
     /// A v2 channel's state on the channel reserve (`getChannelState`); a
     /// closed channel is deleted and reads as absent.
     pub async fn channel_v2(&self, reserve: Address, id: B256) -> Result<ChainChannel> {

@@ -45,7 +45,14 @@ const DEFAULT_RATE: u32 = 2_000;
 
 /// Opens a channel authorizing `requests` worst cases and returns the
 /// `Authorization` value every measured request reuses.
-async fn authorize(h: &Harness, url: &str, body: &str, requests: u128, protocol: &str) -> String {
+async fn authorize(
+    h: &Harness,
+    url: &str,
+    body: &str,
+    requests: u128,
+    protocol: &str,
+    payer_index: usize,
+) -> String {
     let challenge = session_challenge(&challenges(&post(&h.http, url, body, None).await));
     let quote: u128 = challenge.request.decode_value().unwrap()["amount"]
         .as_str()
@@ -57,9 +64,26 @@ async fn authorize(h: &Harness, url: &str, body: &str, requests: u128, protocol:
     println!("{protocol}: quote {quote} base units; deposit {deposit} of balance {balance}");
     assert!(balance >= deposit, "the payer cannot fund the channel");
     let auth = if protocol == "v2" {
-        let payer = h.payer_v2();
+        // A v2 open rides an expiring nonce, valid for a few seconds past
+        // the latest block; the devnet mines only on transactions, so give
+        // it a fresh block after the previous run's quiet minute.
+        let _: serde_json::Value = h
+            .devnet
+            .rpc()
+            .call("evm_mine", serde_json::json!([]))
+            .await
+            .unwrap();
+        // One v2 open per account: the devnet (anvil at T4) mines only the
+        // first expiring-nonce transaction of an account.
+        let payer = common::session_v2::Payer::new(
+            signer(payer_index),
+            &h.devnet.rpc_url(),
+            h.devnet.channel_reserve().unwrap(),
+        );
         let (id, open) = payer.open(&challenge, deposit, deposit).await;
-        assert_eq!(post(&h.http, url, body, Some(&open)).await.status(), 200);
+        let opened = post(&h.http, url, body, Some(&open)).await;
+        let status = opened.status();
+        assert_eq!(status, 200, "{}", opened.text().await.unwrap());
         payer.pay_voucher(&challenge, id, deposit).await
     } else {
         let payer = Payer::new(
@@ -101,12 +125,13 @@ async fn main() {
     print_conditions(rate);
     report("harness mock directly", &mut mock);
     let (d50, d99) = report("fixed upstream directly", &mut direct);
-    for durability in ["normal", "full"] {
+    for (run, durability) in ["normal", "full"].into_iter().enumerate() {
         for protocol in ["v1", "v2"] {
             let extra = format!("protocol = \"{protocol}\"\n");
             let (gw, stop) = gateway_with(&h, &upstream, durability, None, extra).await;
             let url = format!("{gw}/v1/chat/completions");
-            let auth = authorize(&h, &url, &body, requests, protocol).await;
+            let payer_index = [PAYER, 4][run];
+            let auth = authorize(&h, &url, &body, requests, protocol, payer_index).await;
             load(&client, &url, &body, Some(&auth), rate, WARM_UP_SECONDS).await;
             let mut run = load(&client, &url, &body, Some(&auth), rate, SECONDS).await;
             let name = format!("session {protocol} via gateway ({durability})");

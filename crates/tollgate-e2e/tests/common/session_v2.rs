@@ -62,6 +62,19 @@ impl Payer {
     ) -> (B256, String) {
         let gas_price: String = self.rpc.call("eth_gasPrice", json!([])).await.unwrap();
         let gas_price = u128::from_str_radix(gas_price.trim_start_matches("0x"), 16).unwrap();
+        let block: Value = self
+            .rpc
+            .call("eth_getBlockByNumber", json!(["latest", false]))
+            .await
+            .unwrap();
+        let chain_now = u64::from_str_radix(
+            block["timestamp"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("0x"),
+            16,
+        )
+        .unwrap();
         let (opening, descriptor) = reserve::open_signed(
             &self.key,
             &self.offer(challenge),
@@ -69,6 +82,7 @@ impl Payer {
             initial,
             ALPHA_USD.parse().unwrap(),
             gas_price,
+            chain_now,
         )
         .await
         .unwrap();
