@@ -73,8 +73,7 @@ async fn authorize(
             .call("evm_mine", serde_json::json!([]))
             .await
             .unwrap();
-        // One v2 open per account: the devnet (anvil at T4) mines only the
-        // first expiring-nonce transaction of an account.
+        // Each run's channel from its own account.
         let payer = common::session_v2::Payer::new(
             signer(payer_index),
             &h.devnet.rpc_url(),

@@ -439,8 +439,14 @@ pub fn facts(on_chain: &ChannelState) -> OnChainFacts {
     }
 }
 
+/// A verified voucher signature as stored: 65-byte `r‖s‖v` (v 27/28), the
+/// form both contracts take back at settlement (the channel reserve refuses
+/// EIP-2098 compact signatures, which clients may send).
 fn hex_signature(signature: &Bytes) -> String {
-    format!("0x{}", alloy::hex::encode(signature))
+    match voucher::parse_signature(signature) {
+        Some(parsed) => format!("0x{}", alloy::hex::encode(parsed.as_bytes())),
+        None => format!("0x{}", alloy::hex::encode(signature)),
+    }
 }
 
 /// The descriptor as stored and sent back (lowercase hex, camelCase keys).

@@ -359,11 +359,10 @@ async fn vouchers_accept_without_rpc_and_follow_the_rules() {
         reads,
         "no chain read per voucher"
     );
-    // Below the highest.
-    assert_eq!(
-        kind(&w, &v2_voucher(&c, 250)).await,
-        ProblemKind::SessionDeltaTooSmall
-    );
+    // Below the highest: answered like a resubmission (the spec), nothing
+    // changes.
+    let below = w.gate.apply(&v2_voucher(&c, 250), 0).await.unwrap();
+    assert_eq!(below.channel.accepted, 300);
     // Above the deposit: the chain is asked once, then refused.
     assert_eq!(
         kind(&w, &v2_voucher(&c, 1_001)).await,
@@ -781,4 +780,25 @@ async fn a_v2_channel_gone_from_the_reserve_is_final() {
         kind(&w, &v2_voucher(&c, 200)).await,
         ProblemKind::SessionChannelFinalized
     );
+}
+
+#[tokio::test]
+async fn compact_vouchers_are_stored_in_the_form_settlement_takes() {
+    let w = world();
+    let c = opened(&w, 1_000).await;
+    let full = v2_sig(&key(1), c.id, 300, RESERVE_ADDRESS, CHAIN);
+    let raw = alloy::hex::decode(&full).unwrap();
+    let compact = alloy::primitives::Signature::from_raw(&raw)
+        .unwrap()
+        .as_erc2098();
+    let action = voucher_action(
+        "voucher",
+        &c,
+        300,
+        format!("0x{}", alloy::hex::encode(compact)),
+    );
+    w.gate.apply(&action, 0).await.unwrap();
+    spend(&w, &c, 300).await;
+    w.gate.apply(&v2_close(&c, 300), 0).await.unwrap();
+    assert_eq!(w.v2.landed()[0].signature.len(), 65);
 }
