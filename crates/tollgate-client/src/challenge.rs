@@ -39,7 +39,8 @@ impl ChargeOffer {
     }
 }
 
-/// A Tempo `session` offer (v1 escrow), decoded.
+/// A Tempo `session` offer, decoded: v1 (escrow contract) or v2 (the
+/// TIP-20 channel reserve, `sessionProtocol: "v2"`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionOffer {
     /// What this request needs authorized: its worst case.
@@ -51,6 +52,8 @@ pub struct SessionOffer {
     pub escrow: Address,
     pub chain_id: u64,
     pub min_voucher_delta: u128,
+    /// Session protocol v2: channels on the channel reserve at `escrow`.
+    pub v2: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +140,16 @@ pub fn find<'a>(challenges: &'a [PaymentChallenge], intent: &str) -> Option<&'a 
     challenges.iter().find(|c| is_tempo(c, intent))
 }
 
+/// The session challenge to answer: v2 when offered (and decodable),
+/// else the first session challenge.
+pub fn find_session(challenges: &[PaymentChallenge]) -> Option<&PaymentChallenge> {
+    let mut sessions = challenges.iter().filter(|c| is_tempo(c, "session"));
+    let first = sessions.clone().next();
+    sessions
+        .find(|c| matches!(decode(c), Ok(Offer { kind: OfferKind::Session(s), .. }) if s.v2))
+        .or(first)
+}
+
 /// Decodes a Tempo challenge's request. Errors are malformed challenges.
 pub fn decode(challenge: &PaymentChallenge) -> Result<Offer> {
     if !is_tempo(challenge, "charge") && !is_tempo(challenge, "session") {
@@ -184,13 +197,16 @@ pub fn decode(challenge: &PaymentChallenge) -> Result<Offer> {
             modes,
         })
     } else if is_tempo(challenge, "session") {
-        if let Some(protocol) = details.get("sessionProtocol").filter(|v| !v.is_null())
-            && protocol.as_str() != Some("v1")
-        {
-            return Err(Error::Unsupported(format!(
-                "session protocol {protocol} is not supported (this client speaks v1, the escrow contract)"
-            )));
-        }
+        let v2 = match details.get("sessionProtocol").filter(|v| !v.is_null()) {
+            None => false,
+            Some(p) if p.as_str() == Some("v1") => false,
+            Some(p) if p.as_str() == Some("v2") => true,
+            Some(protocol) => {
+                return Err(Error::Unsupported(format!(
+                    "session protocol {protocol} is not supported (this client speaks v1 and v2)"
+                )));
+            }
+        };
         let escrow = address(&details, "escrowContract")?
             .ok_or_else(|| malformed("methodDetails.escrowContract is missing"))?;
         OfferKind::Session(SessionOffer {
@@ -201,6 +217,7 @@ pub fn decode(challenge: &PaymentChallenge) -> Result<Offer> {
             escrow,
             chain_id,
             min_voucher_delta: amount_field(&details, "minVoucherDelta")?.unwrap_or(0),
+            v2,
         })
     } else {
         unreachable!("checked above")

@@ -23,8 +23,8 @@ use crate::error::{Error, Result};
 use crate::policy::Policy;
 use crate::receipt::{Receipt, SseParser};
 use crate::rpc::Rpc;
-use crate::session;
 use crate::state::{ChannelKey, ChannelRecord, ChannelStatus, State};
+use crate::{reserve, session};
 
 /// Receives what the client does, for progress output (`-v`). Events never
 /// carry keys, signatures or credentials.
@@ -425,6 +425,7 @@ impl Client {
                 channel.chain_id,
                 channel.channel_id,
                 cumulative,
+                channel.descriptor.as_deref(),
             )
             .await?;
             state.raise_signed(channel.channel_id, cumulative)?;
@@ -516,7 +517,16 @@ impl Client {
                 )));
             }
             let initial = step.max(terms.min_voucher_delta).min(deposit);
-            let opening = session::open(signer, rpc, terms, deposit, initial, fee_token).await?;
+            let (opening, descriptor) = if terms.v2 {
+                let (opening, descriptor) =
+                    reserve::open(signer, rpc, terms, deposit, initial, fee_token).await?;
+                (opening, Some(descriptor.to_json().to_string()))
+            } else {
+                (
+                    session::open(signer, rpc, terms, deposit, initial, fee_token).await?,
+                    None,
+                )
+            };
             state.insert(&ChannelRecord {
                 channel_id: opening.channel_id,
                 payer: key.payer,
@@ -531,6 +541,7 @@ impl Client {
                 spent: 0,
                 status: ChannelStatus::Opening,
                 close_tx: None,
+                descriptor,
             })?;
             let payment = Payment::Session {
                 channel_id: opening.channel_id,
@@ -548,7 +559,7 @@ impl Client {
             let opened = match &response {
                 Ok(r) if r.status().is_success() => true,
                 _ => matches!(
-                    rpc.channel(terms.escrow, opening.channel_id).await,
+                    chain_channel(rpc, terms.v2, terms.escrow, opening.channel_id).await,
                     Ok(c) if c.exists && !c.finalized
                 ),
             };
@@ -624,6 +635,7 @@ impl Client {
             channel.chain_id,
             channel.channel_id,
             target,
+            channel.descriptor.as_deref(),
         )
         .await?;
         state.raise_signed(channel.channel_id, target)?;
@@ -759,7 +771,7 @@ impl Inner {
     /// Picks the offer to pay, with the channel to use for a session.
     fn select(&self, challenges: &[PaymentChallenge]) -> Result<(Offer, Option<ChannelRecord>)> {
         let charge = challenge::find(challenges, "charge");
-        let session = challenge::find(challenges, "session");
+        let session = challenge::find_session(challenges);
         let offered = challenge::describe(challenges);
         let missing = |intent: &str| {
             Error::Unsupported(format!(
@@ -871,8 +883,18 @@ impl Inner {
     ) -> Result<()> {
         let signer = self.signer()?;
         let rpc = self.rpc("a top-up signs an escrow transaction")?;
-        let payload =
-            session::top_up(signer, rpc, terms, channel.channel_id, amount, fee_token).await?;
+        let payload = match channel.descriptor.as_deref() {
+            Some(json) => {
+                let value: serde_json::Value = serde_json::from_str(json)
+                    .map_err(|e| Error::State(format!("stored descriptor is not JSON: {e}")))?;
+                let descriptor = reserve::Descriptor::from_json(&value)?;
+                reserve::top_up(signer, rpc, terms, &descriptor, amount, fee_token).await?
+            }
+            None => {
+                session::top_up(signer, rpc, terms, channel.channel_id, amount, fee_token).await?
+            }
+        };
+        let v2 = channel.descriptor.is_some();
         let auth = session::authorization(&offer.challenge, payload)?;
         let response = self
             .bodyless(url, &offer.challenge, &auth, Method::HEAD)
@@ -880,13 +902,13 @@ impl Inner {
         let status = response.status();
         if !status.is_success() {
             // The transaction may still have landed: read the deposit back.
-            if let Ok(c) = rpc.channel(channel.escrow, channel.channel_id).await {
+            if let Ok(c) = chain_channel(rpc, v2, channel.escrow, channel.channel_id).await {
                 state.set_deposit(channel.channel_id, c.deposit)?;
             }
             let problem = read_problem(response).await;
             return Err(Error::refused(status.as_u16(), problem));
         }
-        let deposit = match rpc.channel(channel.escrow, channel.channel_id).await {
+        let deposit = match chain_channel(rpc, v2, channel.escrow, channel.channel_id).await {
             Ok(c) => c.deposit,
             Err(_) => channel.deposit + amount,
         };
@@ -1036,6 +1058,7 @@ impl Inner {
             channel.chain_id,
             channel.channel_id,
             cumulative,
+            channel.descriptor.as_deref(),
         )
         .await?;
         state.raise_signed(channel.channel_id, cumulative)?;
@@ -1146,6 +1169,21 @@ fn wrap(
         receipt,
         paid,
         challenge,
+    }
+}
+
+/// A channel's state on chain: the escrow's `getChannel` (v1) or the
+/// reserve's `getChannelState` (v2).
+async fn chain_channel(
+    rpc: &Rpc,
+    v2: bool,
+    escrow: Address,
+    id: B256,
+) -> Result<crate::rpc::ChainChannel> {
+    if v2 {
+        rpc.channel_v2(escrow, id).await
+    } else {
+        rpc.channel(escrow, id).await
     }
 }
 

@@ -38,6 +38,7 @@ mod http;
 pub mod policy;
 pub mod proxy;
 pub mod receipt;
+pub mod reserve;
 mod rpc;
 pub mod session;
 pub mod state;

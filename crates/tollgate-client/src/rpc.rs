@@ -7,6 +7,8 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 
+pub use tempo_alloy::contracts::precompiles::ITIP20ChannelReserve;
+
 alloy::sol! {
     interface IToken {
         function approve(address spender, uint256 amount) external returns (bool);
@@ -121,6 +123,43 @@ impl Rpc {
             close_requested: channel.closeRequestedAt != 0,
             deposit: channel.deposit,
             settled: channel.settled,
+        })
+    }
+}
+
+impl Rpc {
+    /// The latest block's timestamp (Unix seconds).
+    pub async fn block_timestamp(&self) -> Result<u64> {
+        let block = self
+            .call("eth_getBlockByNumber", json!(["latest", false]))
+            .await?;
+        let ts = quantity(&block["timestamp"])?;
+        u64::try_from(ts).map_err(|_| Error::Chain("block timestamp out of range".to_owned()))
+    }
+
+    /// A v2 channel's state on the channel reserve (`getChannelState`); a
+    /// closed channel is deleted and reads as absent.
+    pub async fn channel_v2(&self, reserve: Address, id: B256) -> Result<ChainChannel> {
+        let data =
+            Bytes::from(ITIP20ChannelReserve::getChannelStateCall { channelId: id }.abi_encode());
+        let value = self
+            .call(
+                "eth_call",
+                json!([{"to": reserve.to_string(), "data": data.to_string()}, "latest"]),
+            )
+            .await?;
+        let bytes: Bytes = value
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Error::Chain("getChannelState: not hex".to_owned()))?;
+        let state = ITIP20ChannelReserve::getChannelStateCall::abi_decode_returns(&bytes)
+            .map_err(|e| Error::Chain(format!("getChannelState: {e}")))?;
+        Ok(ChainChannel {
+            exists: !state.deposit.is_zero(),
+            finalized: false,
+            close_requested: state.closeRequestedAt != 0,
+            deposit: state.deposit.to(),
+            settled: state.settled.to(),
         })
     }
 }

@@ -1,5 +1,6 @@
-//! Tempo `session` (v1 escrow): the payer-side transactions (approve +
-//! open, approve + topUp) and the cumulative EIP-712 vouchers.
+//! Tempo `session` v1 (escrow): the payer-side transactions (approve +
+//! open, approve + topUp) and the cumulative EIP-712 vouchers; v2 lives in
+//! [`crate::reserve`].
 
 use alloy::eips::Encodable2718;
 use alloy::primitives::{Address, B256, Bytes, TxKind, U256};
@@ -165,7 +166,8 @@ pub async fn top_up(
     }))
 }
 
-/// A `voucher` or `close` payload for `cumulative`.
+/// A `voucher` or `close` payload for `cumulative`: v1, or v2 when the
+/// channel has a descriptor (stored JSON), which the payload then carries.
 pub async fn voucher(
     action: &str,
     signer: &PrivateKeySigner,
@@ -173,11 +175,25 @@ pub async fn voucher(
     chain_id: u64,
     channel_id: B256,
     cumulative: u128,
+    descriptor: Option<&str>,
 ) -> Result<Value> {
-    let signature = voucher_signature(signer, escrow, chain_id, channel_id, cumulative).await?;
+    let Some(descriptor) = descriptor else {
+        let signature = voucher_signature(signer, escrow, chain_id, channel_id, cumulative).await?;
+        return Ok(json!({
+            "action": action,
+            "channelId": format!("{channel_id:#x}"),
+            "cumulativeAmount": cumulative.to_string(),
+            "signature": signature,
+        }));
+    };
+    let descriptor: Value = serde_json::from_str(descriptor)
+        .map_err(|e| Error::State(format!("stored descriptor is not JSON: {e}")))?;
+    let signature =
+        crate::reserve::voucher_signature(signer, escrow, chain_id, channel_id, cumulative).await?;
     Ok(json!({
         "action": action,
         "channelId": format!("{channel_id:#x}"),
+        "descriptor": descriptor,
         "cumulativeAmount": cumulative.to_string(),
         "signature": signature,
     }))

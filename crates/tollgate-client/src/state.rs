@@ -69,6 +69,9 @@ pub struct ChannelRecord {
     pub status: ChannelStatus,
     /// The close transaction, once closed.
     pub close_tx: Option<String>,
+    /// A v2 (channel reserve) channel's descriptor, as sent in every
+    /// credential; `None` for a v1 (escrow) channel.
+    pub descriptor: Option<String>,
 }
 
 impl ChannelRecord {
@@ -108,6 +111,7 @@ CREATE TABLE IF NOT EXISTS channels (
     spent TEXT NOT NULL,
     status TEXT NOT NULL,
     close_tx TEXT,
+    descriptor TEXT,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 );
@@ -157,6 +161,14 @@ impl State {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(Error::state)?;
         conn.execute_batch(SCHEMA).map_err(Error::state)?;
+        // Files written before v2 channels lack the descriptor column.
+        let has_descriptor = conn
+            .prepare("SELECT descriptor FROM channels LIMIT 0")
+            .is_ok();
+        if !has_descriptor {
+            conn.execute_batch("ALTER TABLE channels ADD COLUMN descriptor TEXT")
+                .map_err(Error::state)?;
+        }
         Ok(Self {
             conn: Mutex::new(conn),
             path: path.to_owned(),
@@ -218,8 +230,8 @@ impl State {
         self.with(|c| {
             c.execute(
                 "INSERT INTO channels (channel_id, payer, payee, token, escrow, chain_id, origin,
-                 deposit, signed, accepted, spent, status, close_tx, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)",
+                 deposit, signed, accepted, spent, status, close_tx, created_at, updated_at, descriptor)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14, ?15)",
                 params![
                     format!("{:#x}", record.channel_id),
                     addr(&record.payer),
@@ -234,7 +246,8 @@ impl State {
                     record.spent.to_string(),
                     record.status.as_str(),
                     record.close_tx,
-                    t
+                    t,
+                    record.descriptor
                 ],
             )
             .map(|_| ())
@@ -446,6 +459,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChannelRecord> {
         spent: parse(r, "spent")?,
         status: ChannelStatus::parse(&r.get::<_, String>("status")?),
         close_tx: r.get("close_tx")?,
+        descriptor: r.get("descriptor")?,
     })
 }
 
@@ -468,6 +482,7 @@ mod tests {
             spent: 0,
             status: ChannelStatus::Opening,
             close_tx: None,
+            descriptor: None,
         }
     }
 

@@ -22,6 +22,10 @@
 //! difference. Logs are formatted at `info` (the binary's default) into a
 //! sink.
 //!
+//! Both session protocols are measured in the same run: v1 (escrow
+//! contract) and v2 (the devnet's channel reserve; its vouchers carry the
+//! channel descriptor, checked against the stored one on every request).
+//!
 //! Run: `cargo bench -p tollgate-e2e --bench session_request`
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
@@ -41,12 +45,14 @@ const DEFAULT_RATE: u32 = 2_000;
 
 /// Opens a channel authorizing `requests` worst cases and returns the
 /// `Authorization` value every measured request reuses.
-async fn authorize(h: &Harness, url: &str, body: &str, requests: u128) -> String {
-    let payer = Payer::new(
-        signer(PAYER),
-        &h.devnet.rpc_url(),
-        h.devnet.escrow().unwrap(),
-    );
+async fn authorize(
+    h: &Harness,
+    url: &str,
+    body: &str,
+    requests: u128,
+    protocol: &str,
+    payer_index: usize,
+) -> String {
     let challenge = session_challenge(&challenges(&post(&h.http, url, body, None).await));
     let quote: u128 = challenge.request.decode_value().unwrap()["amount"]
         .as_str()
@@ -55,11 +61,39 @@ async fn authorize(h: &Harness, url: &str, body: &str, requests: u128) -> String
         .unwrap();
     let deposit = quote * requests;
     let balance = h.balance(DEV_ACCOUNTS[PAYER].address).await;
-    println!("quote {quote} base units; deposit {deposit} of balance {balance}");
+    println!("{protocol}: quote {quote} base units; deposit {deposit} of balance {balance}");
     assert!(balance >= deposit, "the payer cannot fund the channel");
-    let (channel, open) = payer.open(&challenge, deposit, deposit).await;
-    assert_eq!(post(&h.http, url, body, Some(&open)).await.status(), 200);
-    let auth = payer.pay_voucher(&challenge, channel, deposit);
+    let auth = if protocol == "v2" {
+        // A v2 open rides an expiring nonce, valid for a few seconds past
+        // the latest block; the devnet mines only on transactions, so give
+        // it a fresh block after the previous run's quiet minute.
+        let _: serde_json::Value = h
+            .devnet
+            .rpc()
+            .call("evm_mine", serde_json::json!([]))
+            .await
+            .unwrap();
+        // Each run's channel from its own account.
+        let payer = common::session_v2::Payer::new(
+            signer(payer_index),
+            &h.devnet.rpc_url(),
+            h.devnet.channel_reserve().unwrap(),
+        );
+        let (id, open) = payer.open(&challenge, deposit, deposit).await;
+        let opened = post(&h.http, url, body, Some(&open)).await;
+        let status = opened.status();
+        assert_eq!(status, 200, "{}", opened.text().await.unwrap());
+        payer.pay_voucher(&challenge, id, deposit).await
+    } else {
+        let payer = Payer::new(
+            signer(PAYER),
+            &h.devnet.rpc_url(),
+            h.devnet.escrow().unwrap(),
+        );
+        let (channel, open) = payer.open(&challenge, deposit, deposit).await;
+        assert_eq!(post(&h.http, url, body, Some(&open)).await.status(), 200);
+        payer.pay_voucher(&challenge, channel, deposit)
+    };
     assert_eq!(post(&h.http, url, body, Some(&auth)).await.status(), 200);
     auth
 }
@@ -90,14 +124,19 @@ async fn main() {
     print_conditions(rate);
     report("harness mock directly", &mut mock);
     let (d50, d99) = report("fixed upstream directly", &mut direct);
-    for durability in ["normal", "full"] {
-        let (gw, stop) = gateway(&h, &upstream, durability, None).await;
-        let url = format!("{gw}/v1/chat/completions");
-        let auth = authorize(&h, &url, &body, requests).await;
-        load(&client, &url, &body, Some(&auth), rate, WARM_UP_SECONDS).await;
-        let mut run = load(&client, &url, &body, Some(&auth), rate, SECONDS).await;
-        let (g50, g99) = report(&format!("session via gateway ({durability})"), &mut run);
-        print_overhead(durability, (g50, g99), (d50, d99));
-        stop().await;
+    for (run, durability) in ["normal", "full"].into_iter().enumerate() {
+        for protocol in ["v1", "v2"] {
+            let extra = format!("protocol = \"{protocol}\"\n");
+            let (gw, stop) = gateway_with(&h, &upstream, durability, None, extra).await;
+            let url = format!("{gw}/v1/chat/completions");
+            let payer_index = [PAYER, 4][run];
+            let auth = authorize(&h, &url, &body, requests, protocol, payer_index).await;
+            load(&client, &url, &body, Some(&auth), rate, WARM_UP_SECONDS).await;
+            let mut run = load(&client, &url, &body, Some(&auth), rate, SECONDS).await;
+            let name = format!("session {protocol} via gateway ({durability})");
+            let (g50, g99) = report(&name, &mut run);
+            print_overhead(&format!("{protocol} {durability}"), (g50, g99), (d50, d99));
+            stop().await;
+        }
     }
 }

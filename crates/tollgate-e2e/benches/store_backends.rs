@@ -154,7 +154,7 @@ async fn main() {
         let mut urls = Vec::new();
         let mut stops = Vec::new();
         for _ in 0..instances {
-            let (url, stop) = gateway_with(&h, &upstream, options).await;
+            let (url, stop) = gateway_for(&h, &upstream, options).await;
             urls.push(format!("{url}/v1/chat/completions"));
             stops.push(stop);
         }

@@ -239,3 +239,200 @@ async fn the_mppx_legacy_session_client_opens_pays_streams_and_closes() {
     assert_eq!(h.balance(payee).await - payee_before, stored.settled);
     gw.stop().await;
 }
+
+/// Runs `tests/node/<script>` with `env` and returns its JSON report and a
+/// context string for failure messages.
+async fn run_node(prefix: &std::path::Path, script: &str, env: &[(&str, &str)]) -> (Value, String) {
+    let script = place_script(prefix, script);
+    let mut command = tokio::process::Command::new("node");
+    command
+        .arg(&script)
+        .current_dir(prefix)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let output = tokio::time::timeout(NODE_TIMEOUT, command.output()).await;
+    let _ = std::fs::remove_file(&script);
+    let output = output
+        .unwrap_or_else(|_| panic!("the node session client ran over {NODE_TIMEOUT:?}"))
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "the node session client failed ({}):\n{stdout}\n{stderr}\ngateway log (tail):\n{}",
+        output.status,
+        gateway_log_tail(80)
+    );
+    let report: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("the script prints JSON ({e}):\n{stdout}\n{stderr}"));
+    let context = format!(
+        "{report:#}\n{stderr}\ngateway log (tail):\n{}",
+        gateway_log_tail(80)
+    );
+    (report, context)
+}
+
+/// The reference SDK's default session client (`tempo.session`, v2 only)
+/// pays a v2 gateway: open on the channel reserve, three plain requests and
+/// a stream on cumulative vouchers, close; the payee gains exactly `spent`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_mppx_default_session_client_pays_over_v2() {
+    let prefix = mppx_prefix().await;
+    let h = Harness::start_sessions(MockOptions::default()).await;
+    let options = Options {
+        quoted: true,
+        session: true,
+        session_extra: "protocol = \"v2\"\n".into(),
+        ..Options::default()
+    };
+    let gw = h.gateway(&options).await;
+    let payee = DEV_ACCOUNTS[RECIPIENT].address;
+    let payer = DEV_ACCOUNTS[PAYER].address;
+    let payee_before = h.balance(payee).await;
+    let payer_before = h.balance(payer).await;
+    let rpc_url = h.devnet.rpc_url();
+    let (report, context) = run_node(
+        &prefix,
+        "session_client_v2.mjs",
+        &[
+            ("TOLLGATE_URL", &gw.url),
+            ("RPC_URL", &rpc_url),
+            ("PAYER_KEY", DEV_ACCOUNTS[PAYER].private_key),
+            ("MAX_DEPOSIT", "1"),
+        ],
+    )
+    .await;
+    assert!(report["error"].is_null(), "mppx threw: {context}");
+    let channel_id = report["channelId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a channel was opened: {context}"))
+        .to_lowercase();
+    let actions: Vec<&str> = report["trace"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["action"].as_str())
+        .collect();
+    assert_eq!(actions.first(), Some(&"open"), "{context}");
+    assert_eq!(actions.last(), Some(&"close"), "{context}");
+    assert!(
+        actions.iter().filter(|a| **a == "voucher").count() >= 3,
+        "{context}"
+    );
+
+    let requests = report["requests"].as_array().unwrap();
+    assert_eq!(requests.len(), 3, "{context}");
+    for request in requests {
+        assert_eq!(request["status"], 200, "{context}");
+        assert_eq!(request["object"], "chat.completion", "{context}");
+        assert_eq!(
+            request["receipt"]["channelId"]
+                .as_str()
+                .unwrap()
+                .to_lowercase(),
+            channel_id,
+            "{context}"
+        );
+    }
+    let stream = &report["stream"];
+    assert!(stream["error"].is_null(), "the stream failed: {context}");
+    assert!(
+        stream["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m.as_str().unwrap_or("").contains("chat.completion.chunk")),
+        "the stream delivered chunks: {context}"
+    );
+    let close = &report["close"];
+    assert!(
+        report["closeError"].is_null() && close.is_object(),
+        "close succeeded: {context}"
+    );
+    let tx_hash = close["txHash"].as_str().unwrap_or("");
+    assert!(
+        tx_hash.starts_with("0x") && tx_hash.len() == 66,
+        "{context}"
+    );
+
+    let stored = h
+        .ledger(&options)
+        .channel(&channel_id)
+        .await
+        .unwrap()
+        .expect("the gateway knows the channel");
+    assert_eq!(stored.protocol, "v2", "{stored:?}");
+    assert!(stored.descriptor.is_some(), "{stored:?}");
+    assert_eq!(stored.status, ChannelStatus::Finalized, "{stored:?}");
+    assert_eq!(stored.reserved, 0, "{stored:?}");
+    assert!(stored.spent > 0, "{stored:?}");
+    // v2 names the capture: exactly what was spent, not a voucher's amount.
+    assert_eq!(stored.settled, stored.spent, "{stored:?}");
+    assert_eq!(number(&close["spent"]), stored.spent, "{context}");
+    assert_eq!(h.balance(payee).await - payee_before, stored.spent);
+    // The payer paid `spent` to the payee, the rest of the deposit came
+    // back; what else left is the fee of its own open transaction, paid in
+    // the same token.
+    let payer_loss = payer_before - h.balance(payer).await;
+    assert!(payer_loss >= stored.spent, "{payer_loss} {stored:?}");
+    eprintln!(
+        "v2 mppx: spent {} payer loss {payer_loss} (fees {})",
+        stored.spent,
+        payer_loss - stored.spent
+    );
+    gw.stop().await;
+}
+
+/// `protocol = "both"`: one gateway serves mppx's legacy client
+/// (`tempo.sessionLegacy`, v1) and its default client (`tempo.session`,
+/// v2) side by side, each on its own channel and contract.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_gateway_serves_the_legacy_and_the_default_mppx_session_clients() {
+    let prefix = mppx_prefix().await;
+    let h = Harness::start_sessions(MockOptions::default()).await;
+    let options = Options {
+        quoted: true,
+        session: true,
+        session_extra: "protocol = \"both\"\n".into(),
+        ..Options::default()
+    };
+    let gw = h.gateway(&options).await;
+    let escrow = h.devnet.escrow().unwrap().to_owned();
+    let rpc_url = h.devnet.rpc_url();
+    let payee = DEV_ACCOUNTS[RECIPIENT].address;
+    let payee_before = h.balance(payee).await;
+    let legacy_env = [
+        ("TOLLGATE_URL", gw.url.as_str()),
+        ("RPC_URL", &rpc_url),
+        ("PAYER_KEY", DEV_ACCOUNTS[PAYER].private_key),
+        ("ESCROW", &escrow),
+    ];
+    let default_env = [
+        ("TOLLGATE_URL", gw.url.as_str()),
+        ("RPC_URL", &rpc_url),
+        ("PAYER_KEY", DEV_ACCOUNTS[3].private_key),
+        ("MAX_DEPOSIT", "1"),
+    ];
+    let legacy = run_node(&prefix, "session_client.mjs", &legacy_env);
+    let default = run_node(&prefix, "session_client_v2.mjs", &default_env);
+    let ((v1, v1_context), (v2, v2_context)) = tokio::join!(legacy, default);
+    for (report, context) in [(&v1, &v1_context), (&v2, &v2_context)] {
+        assert!(report["error"].is_null(), "mppx threw: {context}");
+        assert!(report["closeError"].is_null(), "close failed: {context}");
+        assert_eq!(report["requests"].as_array().unwrap().len(), 3, "{context}");
+    }
+    let ledger = h.ledger(&options);
+    let mut settled = 0;
+    for (report, protocol) in [(&v1, "v1"), (&v2, "v2")] {
+        let id = report["channelId"].as_str().unwrap().to_lowercase();
+        let stored = ledger.channel(&id).await.unwrap().unwrap();
+        assert_eq!(stored.protocol, protocol, "{stored:?}");
+        assert_eq!(stored.status, ChannelStatus::Finalized, "{stored:?}");
+        settled += stored.settled;
+    }
+    assert_eq!(h.balance(payee).await - payee_before, settled);
+    gw.stop().await;
+}

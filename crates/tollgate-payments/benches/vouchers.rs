@@ -15,7 +15,8 @@
 //! `accept_voucher` transaction alone, and the reserve + commit pair a
 //! paid request adds.
 //!
-//! Run: `cargo bench -p tollgate-payments --bench vouchers`
+//! Run: `cargo bench -p tollgate-payments --bench vouchers`; v2 against v1
+//! only: `cargo bench -p tollgate-payments --bench vouchers -- --v2-vs-v1`
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 
@@ -25,10 +26,15 @@ use std::time::{Duration, Instant};
 use alloy::primitives::{Address, B256, Bytes};
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
+use mpp::protocol::methods::tempo::precompile_voucher::precompile_voucher_signing_hash_with_escrow;
 use tollgate_ledger::{
     ChannelRecord, ChannelStatus, Durability, Ledger, ReserveOutcome, SqliteLedger, StoredVoucher,
 };
-use tollgate_payments::session::{SessionGate, SessionSettings, SignedVoucher, voucher};
+use tollgate_payments::session::{
+    Protocol, Protocols, RESERVE_ADDRESS, SessionGate, SessionSettings, SignedVoucher,
+    descriptor_json, voucher,
+};
+use tollgate_payments::session_v2::{self, Descriptor};
 
 const CHAIN_ID: u64 = 42431;
 const ESCROW: Address = Address::repeat_byte(0xe5);
@@ -78,34 +84,75 @@ fn record(id: B256, signer: Address) -> ChannelRecord {
 }
 
 /// `count` channels opened in the ledger, each with `per_channel` vouchers
-/// (cumulative 1, 2, …) signed up front.
-async fn channels(
+/// (cumulative 1, 2, …) signed up front, in `protocol`'s domain (v2 ones
+/// carry their descriptor, as v2 credentials do).
+async fn channels_of(
     ledger: &Arc<dyn Ledger>,
     count: usize,
     per_channel: usize,
+    protocol: Protocol,
 ) -> Vec<Vec<SignedVoucher>> {
     let key = PrivateKeySigner::random();
     let mut all = Vec::new();
     for _ in 0..count {
-        let id = B256::random();
-        ledger
-            .open_channel(&record(id, key.address()), None)
-            .await
-            .unwrap();
+        let (id, descriptor, record) = match protocol {
+            Protocol::V1 => {
+                let id = B256::random();
+                (id, None, record(id, key.address()))
+            }
+            Protocol::V2 => {
+                let d = Descriptor {
+                    payer: key.address(),
+                    payee: Address::repeat_byte(0xbb),
+                    operator: Address::ZERO,
+                    token: Address::repeat_byte(0x20),
+                    salt: B256::random(),
+                    authorized_signer: Address::ZERO,
+                    expiring_nonce_hash: B256::random(),
+                };
+                let id = session_v2::channel_id(&d, RESERVE_ADDRESS, CHAIN_ID);
+                let r = ChannelRecord {
+                    protocol: "v2".into(),
+                    escrow: format!("{RESERVE_ADDRESS:#x}"),
+                    descriptor: Some(descriptor_json(&d).to_string()),
+                    ..record(id, key.address())
+                };
+                (id, Some(d), r)
+            }
+        };
+        ledger.open_channel(&record, None).await.unwrap();
         let vouchers = (1..=per_channel as u128)
             .map(|cumulative| {
-                let digest = voucher::signing_hash(ESCROW, CHAIN_ID, id, cumulative);
+                let digest = match protocol {
+                    Protocol::V1 => voucher::signing_hash(ESCROW, CHAIN_ID, id, cumulative),
+                    Protocol::V2 => precompile_voucher_signing_hash_with_escrow(
+                        id,
+                        cumulative,
+                        RESERVE_ADDRESS,
+                        CHAIN_ID,
+                    )
+                    .unwrap(),
+                };
                 let signature = key.sign_hash_sync(&digest).unwrap().as_bytes();
                 SignedVoucher {
                     channel_id: id,
                     cumulative,
                     signature: Bytes::copy_from_slice(&signature),
+                    descriptor,
                 }
             })
             .collect();
         all.push(vouchers);
     }
     all
+}
+
+async fn channels(
+    ledger: &Arc<dyn Ledger>,
+    count: usize,
+    per_channel: usize,
+) -> Vec<Vec<SignedVoucher>> {
+    channels_of(ledger, count, per_channel, Protocol::V1).await
 }
 
 /// Runs `work` on every voucher list from its own task, then reports the
@@ -144,7 +191,9 @@ fn gate(ledger: Arc<dyn Ledger>) -> Arc<SessionGate> {
         // Never contacted: every voucher is within the cached deposit.
         rpc_url: "http://127.0.0.1:9".into(),
         rpc_timeout: Duration::from_secs(1),
+        protocols: Protocols::Both,
         escrow: ESCROW,
+        reserve: RESERVE_ADDRESS,
         chain_id: CHAIN_ID,
         currency: Address::repeat_byte(0x20),
         recipient: Address::repeat_byte(0xbb),
@@ -291,8 +340,79 @@ async fn recovery_alone() {
     });
 }
 
+/// v2 against v1 in one run: signature check alone (1 core), then
+/// `gate.accept` (signature + descriptor check + one SQLite transaction).
+async fn v2_against_v1() {
+    let dummy: Arc<dyn Ledger> = Arc::new(SqliteLedger::in_memory().unwrap());
+    for protocol in [Protocol::V1, Protocol::V2] {
+        let vouchers = channels_of(&dummy, 1, 4_000, protocol).await.remove(0);
+        let signer = dummy
+            .channel(&format!("{:#x}", vouchers[0].channel_id))
+            .await
+            .unwrap()
+            .unwrap()
+            .authorized_signer
+            .parse()
+            .unwrap();
+        // v1: `voucher::verify` (libsecp256k1); v2: the pure
+        // `session_v2::verify_voucher` (the SDK's k256 check). The gate's v2
+        // path recovers through libsecp256k1 like v1 (see gate.accept below).
+        let label = match protocol {
+            Protocol::V1 => "  v1 voucher::verify (1 core)",
+            Protocol::V2 => "  v2 session_v2::verify_voucher, k256 (1 core)",
+        };
+        time_each(label, &vouchers, |v| match protocol {
+            Protocol::V1 => voucher::verify(
+                ESCROW,
+                CHAIN_ID,
+                v.channel_id,
+                v.cumulative,
+                &v.signature,
+                signer,
+            )
+            .unwrap(),
+            Protocol::V2 => session_v2::verify_voucher(
+                RESERVE_ADDRESS,
+                CHAIN_ID,
+                v.channel_id,
+                v.cumulative,
+                &v.signature,
+                signer,
+            )
+            .unwrap(),
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ledger: Arc<dyn Ledger> =
+        Arc::new(SqliteLedger::open(&dir.path().join("ledger.db"), Durability::Normal).unwrap());
+    let gate = gate(Arc::clone(&ledger));
+    let accept = move |v: SignedVoucher| {
+        let gate = Arc::clone(&gate);
+        async move {
+            gate.accept(&v).await.unwrap();
+        }
+    };
+    let warm = channels(&ledger, 8, 200).await;
+    timed("(warm-up)", warm, accept.clone()).await;
+    for c in CONCURRENCY {
+        for protocol in [Protocol::V1, Protocol::V2] {
+            let lists = channels_of(&ledger, c, TOTAL / c, protocol).await;
+            let name = format!("gate.accept {protocol} Normal C={c}");
+            timed(&name, lists, accept.clone()).await;
+        }
+    }
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
+    if std::env::args().any(|a| a == "--v2-vs-v1") {
+        println!(
+            "voucher accept, v2 vs v1, {} cores, release build",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        v2_against_v1().await;
+        return;
+    }
     println!(
         "voucher accept, {} cores, release build",
         std::thread::available_parallelism().map_or(0, |n| n.get())

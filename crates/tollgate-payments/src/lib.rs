@@ -167,15 +167,27 @@ impl PaymentGate {
         let sessions = self.session_gate()?;
         let action = session::Action::parse(&credential.payload)?;
         let fresh = matches!(action, session::Action::Open(_) | session::Action::TopUp(_));
-        binding::check_session_terms(
-            self.issuer.keys(),
-            &credential,
-            self.issuer.realm(),
-            scope,
-            &sessions.offer(0, None),
-            fresh,
-        )?;
-        let applied = sessions.apply(&action, 0).await?;
+        // The credential answered one of our session challenges: v1 or v2.
+        let mut answered = Err(PaymentProblem::new(
+            ProblemKind::InvalidChallenge,
+            "challenge names other channel terms",
+        ));
+        for terms in sessions.offers(0, None) {
+            answered = binding::check_session_terms(
+                self.issuer.keys(),
+                &credential,
+                self.issuer.realm(),
+                scope,
+                &terms,
+                fresh,
+            )
+            .map(|()| terms.protocol);
+            if answered.is_ok() {
+                break;
+            }
+        }
+        let protocol = answered?;
+        let applied = sessions.apply_as(&action, 0, None, Some(protocol)).await?;
         Ok(SessionAuthorized {
             challenge_id: credential.challenge.id.clone(),
             action: action.name(),
@@ -249,7 +261,9 @@ impl PaymentGate {
                 // payment, and the channel's accounting makes it count once.
                 let sessions = self.session_gate()?;
                 let action = session::Action::parse(&credential.payload)?;
-                let applied = sessions.apply(&action, offer.amount).await?;
+                let applied = sessions
+                    .apply_as(&action, offer.amount, None, Some(offer.protocol))
+                    .await?;
                 return Ok(Authorized::Session(SessionAuthorized {
                     challenge_id: credential.challenge.id.clone(),
                     action: action.name(),

@@ -366,7 +366,9 @@ pub fn session_gate(
         SessionSettings {
             rpc_url: chain.rpc_url.clone(),
             rpc_timeout: chain.rpc_timeout,
+            protocols: session.protocols,
             escrow: session.escrow,
+            reserve: session.reserve,
             chain_id: chain.chain_id,
             currency: chain.currency,
             recipient: chain.recipient,
@@ -396,7 +398,7 @@ fn route_pricing(
             endpoint,
             table: Arc::clone(table),
             template: charge_offer(config, route, 0),
-            session: sessions.map(|s| Box::new(s.offer(0, None))),
+            sessions: sessions.map(|s| s.offers(0, None)).unwrap_or_default(),
         },
     }
 }

@@ -20,8 +20,8 @@ pub enum Pricing {
         table: Arc<PriceTable>,
         /// The chain terms; the quote fills in amount and description.
         template: ChargeOffer,
-        /// Session terms, when sessions are offered beside the charge.
-        session: Option<Box<SessionOffer>>,
+        /// Session terms (one per protocol offered), beside the charge.
+        sessions: Vec<SessionOffer>,
     },
 }
 
@@ -29,7 +29,7 @@ impl Pricing {
     /// Whether requests are quoted (and so may be paid by a session).
     pub fn session_terms(&self) -> Option<&SessionOffer> {
         match self {
-            Self::Quoted { session, .. } => session.as_deref(),
+            Self::Quoted { sessions, .. } => sessions.first(),
             _ => None,
         }
     }
@@ -54,7 +54,7 @@ impl Pricing {
                 endpoint,
                 table,
                 template,
-                session,
+                sessions,
             } => {
                 let (quote, json) = if *endpoint == Endpoint::Transcription {
                     transcription_quote(table, content_type, body).await?
@@ -84,11 +84,11 @@ impl Pricing {
                     ..template.clone()
                 };
                 let mut offers = vec![Offer::TempoCharge(offer)];
-                if let Some(session) = session {
-                    offers.push(Offer::TempoSession(
+                offers.extend(sessions.iter().map(|session| {
+                    Offer::TempoSession(
                         session.for_amount(quote.amount, Some(quote.description.clone())),
-                    ));
-                }
+                    )
+                }));
                 Ok(Some(Priced {
                     offers: Cow::Owned(offers),
                     quoted: Some(QuotedCall {

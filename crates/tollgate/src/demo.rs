@@ -98,23 +98,26 @@ pub async fn run(no_serve: bool, dir: &Path) -> anyhow::Result<()> {
 
 async fn start_chain(out: &Narrator) -> anyhow::Result<Devnet> {
     out.say("anvil --network tempo (installed with solc into the cache on first use,");
-    out.say("which can take a minute), then the v1 session escrow is deployed…");
+    out.say("which can take a minute), then the TIP-20 channel reserve is installed…");
     flush();
     let devnet = Devnet::start(DevnetOptions {
-        escrow: true,
+        escrow: false,
+        channel_reserve: true,
         ..DevnetOptions::default()
     })
     .await
     .context("starting the local chain")?;
-    let escrow = devnet.escrow().context("the escrow was not deployed")?;
+    let reserve = devnet
+        .channel_reserve()
+        .context("the channel reserve was not installed")?;
     out.ok(format!(
         "chain {} running at {}",
         devnet.chain_id(),
         devnet.rpc_url()
     ));
     out.ok(format!(
-        "session escrow (TempoStreamChannel) deployed at {}",
-        short(escrow)
+        "channel reserve (TIP-1034, session protocol v2) at {}",
+        short(reserve)
     ));
     out.field("token", format!("pathUSD {} (6 decimals)", short(PATH_USD)));
     out.field("payer", format!("dev account #0 {}", short(payer())));
@@ -393,7 +396,8 @@ impl<'a> Tour<'a> {
                 OfferKind::Session(s) => {
                     self.out
                         .field("amount", format!("{} (worst case)", amount(s.amount)));
-                    self.out.field("escrow", short(&format!("{:#x}", s.escrow)));
+                    let contract = if s.v2 { "reserve (v2)" } else { "escrow (v1)" };
+                    self.out.field(contract, short(&format!("{:#x}", s.escrow)));
                     if let Some(deposit) = s.suggested_deposit {
                         self.out.field("suggested deposit", amount(deposit));
                     }
@@ -487,7 +491,8 @@ impl<'a> Tour<'a> {
     async fn session(&self) -> anyhow::Result<SessionOutcome> {
         let (client, _events) = self.paying_client(IntentChoice::Session, None)?;
         self.out
-            .say("A session is an escrow channel: one deposit on chain, then off-chain");
+            .say("A session is a channel on the TIP-20 channel reserve (protocol v2): one");
+        self.out.say("deposit on chain, then off-chain");
         self.out
             .say("vouchers for a growing cumulative amount, settled once at the close.");
         let channel = self.metered(&client, 1, Channel::default()).await?;
@@ -525,7 +530,7 @@ impl<'a> Tour<'a> {
                 ..
             }) => {
                 self.out.ok(format!(
-                    "session opened: channel {} (escrow deposit on chain)",
+                    "session opened: channel {} (v2, deposit held by the channel reserve)",
                     short(&format!("{channel_id:#x}"))
                 ));
                 self.out.field("deposit", amount(*deposit));
@@ -669,7 +674,7 @@ impl<'a> Tour<'a> {
         self.out
             .say("Close: a `close` voucher for exactly what was spent; the gateway");
         self.out
-            .say("submits it to the escrow, which pays the recipient and refunds the rest.");
+            .say("submits it to the reserve, which pays the recipient exactly that and refunds the rest.");
         let closed = client
             .close_session(self.url.clone())
             .await
@@ -775,7 +780,7 @@ impl<'a> Tour<'a> {
 fn intent_meaning(intent: &str) -> &'static str {
     match intent {
         "charge" => "charge: one TIP-20 transfer for this request",
-        "session" => "session: an escrow channel paid with cumulative vouchers",
+        "session" => "session: a payment channel paid with cumulative vouchers",
         _ => "(unknown to this demo)",
     }
 }

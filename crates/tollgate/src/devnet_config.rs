@@ -23,7 +23,8 @@ pub fn write(devnet: &Devnet, path: &Path) -> anyhow::Result<PathBuf> {
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     write_secret(&dir.join(SECRET_FILE))?;
-    if devnet.escrow().is_some() {
+    let reserve = devnet.channel_reserve();
+    if devnet.escrow().is_some() || reserve.is_some() {
         write_private(
             &dir.join(OPERATOR_KEY_FILE),
             DEV_ACCOUNTS[RECIPIENT_INDEX].private_key,
@@ -32,21 +33,49 @@ pub fn write(devnet: &Devnet, path: &Path) -> anyhow::Result<PathBuf> {
     let text = render(
         &devnet.rpc_url(),
         devnet.chain_id(),
-        devnet.escrow(),
+        SessionChains {
+            escrow: devnet.escrow(),
+            reserve,
+        },
         free_listen_port()?,
     );
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     Ok(path.to_path_buf())
 }
 
-pub fn render(rpc_url: &str, chain_id: u64, escrow: Option<&str>, port: u16) -> String {
+/// Which session contracts the chain has.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SessionChains<'a> {
+    /// The v1 escrow contract.
+    pub escrow: Option<&'a str>,
+    /// The v2 channel reserve.
+    pub reserve: Option<&'a str>,
+}
+
+impl SessionChains<'_> {
+    /// The `[session]` lines naming the protocol and its contracts: v2 where
+    /// the chain has the reserve (beside v1 when it has the escrow too).
+    fn lines(&self) -> Option<String> {
+        match (self.escrow, self.reserve) {
+            (Some(escrow), Some(reserve)) => Some(format!(
+                "protocol = \"both\"\nescrow = \"{escrow}\"\nreserve = \"{reserve}\""
+            )),
+            (None, Some(reserve)) => Some(format!("protocol = \"v2\"\nreserve = \"{reserve}\"")),
+            (Some(escrow), None) => Some(format!("protocol = \"v1\"\nescrow = \"{escrow}\"")),
+            (None, None) => None,
+        }
+    }
+}
+
+pub fn render(rpc_url: &str, chain_id: u64, chains: SessionChains<'_>, port: u16) -> String {
     let recipient = DEV_ACCOUNTS[RECIPIENT_INDEX].address;
-    let session = match escrow {
-        Some(escrow) => format!(
+    let session = match chains.lines() {
+        Some(contracts) => format!(
             r#"
-# Escrow channel sessions, offered beside `charge` on every quoted route.
+# Channel sessions, offered beside `charge` on every quoted route (v2: the
+# TIP-20 channel reserve; v1: the escrow contract).
 [session]
-escrow = "{escrow}"
+{contracts}
 suggested_deposit = 5000000
 operator_key = {{ file = "{OPERATOR_KEY_FILE}" }}
 
@@ -213,7 +242,15 @@ mod tests {
         )
         .unwrap();
         let escrow = "0x00000000000000000000000000000000000000e5";
-        let text = render("http://127.0.0.1:1234", 42431, Some(escrow), 8402);
+        let text = render(
+            "http://127.0.0.1:1234",
+            42431,
+            SessionChains {
+                escrow: Some(escrow),
+                reserve: None,
+            },
+            8402,
+        );
         let config = tollgate_server::Config::from_toml(&text, dir.path(), Vec::new()).unwrap();
         let session = config.session.as_ref().expect("sessions are offered");
         assert_eq!(session.escrow.to_string().to_lowercase(), escrow);
@@ -221,7 +258,26 @@ mod tests {
         let plans = config.plans.as_ref().expect("the plan endpoint is served");
         let names: Vec<&str> = plans.plans.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["Plus", "Premium", "Starter"]);
-        let without = render("http://127.0.0.1:1234", 42431, None, 8402);
+        let v2 = render(
+            "http://127.0.0.1:1234",
+            42431,
+            SessionChains {
+                escrow: Some(escrow),
+                reserve: Some("0x4D50500000000000000000000000000000000000"),
+            },
+            8402,
+        );
+        let config_v2 = tollgate_server::Config::from_toml(&v2, dir.path(), Vec::new()).unwrap();
+        assert_eq!(
+            config_v2.session.as_ref().unwrap().protocols,
+            tollgate_payments::session::Protocols::Both
+        );
+        let without = render(
+            "http://127.0.0.1:1234",
+            42431,
+            SessionChains::default(),
+            8402,
+        );
         let config_without =
             tollgate_server::Config::from_toml(&without, dir.path(), Vec::new()).unwrap();
         assert!(config_without.session.is_none());

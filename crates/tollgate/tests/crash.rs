@@ -12,7 +12,8 @@ mod support;
 
 use std::time::Duration;
 
-use common::session::{receipt, session_challenge};
+use alloy::primitives::B256;
+use common::session::{Channel, receipt, session_challenge};
 use common::*;
 use futures::StreamExt;
 use serde_json::json;
@@ -22,14 +23,63 @@ use tollgate_ledger::{ChannelBook, ChannelStatus};
 use tollgate_mock::MockOptions;
 use tollgate_pricing::{Endpoint, PriceTable, UsageDetail, actual_cost_detail};
 
-fn options() -> Options {
+fn options(protocol: &str) -> Options {
     Options {
         quoted: true,
         session: true,
-        session_extra: "settle_interval_secs = 1\n".into(),
+        session_extra: format!("settle_interval_secs = 1\nprotocol = \"{protocol}\"\n"),
         // Restarted under the same id, it releases its own old holds.
         instance_id: Some("gw-crash".into()),
         ..Options::default()
+    }
+}
+
+/// A payer on either session protocol.
+enum AnyPayer {
+    V1(common::session::Payer),
+    V2(common::session_v2::Payer),
+}
+
+impl AnyPayer {
+    fn of(h: &Harness, protocol: &str) -> Self {
+        match protocol {
+            "v2" => Self::V2(h.payer_v2()),
+            _ => Self::V1(h.payer()),
+        }
+    }
+
+    async fn open(
+        &self,
+        challenge: &mpp::PaymentChallenge,
+        deposit: u128,
+        initial: u128,
+    ) -> (B256, String) {
+        match self {
+            Self::V1(p) => {
+                let (channel, auth) = p.open(challenge, deposit, initial).await;
+                (channel.id, auth)
+            }
+            Self::V2(p) => p.open(challenge, deposit, initial).await,
+        }
+    }
+
+    async fn pay_voucher(
+        &self,
+        challenge: &mpp::PaymentChallenge,
+        id: B256,
+        cumulative: u128,
+    ) -> String {
+        match self {
+            Self::V1(p) => p.pay_voucher(challenge, Channel { id }, cumulative),
+            Self::V2(p) => p.pay_voucher(challenge, id, cumulative).await,
+        }
+    }
+
+    async fn close(&self, challenge: &mpp::PaymentChallenge, id: B256, cumulative: u128) -> String {
+        match self {
+            Self::V1(p) => p.close(challenge, Channel { id }, cumulative),
+            Self::V2(p) => p.close(challenge, id, cumulative).await,
+        }
     }
 }
 
@@ -110,6 +160,15 @@ fn cost_of(body: &str, output: u64) -> u128 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_mid_stream_keeps_what_was_delivered_at_most_one_checkpoint_short() {
+    killed_mid_stream("v1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn v2_killed_mid_stream_keeps_what_was_delivered_at_most_one_checkpoint_short() {
+    killed_mid_stream("v2").await;
+}
+
+async fn killed_mid_stream(protocol: &str) {
     // A slow stream: 150 tokens, 20 ms apart.
     let h = Harness::start_sessions(MockOptions {
         answer_tokens: 150,
@@ -119,18 +178,23 @@ async fn killed_mid_stream_keeps_what_was_delivered_at_most_one_checkpoint_short
     .await;
     let options = Options {
         session_extra: format!(
-            "settle_interval_secs = 1\nstream_checkpoint_tokens = {CHECKPOINT_TOKENS}\n"
+            "settle_interval_secs = 1\nstream_checkpoint_tokens = {CHECKPOINT_TOKENS}\nprotocol = \"{protocol}\"\n"
         ),
-        ..options()
+        ..options(protocol)
     };
     let gw = launch(&h, &options).await;
     let url = format!("{}/v1/chat/completions", gw.url);
-    let payer = h.payer();
+    let payer = AnyPayer::of(&h, protocol);
 
     let body = chat(false);
     let challenge = session_challenge_for(&h, &url, &body).await;
     let first_voucher = 10 * quote(&challenge);
     let (channel, open) = payer.open(&challenge, 1_000_000, first_voucher).await;
+    let stored_protocol = |id: &str| {
+        let ledger = h.ledger(&options);
+        let id = id.to_owned();
+        async move { ledger.channel(&id).await.unwrap().unwrap().protocol }
+    };
     let first = post(&h.http, &url, &body, Some(&open)).await;
     assert_eq!(first.status(), 200);
     let spent_before = spent(&first);
@@ -143,7 +207,7 @@ async fn killed_mid_stream_keeps_what_was_delivered_at_most_one_checkpoint_short
         &h.http,
         &url,
         &stream_body,
-        Some(&payer.pay_voucher(&challenge, channel, accepted)),
+        Some(&payer.pay_voucher(&challenge, channel, accepted).await),
     )
     .await;
     assert_eq!(response.status(), 200);
@@ -162,7 +226,8 @@ async fn killed_mid_stream_keeps_what_was_delivered_at_most_one_checkpoint_short
 
     // Restart on the same database.
     let gw = launch(&h, &options).await;
-    let id = format!("{:#x}", channel.id);
+    let id = format!("{channel:#x}");
+    assert_eq!(stored_protocol(&id).await, protocol);
     let stored = h.ledger(&options).channel(&id).await.unwrap().unwrap();
     assert_eq!(stored.accepted, accepted, "the accepted voucher survived");
     assert_eq!(stored.reserved, 0, "the dead stream's hold was released");
@@ -186,7 +251,7 @@ async fn killed_mid_stream_keeps_what_was_delivered_at_most_one_checkpoint_short
         &h.http,
         &url,
         &body,
-        Some(&payer.pay_voucher(&challenge, channel, accepted)),
+        Some(&payer.pay_voucher(&challenge, channel, accepted).await),
     )
     .await;
     assert_eq!(again.status(), 200);
@@ -197,11 +262,20 @@ async fn killed_mid_stream_keeps_what_was_delivered_at_most_one_checkpoint_short
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_mid_settlement_completes_after_restart() {
+    killed_mid_settlement("v1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn v2_killed_mid_settlement_completes_after_restart() {
+    killed_mid_settlement("v2").await;
+}
+
+async fn killed_mid_settlement(protocol: &str) {
     let h = Harness::start_sessions(MockOptions::default()).await;
-    let options = options();
+    let options = options(protocol);
     let gw = launch(&h, &options).await;
     let url = format!("{}/v1/chat/completions", gw.url);
-    let payer = h.payer();
+    let payer = AnyPayer::of(&h, protocol);
     let payee = DEV_ACCOUNTS[RECIPIENT].address;
     let payee_before = h.balance(payee).await;
 
@@ -219,11 +293,15 @@ async fn killed_mid_settlement_completes_after_restart() {
     let closing = {
         let http = h.http.clone();
         let url = url.clone();
-        let auth = payer.close(&challenge, channel, spent);
+        let auth = payer.close(&challenge, channel, spent).await;
         tokio::spawn(async move { http.post(&url).header("authorization", auth).send().await })
     };
-    let id = format!("{:#x}", channel.id);
+    let id = format!("{channel:#x}");
     let ledger = h.ledger(&options);
+    assert_eq!(
+        ledger.channel(&id).await.unwrap().unwrap().protocol,
+        protocol
+    );
     let mut in_flight = false;
     for _ in 0..200 {
         if ledger

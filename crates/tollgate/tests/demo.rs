@@ -62,12 +62,13 @@ fn the_demo_walks_through_a_402_a_charge_and_a_session_and_the_balances_add_up()
     let expected = [
         // Setup.
         "Step 1/6 · Start a local Tempo chain",
-        "session escrow (TempoStreamChannel) deployed at 0x",
+        "channel reserve (TIP-1034, session protocol v2) at 0x",
         "Step 2/6 · Start the gateway",
         // The unpaid request and its decoded challenges.
         "← 402 Payment Required with 2 offers",
         "offer 1 · tempo/charge",
         "offer 2 · tempo/session",
+        "reserve (v2)",
         "expires",
         "challenge decoded",
         // The charge, its receipt and the balances.

@@ -73,15 +73,30 @@ fn session_options() -> Options {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn session_opens_once_is_reused_streams_past_its_balance_and_closes_exactly() {
+    opens_reuses_streams_and_closes("v1").await;
+}
+
+/// The same on session protocol v2: the channel reserve, descriptors in
+/// every credential, the reserve's close capturing exactly `spent`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn v2_session_opens_once_is_reused_streams_past_its_balance_and_closes_exactly() {
+    opens_reuses_streams_and_closes("v2").await;
+}
+
+async fn opens_reuses_streams_and_closes(protocol: &str) {
     let h = Harness::start_sessions(MockOptions {
         answer_tokens: 150,
         ..MockOptions::default()
     })
     .await;
-    let options = session_options();
+    let mut options = session_options();
+    options.session_extra += &format!("protocol = \"{protocol}\"\n");
     let gw = launch(&h, &options).await;
     let url = format!("{}/v1/chat/completions", gw.url);
-    let escrow = h.devnet.escrow().unwrap().to_owned();
+    let escrow = match protocol {
+        "v2" => h.devnet.channel_reserve().unwrap().to_owned(),
+        _ => h.devnet.escrow().unwrap().to_owned(),
+    };
     let state_path = h.dir.path().join("pay.db");
     let payer = DEV_ACCOUNTS[PAYER].address;
     let payee = DEV_ACCOUNTS[RECIPIENT].address;
@@ -126,6 +141,7 @@ async fn session_opens_once_is_reused_streams_past_its_balance_and_closes_exactl
     let channels = ledger.channels().await.unwrap();
     assert_eq!(channels.len(), 1);
     assert_eq!(channels[0].deposit, DEPOSIT);
+    assert_eq!(channels[0].protocol, protocol);
     let state = State::open(&state_path).unwrap();
     let local = state.list().unwrap();
     assert_eq!(local.len(), 1);
@@ -240,8 +256,19 @@ async fn session_opens_once_is_reused_streams_past_its_balance_and_closes_exactl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn session_spend_caps_refuse_before_signing_and_top_ups_stay_under_the_cap() {
+    spend_caps_and_top_ups("v1").await;
+}
+
+/// The same on v2: the top-up is the reserve's `topUp(descriptor, amount)`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn v2_session_spend_caps_refuse_before_signing_and_top_ups_stay_under_the_cap() {
+    spend_caps_and_top_ups("v2").await;
+}
+
+async fn spend_caps_and_top_ups(protocol: &str) {
     let h = Harness::start_sessions(MockOptions::default()).await;
-    let options = session_options();
+    let mut options = session_options();
+    options.session_extra += &format!("protocol = \"{protocol}\"\n");
     let gw = launch(&h, &options).await;
     let url = format!("{}/v1/chat/completions", gw.url);
     let state_path = h.dir.path().join("pay.db");
@@ -333,6 +360,7 @@ async fn session_spend_caps_refuse_before_signing_and_top_ups_stay_under_the_cap
     assert_eq!(channels.len(), 1);
     assert_eq!(channels[0].deposit, quote + spent);
     assert_eq!(channels[0].spent, 2 * spent);
+    assert_eq!(channels[0].protocol, protocol);
     assert_eq!(before - h.balance(payer).await, quote + spent);
     gw.kill().await;
 }

@@ -191,11 +191,29 @@ pub async fn gateway(
     durability: &str,
     plans: Option<String>,
 ) -> (String, impl AsyncFnOnce()) {
+    gateway_with(h, upstream, durability, plans, String::new()).await
+}
+
+/// Gateways started so far: each gets its own database file.
+static GATEWAYS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// [`gateway`] with extra `[session]` keys (e.g. the protocol).
+pub async fn gateway_with(
+    h: &Harness,
+    upstream: &str,
+    durability: &str,
+    plans: Option<String>,
+    session_extra: String,
+) -> (String, impl AsyncFnOnce()) {
     let options = Options {
         quoted: true,
         session: true,
         plans,
-        db_path: Some(h.dir.path().join(format!("{durability}.db"))),
+        session_extra,
+        db_path: Some(h.dir.path().join(format!(
+            "{durability}-{}.db",
+            GATEWAYS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ))),
         ..Options::default()
     };
     let text = h.config_text(&options).replace(
@@ -214,7 +232,7 @@ pub async fn gateway(
 }
 
 /// `options`' gateway (its store included) on `upstream`.
-pub async fn gateway_with(
+pub async fn gateway_for(
     h: &Harness,
     upstream: &str,
     options: &Options,

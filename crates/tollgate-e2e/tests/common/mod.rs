@@ -6,6 +6,7 @@ pub mod faults;
 pub mod logs;
 pub mod node;
 pub mod session;
+pub mod session_v2;
 pub mod traffic;
 
 use std::path::PathBuf;
@@ -473,6 +474,17 @@ upstream = "openai"
             );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+    }
+
+    /// The v2 session payer (dev account `PAYER`) on this devnet's reserve.
+    pub fn payer_v2(&self) -> session_v2::Payer {
+        session_v2::Payer::new(
+            PrivateKeySigner::from_str(DEV_ACCOUNTS[PAYER].private_key).unwrap(),
+            &self.devnet.rpc_url(),
+            self.devnet
+                .channel_reserve()
+                .expect("the devnet has the reserve"),
+        )
     }
 
     /// The session payer (dev account `PAYER`) on this devnet's escrow.

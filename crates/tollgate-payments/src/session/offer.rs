@@ -3,6 +3,8 @@
 use alloy::primitives::Address;
 use serde_json::{Map, Value, json};
 
+use super::chain::Protocol;
+
 /// A Tempo `session` offer on one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionOffer {
@@ -18,6 +20,9 @@ pub struct SessionOffer {
     pub escrow: Address,
     /// Smallest increase between two accepted vouchers.
     pub min_voucher_delta: u128,
+    /// v1 (escrow contract; no `sessionProtocol` marker, as before the
+    /// marker existed) or v2 (`sessionProtocol: "v2"`, the channel reserve).
+    pub protocol: Protocol,
     /// Shown to the payer; not part of what is verified.
     pub description: Option<String>,
 }
@@ -42,6 +47,9 @@ impl SessionOffer {
             json!(self.escrow.to_checksum(None)),
         );
         details.insert("chainId".into(), json!(self.chain_id));
+        if self.protocol == Protocol::V2 {
+            details.insert("sessionProtocol".into(), json!(Protocol::V2.as_str()));
+        }
         if self.min_voucher_delta > 0 {
             details.insert(
                 "minVoucherDelta".into(),
@@ -59,7 +67,7 @@ impl SessionOffer {
     }
 
     /// Whether an echoed request names the same channel terms (payee, token,
-    /// escrow, chain), whatever amount it asked for. Voucher, top-up and close
+    /// escrow, chain, protocol), whatever amount it asked for. Voucher, top-up and close
     /// credentials may answer a challenge issued for an earlier request.
     pub fn same_terms(&self, echoed: &Value) -> bool {
         let ours = self.request_json();
@@ -72,6 +80,7 @@ impl SessionOffer {
         field(&ours, "currency") == field(echoed, "currency")
             && field(&ours, "recipient") == field(echoed, "recipient")
             && detail(&ours, "chainId") == detail(echoed, "chainId")
+            && detail(&ours, "sessionProtocol") == detail(echoed, "sessionProtocol")
             && detail(&ours, "escrowContract").and_then(|v| v.as_str().map(str::to_ascii_lowercase))
                 == detail(echoed, "escrowContract")
                     .and_then(|v| v.as_str().map(str::to_ascii_lowercase))
@@ -91,6 +100,7 @@ mod tests {
             chain_id: 42431,
             escrow: Address::repeat_byte(0xe5),
             min_voucher_delta: 0,
+            protocol: Protocol::V1,
             description: None,
         }
     }
@@ -125,5 +135,28 @@ mod tests {
         };
         assert!(!offer().same_terms(&other_escrow.request_json()));
         assert!(!offer().same_terms(&json!({})));
+        let v2 = SessionOffer {
+            protocol: Protocol::V2,
+            ..offer()
+        };
+        assert!(!offer().same_terms(&v2.request_json()));
+        assert!(v2.same_terms(&v2.request_json()));
+    }
+
+    #[test]
+    fn v2_carries_the_protocol_marker_chain_and_reserve() {
+        let v2 = SessionOffer {
+            protocol: Protocol::V2,
+            ..offer()
+        };
+        let details = &v2.request_json()["methodDetails"];
+        assert_eq!(details["sessionProtocol"], "v2");
+        assert_eq!(details["chainId"], 42431);
+        assert!(details["escrowContract"].is_string());
+        assert!(
+            offer().request_json()["methodDetails"]
+                .get("sessionProtocol")
+                .is_none()
+        );
     }
 }

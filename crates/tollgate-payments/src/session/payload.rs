@@ -4,13 +4,16 @@ use alloy::primitives::{Address, B256, Bytes};
 use serde_json::Value;
 
 use crate::problem::{PaymentProblem, ProblemKind};
+use crate::session_v2::Descriptor;
 
-/// A cumulative voucher as sent: channel, amount, signature bytes.
+/// A cumulative voucher as sent: channel, amount, signature bytes, and the
+/// channel's descriptor (v2 carries it in every credential).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedVoucher {
     pub channel_id: B256,
     pub cumulative: u128,
     pub signature: Bytes,
+    pub descriptor: Option<Descriptor>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +23,7 @@ pub struct OpenPayload {
     pub authorized_signer: Option<Address>,
     pub voucher: SignedVoucher,
     /// v2 channel descriptor.
-    pub descriptor: Option<Value>,
+    pub descriptor: Option<Descriptor>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,13 +31,14 @@ pub struct TopUpPayload {
     pub channel_id: B256,
     pub transaction: Bytes,
     pub additional_deposit: u128,
-    pub descriptor: Option<Value>,
+    pub descriptor: Option<Descriptor>,
 }
 
 /// One session action.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    Open(OpenPayload),
+    /// Boxed: a transaction, a voucher and a descriptor make it large.
+    Open(Box<OpenPayload>),
     TopUp(TopUpPayload),
     Voucher(SignedVoucher),
     Close(SignedVoucher),
@@ -67,21 +71,21 @@ impl Action {
                 if payload.get("type").and_then(Value::as_str) != Some("transaction") {
                     return Err(invalid("open payload must have type \"transaction\""));
                 }
-                Ok(Self::Open(OpenPayload {
+                Ok(Self::Open(Box::new(OpenPayload {
                     transaction: hex_bytes(payload, "transaction")?,
                     authorized_signer: match payload.get("authorizedSigner") {
                         None | Some(Value::Null) => None,
                         Some(_) => Some(address(payload, "authorizedSigner")?),
                     },
                     voucher: voucher(payload)?,
-                    descriptor: payload.get("descriptor").cloned(),
-                }))
+                    descriptor: descriptor(payload)?,
+                })))
             }
             "topUp" => Ok(Self::TopUp(TopUpPayload {
                 channel_id: bytes32(payload, "channelId")?,
                 transaction: hex_bytes(payload, "transaction")?,
                 additional_deposit: amount(payload, "additionalDeposit")?,
-                descriptor: payload.get("descriptor").cloned(),
+                descriptor: descriptor(payload)?,
             })),
             "voucher" => Ok(Self::Voucher(voucher(payload)?)),
             "close" => Ok(Self::Close(voucher(payload)?)),
@@ -95,7 +99,18 @@ fn voucher(payload: &Value) -> Result<SignedVoucher, PaymentProblem> {
         channel_id: bytes32(payload, "channelId")?,
         cumulative: amount(payload, "cumulativeAmount")?,
         signature: hex_bytes(payload, "signature")?,
+        descriptor: descriptor(payload)?,
     })
+}
+
+/// `descriptor`, when present (v2); malformed is refused, not ignored.
+fn descriptor(payload: &Value) -> Result<Option<Descriptor>, PaymentProblem> {
+    match payload.get("descriptor") {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => Descriptor::from_json(value)
+            .map(Some)
+            .map_err(|e| invalid(e.to_string())),
+    }
 }
 
 fn invalid(detail: impl Into<String>) -> PaymentProblem {

@@ -71,7 +71,7 @@ static SECP: LazyLock<secp256k1::Secp256k1<secp256k1::VerifyOnly>> =
 /// than k256 here). `signature` comes from [`parse_signature`], so `s` is
 /// already low; `r` or `s` of zero or not below the curve order, and
 /// signatures recovering no point, give `None`, as k256 does.
-fn recover(signature: &Signature, digest: &B256) -> Option<Address> {
+pub(crate) fn recover(signature: &Signature, digest: &B256) -> Option<Address> {
     use secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
     let mut compact = [0u8; 64];
     compact[..32].copy_from_slice(&signature.r().to_be_bytes::<32>());

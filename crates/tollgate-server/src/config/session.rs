@@ -5,6 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
+use tollgate_payments::session::{Protocols, RESERVE_ADDRESS};
 use tollgate_payments::{Address, PrivateKeySigner};
 
 use super::ConfigError;
@@ -13,7 +14,12 @@ use super::secrets::{Environment, SecretRef};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSession {
-    escrow: String,
+    /// `v1`, `v2` or `both`.
+    protocol: Option<String>,
+    /// The v1 escrow contract (v1 and both).
+    escrow: Option<String>,
+    /// The v2 channel reserve (default: the TIP-1034 precompile address).
+    reserve: Option<String>,
     #[serde(default = "default_deposit")]
     suggested_deposit: u64,
     #[serde(default)]
@@ -54,7 +60,12 @@ fn default_max_age() -> u64 {
 /// Validated session settings.
 #[derive(Debug)]
 pub struct SessionConfig {
+    /// Which session protocols are offered.
+    pub protocols: Protocols,
+    /// The v1 escrow (zero when only v2 is offered).
     pub escrow: Address,
+    /// The v2 channel reserve.
+    pub reserve: Address,
     pub suggested_deposit: u128,
     pub min_voucher_delta: u128,
     /// The payee's key, for settle and close.
@@ -88,16 +99,38 @@ impl RawSession {
         base_dir: &Path,
         env: &Environment,
     ) -> Result<SessionConfig, ConfigError> {
-        let escrow: Address = self
-            .escrow
-            .parse()
-            .map_err(|_| ConfigError::invalid("session.escrow", "not a 0x-hex address"))?;
-        if escrow == Address::ZERO {
-            return Err(ConfigError::invalid(
-                "session.escrow",
-                "must not be the zero address",
-            ));
-        }
+        // Without `protocol`: v2, unless the section names only a v1
+        // escrow (a config written for an escrow chain keeps working).
+        let protocols = match (&self.protocol, &self.escrow, &self.reserve) {
+            (Some(name), _, _) => Protocols::parse(name).ok_or_else(|| {
+                ConfigError::invalid("session.protocol", "must be \"v1\", \"v2\" or \"both\"")
+            })?,
+            (None, Some(_), None) => Protocols::V1,
+            (None, _, _) => Protocols::V2,
+        };
+        let address = |key: &str, value: &str| {
+            let parsed: Address = value
+                .parse()
+                .map_err(|_| ConfigError::invalid(key, "not a 0x-hex address"))?;
+            if parsed == Address::ZERO {
+                return Err(ConfigError::invalid(key, "must not be the zero address"));
+            }
+            Ok(parsed)
+        };
+        let escrow = match self.escrow.as_deref() {
+            Some(escrow) => address("session.escrow", escrow)?,
+            None if protocols == Protocols::V2 => Address::ZERO,
+            None => {
+                return Err(ConfigError::invalid(
+                    "session.escrow",
+                    "is required for session protocol v1 (and both)",
+                ));
+            }
+        };
+        let reserve = match self.reserve.as_deref() {
+            Some(reserve) => address("session.reserve", reserve)?,
+            None => RESERVE_ADDRESS,
+        };
         if self.suggested_deposit == 0 {
             return Err(ConfigError::invalid(
                 "session.suggested_deposit",
@@ -136,7 +169,9 @@ impl RawSession {
             }
         };
         Ok(SessionConfig {
+            protocols,
             escrow,
+            reserve,
             suggested_deposit: u128::from(self.suggested_deposit),
             min_voucher_delta: u128::from(self.min_voucher_delta),
             operator,

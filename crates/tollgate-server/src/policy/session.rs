@@ -56,9 +56,11 @@ pub async fn action_only(
     parts: &Parts,
     sessions: &SessionGate,
 ) -> Result<Response, ApiError> {
-    let offers = vec![Offer::TempoSession(
-        sessions.offer(gateway.session_floor, None),
-    )];
+    let offers: Vec<Offer> = sessions
+        .offers(gateway.session_floor, None)
+        .into_iter()
+        .map(Offer::TempoSession)
+        .collect();
     let challenger = Challenger::new(gateway, &route.scope, offers, &Bytes::new(), &parts.headers);
     let authorized = async {
         let authorization = super::authorization(&parts.headers)?;
