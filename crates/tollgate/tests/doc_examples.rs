@@ -37,7 +37,11 @@ fn payments_example() -> (String, Vec<String>, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_payments_doc_shows_what_serve_devnet_answers() {
     let (body, documented, documented_problem) = payments_example();
-    assert_eq!(documented.len(), 2, "two offers");
+    assert_eq!(
+        documented.len(),
+        3,
+        "three offers: charge, session v2, session v1"
+    );
     let dir = tempfile::tempdir().unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .args(["serve", "--devnet", "--devnet-dir"])
