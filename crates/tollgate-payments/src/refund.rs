@@ -16,20 +16,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use alloy::eips::Encodable2718;
-use alloy::primitives::{Address, B256, Bytes, TxKind, U256, keccak256};
-use alloy::providers::Provider;
-use alloy::signers::SignerSync;
+use alloy::primitives::{Address, B256, U256, keccak256};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::{SolCall, SolEvent};
-use mpp::server::{TempoProvider, tempo_provider};
 use serde_json::Value;
 use tempo_alloy::contracts::precompiles::ITIP20;
-use tempo_alloy::primitives::TempoTransaction;
-use tempo_alloy::primitives::transaction::Call;
 use tollgate_ledger::{Ledger, LedgerError, RefundRecord, RefundState};
 
-use crate::redact::redact_hex;
+use crate::session::ChainError;
+use crate::session::rpc::{Rpc, succeeded};
 
 /// Gas for a TIP-20 transfer on a fresh nonce lane, with room to spare.
 const REFUND_GAS: u64 = 1_000_000;
@@ -95,17 +90,34 @@ pub enum RefundError {
     Invalid(String),
 }
 
+impl From<ChainError> for RefundError {
+    fn from(error: ChainError) -> Self {
+        match error {
+            ChainError::Unavailable(reason) => Self::Unavailable(reason),
+            ChainError::Refused(reason) => Self::Refused(reason),
+            ChainError::Invalid(reason) => Self::Invalid(reason),
+        }
+    }
+}
+
 /// Signs, records and sends refunds.
 pub struct Refunds {
     settings: RefundSettings,
-    provider: TempoProvider,
+    /// The chain, with the refund key as its operator.
+    rpc: Rpc,
     ledger: Arc<dyn Ledger>,
 }
 
 impl Refunds {
     pub fn new(settings: RefundSettings, ledger: Arc<dyn Ledger>) -> Result<Self, String> {
         Ok(Self {
-            provider: tempo_provider(&settings.rpc_url).map_err(|e| e.to_string())?,
+            rpc: Rpc::new(
+                &settings.rpc_url,
+                settings.chain_id,
+                settings.rpc_timeout,
+                settings.signer.clone(),
+                settings.fee_token,
+            )?,
             settings,
             ledger,
         })
@@ -202,14 +214,14 @@ impl Refunds {
                     .await?;
                 record.payer = Some(payer);
             }
-            let Some(signer) = &self.settings.signer else {
+            if self.settings.signer.is_none() {
                 tracing::warn!(
                     route = %record.route,
                     amount = %record.amount,
                     "a refund is owed but no refund key is configured (payments.refund_key)"
                 );
                 return Ok(RefundState::Owed);
-            };
+            }
             let payer: Address = record
                 .payer
                 .as_deref()
@@ -217,7 +229,7 @@ impl Refunds {
                 .parse()
                 .map_err(|_| RefundError::Invalid("stored payer is not an address".into()))?;
             let (tx_hash, signed) = self
-                .sign_transfer(signer, payer, record.amount, &record.charge_reference)
+                .sign_transfer(payer, record.amount, &record.charge_reference)
                 .await?;
             let signed_hex = format!("0x{}", alloy::hex::encode(&signed));
             let tx_hash = format!("{tx_hash:#x}");
@@ -276,15 +288,6 @@ impl Refunds {
         Ok(RefundState::Owed)
     }
 
-    async fn deadline<T>(
-        &self,
-        work: impl Future<Output = Result<T, RefundError>>,
-    ) -> Result<T, RefundError> {
-        tokio::time::timeout(self.settings.rpc_timeout, work)
-            .await
-            .unwrap_or_else(|_| Err(RefundError::Unavailable("rpc deadline passed".into())))
-    }
-
     /// Who paid `charged` to the recipient in transaction `reference`: the
     /// sender of its TIP-20 transfer (also when a sponsor paid the fees).
     async fn payer_of(
@@ -295,14 +298,7 @@ impl Refunds {
         let Ok(hash) = reference.parse::<B256>() else {
             return Ok(None);
         };
-        let receipt: Option<Value> = self
-            .deadline(async {
-                self.provider
-                    .raw_request("eth_getTransactionReceipt".into(), (hash,))
-                    .await
-                    .map_err(|e| RefundError::Unavailable(redact_hex(&e.to_string())))
-            })
-            .await?;
+        let receipt = self.rpc.receipt(hash).await?;
         let logs = receipt
             .as_ref()
             .and_then(|r| r.get("logs"))
@@ -319,7 +315,6 @@ impl Refunds {
 
     async fn sign_transfer(
         &self,
-        signer: &PrivateKeySigner,
         to: Address,
         amount: u128,
         charge_reference: &str,
@@ -333,72 +328,24 @@ impl Refunds {
             memo,
         }
         .abi_encode();
-        let gas_price = self
-            .deadline(async {
-                self.provider
-                    .get_gas_price()
-                    .await
-                    .map_err(|e| RefundError::Unavailable(redact_hex(&e.to_string())))
-            })
-            .await?;
         // A fresh 2D nonce lane, used once: the signed bytes can land once.
-        let lane = U256::from_be_slice(&B256::random()[..16]) + U256::from(1);
-        let tx = TempoTransaction {
-            chain_id: self.settings.chain_id,
-            fee_token: self.settings.fee_token,
-            nonce_key: lane,
-            nonce: 0,
-            gas_limit: REFUND_GAS,
-            max_fee_per_gas: gas_price.saturating_mul(2),
-            max_priority_fee_per_gas: gas_price,
-            calls: vec![Call {
-                to: TxKind::Call(self.settings.currency),
-                value: U256::ZERO,
-                input: Bytes::from(data),
-            }],
-            ..Default::default()
-        };
-        let signature = signer
-            .sign_hash_sync(&tx.signature_hash())
-            .map_err(|e| RefundError::Invalid(format!("could not sign: {e}")))?;
-        let bytes = tx.into_signed(signature.into()).encoded_2718();
-        Ok((keccak256(&bytes), bytes))
+        Ok(self
+            .rpc
+            .sign_call_with(self.settings.currency, data, REFUND_GAS, 2)
+            .await?)
     }
 
     /// Broadcasts and waits for the receipt: `true` succeeded, `false`
     /// reverted.
     async fn broadcast(&self, signed: &[u8]) -> Result<bool, RefundError> {
-        let hex = format!("0x{}", alloy::hex::encode(signed));
-        let receipt: Value = self
-            .deadline(async {
-                self.provider
-                    .raw_request("eth_sendRawTransactionSync".into(), (hex,))
-                    .await
-                    .map_err(|e| match e.as_error_resp() {
-                        Some(resp) => RefundError::Refused(redact_hex(&resp.message)),
-                        None => RefundError::Unavailable(redact_hex(&e.to_string())),
-                    })
-            })
-            .await?;
-        Ok(receipt.get("status").and_then(Value::as_str) == Some("0x1"))
+        Ok(succeeded(&self.rpc.send_raw(signed).await?))
     }
 
     async fn receipt_status(&self, tx_hash: B256) -> Result<Option<bool>, RefundError> {
-        let receipt: Option<Value> = self
-            .deadline(async {
-                self.provider
-                    .raw_request("eth_getTransactionReceipt".into(), (tx_hash,))
-                    .await
-                    .map_err(|e| RefundError::Unavailable(redact_hex(&e.to_string())))
-            })
-            .await?;
-        Ok(receipt.map(|r| r.get("status").and_then(Value::as_str) == Some("0x1")))
+        Ok(self.rpc.receipt_status(tx_hash).await?)
     }
 }
 
-/// The sender of the TIP-20 transfer of `amount` of `token` to `to` among
-/// receipt `logs` (`Transfer` or `TransferWithMemo`; any amount when none
-/// matches exactly).
 fn transfer_sender(logs: &[Value], token: Address, to: Address, amount: u128) -> Option<Address> {
     let signatures = [
         ITIP20::Transfer::SIGNATURE_HASH,

@@ -283,11 +283,9 @@ async fn build_on(
             config: plans.clone(),
             gateway: Arc::clone(&gateway),
             sessions,
-            ledger: Arc::clone(&gateway.ledger),
             upstreams: upstreams.clone(),
             table: Arc::clone(&table),
             translation: Arc::clone(&translation),
-            max_body_bytes: config.max_body_bytes,
         });
         router = router.route(
             crate::plans::PATH,
@@ -418,15 +416,9 @@ pub(crate) fn fixed_charge(config: &Config, amount: u128) -> ChargeOffer {
 }
 
 fn charge_offer(config: &Config, route: &RouteConfig, amount: u128) -> ChargeOffer {
-    let chain = &config.chain;
     ChargeOffer {
-        amount,
-        currency: chain.currency,
-        recipient: chain.recipient,
-        chain_id: chain.chain_id,
-        fee_payer: chain.fee_payer.is_some(),
-        modes: chain.modes,
         description: route.description.clone(),
+        ..fixed_charge(config, amount)
     }
 }
 

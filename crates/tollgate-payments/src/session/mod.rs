@@ -25,7 +25,7 @@ mod problems;
 mod receipts;
 mod reservations;
 pub mod reserve;
-mod rpc;
+pub(crate) mod rpc;
 mod settle;
 mod top_up;
 pub mod voucher;

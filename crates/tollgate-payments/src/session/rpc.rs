@@ -82,27 +82,31 @@ impl Rpc {
         .await
     }
 
-    /// Broadcasts a signed transaction and waits for its receipt.
-    pub async fn broadcast(&self, tx_bytes: &[u8]) -> Result<Confirmed, ChainError> {
+    /// Sends a signed transaction and waits for its receipt (JSON).
+    pub async fn send_raw(&self, tx_bytes: &[u8]) -> Result<Value, ChainError> {
         let hex = format!("0x{}", alloy::hex::encode(tx_bytes));
-        let receipt: Value = self
-            .deadline(async {
-                self.provider
-                    .raw_request("eth_sendRawTransactionSync".into(), (hex,))
-                    .await
-                    .map_err(|e| match e.as_error_resp() {
-                        Some(resp) => ChainError::Refused(redact_hex(&resp.message)),
-                        None => ChainError::Unavailable(redact_hex(&e.to_string())),
-                    })
-            })
-            .await?;
-        let ok = receipt.get("status").and_then(Value::as_str) == Some("0x1");
+        self.deadline(async {
+            self.provider
+                .raw_request("eth_sendRawTransactionSync".into(), (hex,))
+                .await
+                .map_err(|e| match e.as_error_resp() {
+                    Some(resp) => ChainError::Refused(redact_hex(&resp.message)),
+                    None => ChainError::Unavailable(redact_hex(&e.to_string())),
+                })
+        })
+        .await
+    }
+
+    /// Broadcasts a signed transaction and waits for its receipt; a revert
+    /// is refused.
+    pub async fn broadcast(&self, tx_bytes: &[u8]) -> Result<Confirmed, ChainError> {
+        let receipt = self.send_raw(tx_bytes).await?;
         let tx_hash = receipt
             .get("transactionHash")
             .and_then(Value::as_str)
             .and_then(|h| h.parse().ok())
             .unwrap_or_else(|| keccak256(tx_bytes));
-        if !ok {
+        if !succeeded(&receipt) {
             return Err(ChainError::Refused("transaction reverted".into()));
         }
         Ok(Confirmed { tx_hash })
@@ -113,6 +117,18 @@ impl Rpc {
         &self,
         to: Address,
         data: Vec<u8>,
+    ) -> Result<(B256, Vec<u8>), ChainError> {
+        self.sign_call_with(to, data, 1_000_000, 1).await
+    }
+
+    /// [`sign_call`](Self::sign_call) with a gas limit, and a maximum fee
+    /// of `fee_headroom` times the current gas price.
+    pub async fn sign_call_with(
+        &self,
+        to: Address,
+        data: Vec<u8>,
+        gas_limit: u64,
+        fee_headroom: u128,
     ) -> Result<(B256, Vec<u8>), ChainError> {
         let operator = self
             .operator
@@ -134,8 +150,8 @@ impl Rpc {
             fee_token: self.fee_token,
             nonce_key: lane,
             nonce: 0,
-            gas_limit: 1_000_000,
-            max_fee_per_gas: gas_price,
+            gas_limit,
+            max_fee_per_gas: gas_price.saturating_mul(fee_headroom),
             max_priority_fee_per_gas: gas_price,
             calls: vec![Call {
                 to: TxKind::Call(to),
@@ -152,15 +168,24 @@ impl Rpc {
         Ok((keccak256(&bytes), bytes))
     }
 
-    pub async fn receipt_status(&self, tx_hash: B256) -> Result<Option<bool>, ChainError> {
-        let receipt: Option<Value> = self
-            .deadline(async {
-                self.provider
-                    .raw_request("eth_getTransactionReceipt".into(), (tx_hash,))
-                    .await
-                    .map_err(|e| ChainError::Unavailable(redact_hex(&e.to_string())))
-            })
-            .await?;
-        Ok(receipt.map(|r| r.get("status").and_then(Value::as_str) == Some("0x1")))
+    /// A transaction's receipt (JSON), `None` while it is not mined.
+    pub async fn receipt(&self, tx_hash: B256) -> Result<Option<Value>, ChainError> {
+        self.deadline(async {
+            self.provider
+                .raw_request("eth_getTransactionReceipt".into(), (tx_hash,))
+                .await
+                .map_err(|e| ChainError::Unavailable(redact_hex(&e.to_string())))
+        })
+        .await
     }
+
+    /// Whether a mined transaction succeeded (`None`: not mined).
+    pub async fn receipt_status(&self, tx_hash: B256) -> Result<Option<bool>, ChainError> {
+        Ok(self.receipt(tx_hash).await?.as_ref().map(succeeded))
+    }
+}
+
+/// A receipt's `status` is success.
+pub fn succeeded(receipt: &Value) -> bool {
+    receipt.get("status").and_then(Value::as_str) == Some("0x1")
 }

@@ -22,7 +22,6 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tollgate_ledger::Ledger;
 use tollgate_payments::binding::{PlanBindingFault, check_plan, parse_authorization};
 use tollgate_payments::session::{Action, SessionGate, SessionOffer};
 use tollgate_payments::{Address, Offer, PaymentProblem, ProblemKind};
@@ -52,14 +51,12 @@ pub struct PlanEndpoint {
     pub config: PlansConfig,
     pub gateway: Arc<Gateway>,
     pub sessions: Arc<SessionGate>,
-    pub ledger: Arc<dyn Ledger>,
     pub upstreams: BTreeMap<String, Upstream>,
     pub table: Arc<PriceTable>,
     /// What the Anthropic translation needs (model facts, user-id key).
     pub translation: Arc<crate::translation::Translation>,
     /// Changes whenever the price table or the plans change.
     pub pricing_snapshot: String,
-    pub max_body_bytes: usize,
 }
 
 /// A short id of the prices in force: the table and the plan section.
