@@ -19,6 +19,7 @@ mod sqlite_channels;
 mod sqlite_holds;
 mod sqlite_refunds;
 mod sqlite_report;
+mod sqlite_writer;
 
 pub use channels::{
     ChannelBook, ChannelRecord, ChannelStatus, IdempotencyBegin, InFlight, OnChainFacts,

@@ -10,6 +10,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::instance::{Instance, Shared, now_ms};
 use crate::sqlite_holds::live;
+use crate::sqlite_writer::Writer;
 use crate::{
     ChargeRecord, ClaimOutcome, DEFAULT_LEASE, Hold, Ledger, LedgerError, RevenueQuery, RevenueRow,
     UsageRecord,
@@ -40,7 +41,11 @@ pub enum Durability {
 /// instance); channel events then reach this process only.
 #[derive(Clone)]
 pub struct SqliteLedger {
-    conn: Arc<Mutex<Connection>>,
+    /// The write connection, on its own thread, committing in groups.
+    writer: Arc<Writer>,
+    /// A read-only connection for the payment path's lookups, so they never
+    /// queue behind a group's fsync. `None` in memory (the writer reads).
+    lookup: Option<Arc<Mutex<Connection>>>,
     /// A second, read-only connection for reporting (WAL lets it read
     /// beside the writer), so a scrape never holds up the payment path.
     /// `None` in memory, where it falls back to `conn`.
@@ -74,12 +79,17 @@ impl SqliteLedger {
             source,
         })?;
         let mut ledger = Self::init(conn, durability, instance)?;
-        let reader = Connection::open_with_flags(
-            path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        reader.busy_timeout(std::time::Duration::from_secs(5))?;
-        ledger.reader = Some(Arc::new(Mutex::new(reader)));
+        let read_only = || -> Result<Arc<Mutex<Connection>>, LedgerError> {
+            let reader = Connection::open_with_flags(
+                path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            reader.busy_timeout(std::time::Duration::from_secs(5))?;
+            Ok(Arc::new(Mutex::new(reader)))
+        };
+        ledger.reader = Some(read_only()?);
+        ledger.lookup = Some(read_only()?);
         Ok(ledger)
     }
 
@@ -117,7 +127,8 @@ impl SqliteLedger {
         }
         shared.lease.renewed(started);
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            writer: Arc::new(Writer::start(conn, durability)?),
+            lookup: None,
             reader: None,
             shared,
         })
@@ -129,47 +140,72 @@ impl SqliteLedger {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, LedgerError> + Send + 'static,
     {
-        let Some(reader) = &self.reader else {
-            return self.with_conn(f).await;
-        };
-        let conn = Arc::clone(reader);
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| LedgerError::Worker("connection mutex poisoned".into()))?;
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| LedgerError::Worker(e.to_string()))?
+        match &self.reader {
+            Some(reader) => on_connection(reader, f).await,
+            None => self.with_conn(f).await,
+        }
+    }
+
+    /// Runs a read-only `f` for the payment path: on the lookup connection,
+    /// which sees every group committed before the call.
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, LedgerError> + Send + 'static,
+    {
+        match &self.lookup {
+            Some(lookup) => on_connection(lookup, move |conn| f(conn)).await,
+            None => self.writer.grouped(false, f).await,
+        }
     }
 
     pub(crate) fn owner(&self) -> String {
         self.shared.instance().id.clone()
     }
 
-    /// Runs `f` on the connection in the blocking pool.
+    /// Runs `f` alone on the write connection (it manages its own
+    /// transaction), between groups.
     pub(crate) async fn with_conn<T, F>(&self, f: F) -> Result<T, LedgerError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, LedgerError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| LedgerError::Worker("connection mutex poisoned".into()))?;
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| LedgerError::Worker(e.to_string()))?
+        self.writer.alone(f).await
     }
+
+    /// Runs `f` inside the next group's transaction (its own savepoint);
+    /// returns once the group committed, synced to disk when `durable`.
+    pub(crate) async fn grouped<T, F>(&self, durable: bool, f: F) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, LedgerError> + Send + 'static,
+    {
+        self.writer.grouped(durable, f).await
+    }
+}
+
+/// Runs `f` on a read-only connection in the blocking pool.
+async fn on_connection<T, F>(conn: &Arc<Mutex<Connection>>, f: F) -> Result<T, LedgerError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection) -> Result<T, LedgerError> + Send + 'static,
+{
+    let conn = Arc::clone(conn);
+    tokio::task::spawn_blocking(move || {
+        let mut guard = conn
+            .lock()
+            .map_err(|_| LedgerError::Worker("connection mutex poisoned".into()))?;
+        f(&mut guard)
+    })
+    .await
+    .map_err(|e| LedgerError::Worker(e.to_string()))?
 }
 
 impl SqliteLedger {
     pub(crate) async fn release_claim_now(&self, key: &str) -> Result<(), LedgerError> {
         let key = key.to_owned();
         let owner = self.owner();
-        self.with_conn(move |conn| {
+        self.grouped(false, move |conn| {
             conn.prepare_cached(
                 "DELETE FROM payment_claims WHERE claim_key = ?1 AND state = 'pending'
                  AND owner = ?2",
@@ -223,7 +259,7 @@ impl Ledger for SqliteLedger {
         self.shared.lease.check()?;
         let key = key.to_owned();
         let owner = self.owner();
-        self.with_conn(move |conn| {
+        self.grouped(true, move |conn| {
             let now = now_unix();
             // A pending claim of a dead instance is taken over: its request
             // died before moving money (a transfer that did land is still
@@ -249,10 +285,9 @@ impl Ledger for SqliteLedger {
 
     async fn settle_claims(&self, keys: &[&str]) -> Result<(), LedgerError> {
         let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
-        self.with_conn(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.grouped(true, move |tx| {
             settle_claims_in(&tx, &keys, now_unix())?;
-            tx.commit()?;
+
             Ok(())
         })
         .await
@@ -275,8 +310,7 @@ impl Ledger for SqliteLedger {
     ) -> Result<(), LedgerError> {
         let record = record.clone();
         let keys: Vec<String> = claim_keys.iter().map(|k| (*k).to_owned()).collect();
-        self.with_conn(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.grouped(true, move |tx| {
             tx.prepare_cached(
                 "INSERT INTO charge_payments
                  (challenge_id, route, amount, currency, reference, settled_at)
@@ -291,7 +325,7 @@ impl Ledger for SqliteLedger {
                 record.settled_at
             ])?;
             settle_claims_in(&tx, &keys, record.settled_at)?;
-            tx.commit()?;
+
             Ok(())
         })
         .await
@@ -320,7 +354,7 @@ impl Ledger for SqliteLedger {
 
     async fn record_usage(&self, record: &UsageRecord) -> Result<(), LedgerError> {
         let r = record.clone();
-        self.with_conn(move |conn| {
+        self.grouped(true, move |conn| {
             conn.prepare_cached(
                 "INSERT INTO usage_records (challenge_id, route, model, quoted, input_tokens,
                  cached_tokens, output_tokens, actual_cost, usage_reported, recorded_at)

@@ -110,6 +110,27 @@ fn reserve_in(
     reservation: Option<i64>,
     owner: &str,
 ) -> Result<ReserveOutcome, LedgerError> {
+    let now = now_unix();
+    // The common case in one statement: an open channel with the balance.
+    let fast = match i64::try_from(amount) {
+        Ok(asked) => conn
+            .prepare_cached(&format!(
+                "UPDATE session_channels SET reserved = reserved + ?2, updated_at = ?3
+                 WHERE channel_id = ?1 AND status = 'open' AND close_requested_at = 0
+                   AND MAX(accepted - spent - reserved, 0) >= ?2
+                 RETURNING {CHANNEL_COLUMNS}"
+            ))?
+            .query_row(params![channel_id, asked, now], read_channel)
+            .optional()?,
+        Err(_) => None,
+    };
+    if let Some(channel) = fast {
+        let id = hold_reservation(conn, channel_id, amount, reservation, owner, now)?;
+        return Ok(ReserveOutcome::Reserved {
+            reservation: id,
+            channel,
+        });
+    }
     let Some(mut channel) = load(conn, channel_id)? else {
         return Ok(ReserveOutcome::Unavailable(VoucherRefusal::NotFound));
     };
@@ -128,13 +149,29 @@ fn reserve_in(
             return Ok(ReserveOutcome::Insufficient { channel });
         }
     }
-    let now = now_unix();
     conn.prepare_cached(
         "UPDATE session_channels SET reserved = reserved + ?2, updated_at = ?3
          WHERE channel_id = ?1",
     )?
     .execute(params![channel_id, to_db(amount), now])?;
-    let id = match reservation {
+    let id = hold_reservation(conn, channel_id, amount, reservation, owner, now)?;
+    let channel = load(conn, channel_id)?.ok_or(LedgerError::Worker("channel vanished".into()))?;
+    Ok(ReserveOutcome::Reserved {
+        reservation: id,
+        channel,
+    })
+}
+
+/// Adds `amount` to `reservation`, or records a new one for `owner`.
+fn hold_reservation(
+    conn: &Connection,
+    channel_id: &str,
+    amount: u128,
+    reservation: Option<i64>,
+    owner: &str,
+    now: i64,
+) -> Result<i64, LedgerError> {
+    Ok(match reservation {
         Some(id) => {
             conn.prepare_cached(
                 "UPDATE session_reservations SET amount = amount + ?2 WHERE id = ?1",
@@ -150,11 +187,6 @@ fn reserve_in(
             .execute(params![channel_id, to_db(amount), owner, now])?;
             conn.last_insert_rowid()
         }
-    };
-    let channel = load(conn, channel_id)?.ok_or(LedgerError::Worker("channel vanished".into()))?;
-    Ok(ReserveOutcome::Reserved {
-        reservation: id,
-        channel,
     })
 }
 
@@ -281,7 +313,7 @@ impl ChannelBook for SqliteLedger {
 
     async fn channel(&self, channel_id: &str) -> Result<Option<ChannelRecord>, LedgerError> {
         let id = channel_id.to_owned();
-        self.with_conn(move |conn| load(conn, &id)).await
+        self.read(move |conn| load(conn, &id)).await
     }
 
     async fn channels(&self) -> Result<Vec<ChannelRecord>, LedgerError> {
@@ -304,8 +336,7 @@ impl ChannelBook for SqliteLedger {
         let id = channel_id.to_owned();
         let voucher = voucher.clone();
         let outcome = self
-            .with_conn(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            .grouped(true, move |tx| {
                 let Some(channel) = load(&tx, &id)? else {
                     return Ok(VoucherOutcome::Refused(VoucherRefusal::NotFound));
                 };
@@ -339,7 +370,7 @@ impl ChannelBook for SqliteLedger {
             .execute(params![id, to_db(voucher.cumulative), now])?;
                 let updated =
                     load(&tx, &id)?.ok_or(LedgerError::Worker("channel vanished".into()))?;
-                tx.commit()?;
+
                 Ok(VoucherOutcome::Accepted(updated))
             })
             .await;
@@ -357,12 +388,11 @@ impl ChannelBook for SqliteLedger {
     ) -> Result<(), LedgerError> {
         let id = channel_id.to_owned();
         let voucher = voucher.clone();
-        self.with_conn(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.grouped(true, move |tx| {
             if load(&tx, &id)?.is_some_and(|c| voucher.cumulative <= c.deposit) {
                 insert_voucher(&tx, &id, &voucher, now_unix())?;
             }
-            tx.commit()?;
+
             Ok(())
         })
         .await
@@ -441,10 +471,9 @@ impl ChannelBook for SqliteLedger {
         self.shared.lease.check()?;
         let id = channel_id.to_owned();
         let owner = self.owner();
-        self.with_conn(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.grouped(false, move |tx| {
             let outcome = reserve_in(&tx, &id, amount, None, &owner)?;
-            tx.commit()?;
+
             Ok(outcome)
         })
         .await
@@ -457,13 +486,12 @@ impl ChannelBook for SqliteLedger {
     ) -> Result<ReserveOutcome, LedgerError> {
         self.shared.lease.check()?;
         let owner = self.owner();
-        self.with_conn(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.grouped(false, move |tx| {
             let Some(held) = reservation(&tx, reservation_id)? else {
                 return Ok(ReserveOutcome::Unavailable(VoucherRefusal::NotFound));
             };
             let outcome = reserve_in(&tx, &held.channel_id, extra, Some(reservation_id), &owner)?;
-            tx.commit()?;
+
             Ok(outcome)
         })
         .await
@@ -476,31 +504,48 @@ impl ChannelBook for SqliteLedger {
         units: u64,
     ) -> Result<ChannelRecord, LedgerError> {
         let committed = self
-            .with_conn(move |conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let Held {
+            .grouped(true, move |tx| {
+                // Deleting the hold returns what it held: one statement.
+                let Some(Held {
                     channel_id,
                     amount,
                     charged: checkpointed,
-                } = reservation(&tx, reservation_id)?.ok_or(LedgerError::HoldLost)?;
+                }) = tx
+                    .prepare_cached(
+                        "DELETE FROM session_reservations WHERE id = ?1
+                         RETURNING channel_id, amount, charged",
+                    )?
+                    .query_row(params![reservation_id], |r| {
+                        Ok(Held {
+                            channel_id: r.get(0)?,
+                            amount: from_db(r.get(1)?),
+                            charged: from_db(r.get(2)?),
+                        })
+                    })
+                    .optional()?
+                else {
+                    return Err(LedgerError::HoldLost);
+                };
                 let charged = cost.min(amount + checkpointed);
-                drop_reservation(&tx, reservation_id, &channel_id, amount)?;
                 // The checkpoints are in `spent` already: add the difference.
-                tx.prepare_cached(
-                    "UPDATE session_channels SET spent = spent + ?2 - ?3, units = units + ?4,
-                 updated_at = ?5 WHERE channel_id = ?1",
-                )?
-                .execute(params![
-                    channel_id,
-                    to_db(charged),
-                    to_db(checkpointed),
-                    i64::try_from(units).unwrap_or(i64::MAX),
-                    now_unix()
-                ])?;
-                let channel = load(&tx, &channel_id)?
-                    .ok_or(LedgerError::Worker("channel vanished".into()))?;
-                tx.commit()?;
-                Ok(channel)
+                tx.prepare_cached(&format!(
+                    "UPDATE session_channels SET reserved = MAX(reserved - ?2, 0),
+                       spent = spent + ?3 - ?4, units = units + ?5, updated_at = ?6
+                     WHERE channel_id = ?1 RETURNING {CHANNEL_COLUMNS}"
+                ))?
+                .query_row(
+                    params![
+                        channel_id,
+                        to_db(amount),
+                        to_db(charged),
+                        to_db(checkpointed),
+                        i64::try_from(units).unwrap_or(i64::MAX),
+                        now_unix()
+                    ],
+                    read_channel,
+                )
+                .optional()?
+                .ok_or(LedgerError::Worker("channel vanished".into()))
             })
             .await;
         if let Err(e) = &committed
@@ -517,8 +562,7 @@ impl ChannelBook for SqliteLedger {
         reservation_id: i64,
         charged: u128,
     ) -> Result<Option<u128>, LedgerError> {
-        self.with_conn(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.grouped(true, move |tx| {
             let Some(held) = reservation(&tx, reservation_id)? else {
                 return Ok(None);
             };
@@ -537,7 +581,7 @@ impl ChannelBook for SqliteLedger {
                  updated_at = ?3 WHERE channel_id = ?1",
             )?
             .execute(params![held.channel_id, delta, now_unix()])?;
-            tx.commit()?;
+
             Ok(Some(target))
         })
         .await
@@ -555,15 +599,14 @@ impl ChannelBook for SqliteLedger {
 
     async fn mark_closing(&self, channel_id: &str) -> Result<Option<ChannelRecord>, LedgerError> {
         let id = channel_id.to_owned();
-        self.with_conn(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.grouped(true, move |tx| {
             tx.prepare_cached(
                 "UPDATE session_channels SET status = 'closing', updated_at = ?2
                  WHERE channel_id = ?1 AND status = 'open'",
             )?
             .execute(params![id, now_unix()])?;
             let channel = load(&tx, &id)?;
-            tx.commit()?;
+
             Ok(channel)
         })
         .await
@@ -665,12 +708,11 @@ impl SqliteLedger {
         &self,
         reservation_id: i64,
     ) -> Result<(), LedgerError> {
-        self.with_conn(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.grouped(false, move |tx| {
             if let Some(held) = reservation(&tx, reservation_id)? {
                 drop_reservation(&tx, reservation_id, &held.channel_id, held.amount)?;
             }
-            tx.commit()?;
+
             Ok(())
         })
         .await

@@ -201,8 +201,7 @@ impl SqliteLedger {
     ) -> Result<IdempotencyBegin, LedgerError> {
         self.shared.lease.check()?;
         let (key, print, owner) = (key_hash.to_owned(), fingerprint.to_owned(), self.owner());
-        self.with_conn(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.grouped(false, move |tx| {
             let existing = tx
                 .prepare_cached(&format!(
                     "SELECT fingerprint, state, status, headers, body, {} AS live
@@ -252,7 +251,7 @@ impl SqliteLedger {
                     IdempotencyBegin::Started
                 }
             };
-            tx.commit()?;
+
             Ok(outcome)
         })
         .await
@@ -266,7 +265,7 @@ impl SqliteLedger {
         let (key, owner) = (key_hash.to_owned(), self.owner());
         let r = response.clone();
         let headers = serde_json::to_string(&r.headers).unwrap_or_else(|_| "[]".into());
-        self.with_conn(move |conn| {
+        self.grouped(true, move |conn| {
             conn.prepare_cached(
                 "UPDATE idempotent_responses SET state = 'done', status = ?2, headers = ?3,
                  body = ?4 WHERE key_hash = ?1 AND owner = ?5",
@@ -279,7 +278,7 @@ impl SqliteLedger {
 
     pub(crate) async fn idempotency_abandon_now(&self, key_hash: &str) -> Result<(), LedgerError> {
         let (key, owner) = (key_hash.to_owned(), self.owner());
-        self.with_conn(move |conn| {
+        self.grouped(false, move |conn| {
             conn.prepare_cached(
                 "DELETE FROM idempotent_responses WHERE key_hash = ?1 AND state = 'pending'
                  AND owner = ?2",

@@ -1,0 +1,330 @@
+//! The SQLite write connection, on a thread of its own, committing in
+//! groups.
+//!
+//! Callers queue jobs. The thread takes every job waiting (up to
+//! [`MAX_GROUP`]) and runs them in one `IMMEDIATE` transaction, each in a
+//! savepoint of its own (a job that fails rolls back alone), then commits
+//! once and only then answers them: one fsync for many requests' writes,
+//! and no caller hears "done" before its write is on disk. While one group
+//! syncs, the next one queues, so the group size follows the load.
+//!
+//! Jobs say whether they need to be durable. A group of jobs that need not
+//! (reservations and releases: holds are released at restart anyway)
+//! commits without an fsync; the next durable commit syncs the WAL with
+//! everything before it, so the file always holds a prefix of the groups.
+//!
+//! Jobs that manage their own transactions (migrations, rare operations)
+//! run alone, between groups.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::mpsc;
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use crate::LedgerError;
+use crate::sqlite::Durability;
+
+/// The most jobs one transaction takes.
+const MAX_GROUP: usize = 512;
+
+enum Job {
+    Grouped {
+        durable: bool,
+        task: Box<dyn GroupTask>,
+    },
+    Alone(Box<dyn FnOnce(&mut Connection) + Send>),
+}
+
+/// A job run inside a group's transaction, answered once the group's
+/// commit is known.
+trait GroupTask: Send {
+    /// Runs the job in its own savepoint. `Err` means the savepoint itself
+    /// broke: the whole group is rolled back.
+    fn run(&mut self, conn: &Connection) -> Result<(), rusqlite::Error>;
+    fn answer(self: Box<Self>, committed: Result<(), &str>);
+}
+
+struct Grouped<T, F> {
+    work: Option<F>,
+    outcome: Option<Result<T, LedgerError>>,
+    reply: oneshot::Sender<Result<T, LedgerError>>,
+}
+
+impl<T, F> GroupTask for Grouped<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T, LedgerError> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> Result<(), rusqlite::Error> {
+        let Some(work) = self.work.take() else {
+            return Ok(());
+        };
+        conn.prepare_cached("SAVEPOINT grouped_job")?.execute([])?;
+        let outcome = catch_unwind(AssertUnwindSafe(|| work(conn)))
+            .unwrap_or_else(|_| Err(LedgerError::Worker("a ledger job panicked".into())));
+        if outcome.is_err() {
+            conn.prepare_cached("ROLLBACK TO grouped_job")?
+                .execute([])?;
+        }
+        conn.prepare_cached("RELEASE grouped_job")?.execute([])?;
+        self.outcome = Some(outcome);
+        Ok(())
+    }
+
+    fn answer(self: Box<Self>, committed: Result<(), &str>) {
+        let outcome = match committed {
+            Ok(()) => self
+                .outcome
+                .unwrap_or_else(|| Err(LedgerError::Worker("job did not run".into()))),
+            Err(message) => Err(LedgerError::Worker(format!(
+                "the group's transaction failed: {message}"
+            ))),
+        };
+        let _ = self.reply.send(outcome);
+    }
+}
+
+/// The handle callers queue jobs on; the thread stops when the last handle
+/// is dropped (after the jobs already queued).
+pub(crate) struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+fn stopped() -> LedgerError {
+    LedgerError::Worker("the ledger's writer thread stopped".into())
+}
+
+impl Writer {
+    pub(crate) fn start(conn: Connection, durability: Durability) -> Result<Self, LedgerError> {
+        let (jobs, queue) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("tollgate-ledger-writer".into())
+            .spawn(move || run(conn, &queue, durability))
+            .map_err(|e| LedgerError::Worker(format!("cannot start the ledger writer: {e}")))?;
+        Ok(Self { jobs })
+    }
+
+    /// Runs `work` in the next group's transaction; answers after that
+    /// group commits (with an fsync when `durable` and the store's
+    /// durability is full).
+    pub(crate) async fn grouped<T, F>(&self, durable: bool, work: F) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, LedgerError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let task = Grouped {
+            work: Some(work),
+            outcome: None,
+            reply,
+        };
+        self.jobs
+            .send(Job::Grouped {
+                durable,
+                task: Box::new(task),
+            })
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Runs `work` alone on the connection, outside any transaction.
+    pub(crate) async fn alone<T, F>(&self, work: F) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, LedgerError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = move |conn: &mut Connection| {
+            let outcome = catch_unwind(AssertUnwindSafe(|| work(conn)))
+                .unwrap_or_else(|_| Err(LedgerError::Worker("a ledger job panicked".into())));
+            let _ = reply.send(outcome);
+        };
+        self.jobs
+            .send(Job::Alone(Box::new(job)))
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// The `synchronous` setting the connection has now, changed only between
+/// transactions and only when it must.
+struct SyncMode {
+    durability: Durability,
+    full_now: bool,
+}
+
+impl SyncMode {
+    fn set(&mut self, conn: &Connection, durable: bool) {
+        let full = durable && self.durability == Durability::Full;
+        if full == self.full_now {
+            return;
+        }
+        let value = if full { "FULL" } else { "NORMAL" };
+        match conn.pragma_update(None, "synchronous", value) {
+            Ok(()) => self.full_now = full,
+            Err(e) => tracing::error!(error = %e, "could not set the ledger's synchronous mode"),
+        }
+    }
+}
+
+fn run(mut conn: Connection, queue: &mpsc::Receiver<Job>, durability: Durability) {
+    let mut sync = SyncMode {
+        durability,
+        full_now: durability == Durability::Full,
+    };
+    let mut next: Option<Job> = None;
+    loop {
+        let job = match next.take() {
+            Some(job) => job,
+            None => match queue.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        match job {
+            Job::Alone(work) => {
+                // Alone jobs commit their own transactions and expect them
+                // to be as durable as the store is configured.
+                sync.set(&conn, true);
+                work(&mut conn);
+            }
+            Job::Grouped { durable, task } => {
+                let mut group = vec![task];
+                let mut durable_group = durable;
+                while group.len() < MAX_GROUP {
+                    match queue.try_recv() {
+                        Ok(Job::Grouped { durable, task }) => {
+                            durable_group |= durable;
+                            group.push(task);
+                        }
+                        Ok(alone) => {
+                            next = Some(alone);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                sync.set(&conn, durable_group);
+                let committed = run_group(&conn, &mut group).map_err(|e| e.to_string());
+                if let Err(e) = &committed {
+                    tracing::error!(error = %e, jobs = group.len(), "a ledger group failed");
+                }
+                for task in group {
+                    task.answer(committed.as_ref().map(|_| ()).map_err(String::as_str));
+                }
+            }
+        }
+    }
+}
+
+fn run_group(conn: &Connection, group: &mut [Box<dyn GroupTask>]) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    let ran = group.iter_mut().try_for_each(|task| task.run(conn));
+    let ended = match ran {
+        Ok(()) => conn.prepare_cached("COMMIT")?.execute([]).map(|_| ()),
+        Err(e) => Err(e),
+    };
+    if ended.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    ended
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer() -> Writer {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+            .unwrap();
+        Writer::start(conn, Durability::Full).unwrap()
+    }
+
+    fn insert(conn: &Connection, n: i64) -> Result<(), LedgerError> {
+        conn.execute("INSERT INTO t (n) VALUES (?1)", [n])?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_failing_job_rolls_back_alone_and_its_group_commits() {
+        let writer = std::sync::Arc::new(writer());
+        // Hold the thread so the next jobs queue up and run as one group.
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let blocker = {
+            let writer = std::sync::Arc::clone(&writer);
+            tokio::spawn(async move {
+                writer
+                    .alone(move |_| {
+                        wait.recv().ok();
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let jobs: Vec<_> = (1..=3)
+            .map(|n| {
+                let writer = std::sync::Arc::clone(&writer);
+                tokio::spawn(async move {
+                    writer
+                        .grouped(true, move |conn| {
+                            insert(conn, n)?;
+                            if n == 2 {
+                                return Err(LedgerError::HoldLost);
+                            }
+                            Ok(n)
+                        })
+                        .await
+                })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        go.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        let mut outcomes = Vec::new();
+        for job in jobs {
+            outcomes.push(job.await.unwrap().map_err(|e| e.to_string()));
+        }
+        assert_eq!(outcomes[0], Ok(1));
+        assert!(outcomes[1].is_err());
+        assert_eq!(outcomes[2], Ok(3));
+        let rows = writer
+            .grouped(false, |conn| {
+                let mut stmt = conn.prepare("SELECT n FROM t ORDER BY n")?;
+                let rows = stmt.query_map([], |r| r.get::<_, i64>(0))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows, vec![1, 3], "the failed job's insert is rolled back");
+    }
+
+    #[tokio::test]
+    async fn jobs_answer_after_their_writes_are_visible_to_other_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+            .unwrap();
+        let writer = std::sync::Arc::new(Writer::start(conn, Durability::Full).unwrap());
+        let reader = Connection::open(&path).unwrap();
+        let tasks: Vec<_> = (0..64)
+            .map(|n| {
+                let writer = std::sync::Arc::clone(&writer);
+                tokio::spawn(async move { writer.grouped(n % 2 == 0, move |c| insert(c, n)).await })
+            })
+            .collect();
+        for (n, task) in tasks.into_iter().enumerate() {
+            task.await.unwrap().unwrap();
+            let seen: i64 = reader
+                .query_row("SELECT COUNT(*) FROM t WHERE n = ?1", [n as i64], |r| {
+                    r.get(0)
+                })
+                .unwrap();
+            assert_eq!(seen, 1, "job {n} answered before its commit");
+        }
+    }
+}
