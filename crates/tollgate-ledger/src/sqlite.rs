@@ -286,8 +286,7 @@ impl Ledger for SqliteLedger {
     async fn settle_claims(&self, keys: &[&str]) -> Result<(), LedgerError> {
         let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
         self.grouped(true, move |tx| {
-            settle_claims_in(&tx, &keys, now_unix())?;
-
+            settle_claims_in(tx, &keys, now_unix())?;
             Ok(())
         })
         .await
@@ -324,8 +323,7 @@ impl Ledger for SqliteLedger {
                 record.reference,
                 record.settled_at
             ])?;
-            settle_claims_in(&tx, &keys, record.settled_at)?;
-
+            settle_claims_in(tx, &keys, record.settled_at)?;
             Ok(())
         })
         .await

@@ -337,7 +337,7 @@ impl ChannelBook for SqliteLedger {
         let voucher = voucher.clone();
         let outcome = self
             .grouped(true, move |tx| {
-                let Some(channel) = load(&tx, &id)? else {
+                let Some(channel) = load(tx, &id)? else {
                     return Ok(VoucherOutcome::Refused(VoucherRefusal::NotFound));
                 };
                 if let Some(refusal) = unavailable(&channel) {
@@ -363,14 +363,13 @@ impl ChannelBook for SqliteLedger {
                     }));
                 }
                 let now = now_unix();
-                insert_voucher(&tx, &id, &voucher, now)?;
+                insert_voucher(tx, &id, &voucher, now)?;
                 tx.prepare_cached(
                 "UPDATE session_channels SET accepted = ?2, updated_at = ?3 WHERE channel_id = ?1",
             )?
             .execute(params![id, to_db(voucher.cumulative), now])?;
                 let updated =
-                    load(&tx, &id)?.ok_or(LedgerError::Worker("channel vanished".into()))?;
-
+                    load(tx, &id)?.ok_or(LedgerError::Worker("channel vanished".into()))?;
                 Ok(VoucherOutcome::Accepted(updated))
             })
             .await;
@@ -389,10 +388,9 @@ impl ChannelBook for SqliteLedger {
         let id = channel_id.to_owned();
         let voucher = voucher.clone();
         self.grouped(true, move |tx| {
-            if load(&tx, &id)?.is_some_and(|c| voucher.cumulative <= c.deposit) {
-                insert_voucher(&tx, &id, &voucher, now_unix())?;
+            if load(tx, &id)?.is_some_and(|c| voucher.cumulative <= c.deposit) {
+                insert_voucher(tx, &id, &voucher, now_unix())?;
             }
-
             Ok(())
         })
         .await
@@ -472,8 +470,7 @@ impl ChannelBook for SqliteLedger {
         let id = channel_id.to_owned();
         let owner = self.owner();
         self.grouped(false, move |tx| {
-            let outcome = reserve_in(&tx, &id, amount, None, &owner)?;
-
+            let outcome = reserve_in(tx, &id, amount, None, &owner)?;
             Ok(outcome)
         })
         .await
@@ -487,11 +484,10 @@ impl ChannelBook for SqliteLedger {
         self.shared.lease.check()?;
         let owner = self.owner();
         self.grouped(false, move |tx| {
-            let Some(held) = reservation(&tx, reservation_id)? else {
+            let Some(held) = reservation(tx, reservation_id)? else {
                 return Ok(ReserveOutcome::Unavailable(VoucherRefusal::NotFound));
             };
-            let outcome = reserve_in(&tx, &held.channel_id, extra, Some(reservation_id), &owner)?;
-
+            let outcome = reserve_in(tx, &held.channel_id, extra, Some(reservation_id), &owner)?;
             Ok(outcome)
         })
         .await
@@ -563,7 +559,7 @@ impl ChannelBook for SqliteLedger {
         charged: u128,
     ) -> Result<Option<u128>, LedgerError> {
         self.grouped(true, move |tx| {
-            let Some(held) = reservation(&tx, reservation_id)? else {
+            let Some(held) = reservation(tx, reservation_id)? else {
                 return Ok(None);
             };
             let target = charged.min(held.amount + held.charged);
@@ -581,7 +577,6 @@ impl ChannelBook for SqliteLedger {
                  updated_at = ?3 WHERE channel_id = ?1",
             )?
             .execute(params![held.channel_id, delta, now_unix()])?;
-
             Ok(Some(target))
         })
         .await
@@ -605,8 +600,7 @@ impl ChannelBook for SqliteLedger {
                  WHERE channel_id = ?1 AND status = 'open'",
             )?
             .execute(params![id, now_unix()])?;
-            let channel = load(&tx, &id)?;
-
+            let channel = load(tx, &id)?;
             Ok(channel)
         })
         .await
@@ -709,10 +703,9 @@ impl SqliteLedger {
         reservation_id: i64,
     ) -> Result<(), LedgerError> {
         self.grouped(false, move |tx| {
-            if let Some(held) = reservation(&tx, reservation_id)? {
-                drop_reservation(&tx, reservation_id, &held.channel_id, held.amount)?;
+            if let Some(held) = reservation(tx, reservation_id)? {
+                drop_reservation(tx, reservation_id, &held.channel_id, held.amount)?;
             }
-
             Ok(())
         })
         .await

@@ -251,7 +251,6 @@ impl SqliteLedger {
                     IdempotencyBegin::Started
                 }
             };
-
             Ok(outcome)
         })
         .await
