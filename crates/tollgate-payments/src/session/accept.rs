@@ -3,8 +3,8 @@
 //! delta and deposit checks in one transaction; the chain is asked once
 //! only when a voucher exceeds the cached deposit.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use alloy::primitives::{Address, B256, Bytes};
 use tollgate_ledger::{
@@ -61,6 +61,66 @@ impl VerifiedCache {
             set.clear();
         }
         set.insert(voucher);
+    }
+}
+
+/// The channels this gate last saw, with their parsed signer and
+/// descriptor, so a re-sent voucher costs no read. An entry may be behind
+/// the store (another instance, a request that has not answered yet): it
+/// only decides that a voucher at or below what was accepted needs no
+/// write. Every hold is still taken by the store, which refuses a channel
+/// that closed or ran out.
+#[derive(Default)]
+pub(super) struct SeenChannels(Mutex<HashMap<B256, Arc<Known>>>);
+
+const SEEN_CAPACITY: usize = 65_536;
+
+/// Whether `new` is not older than `old`: what a channel accepted and
+/// spent only grows, and its status only moves towards finalized.
+fn not_older(new: &ChannelRecord, old: &ChannelRecord) -> bool {
+    let rank = |s: ChannelStatus| match s {
+        ChannelStatus::Open => 0,
+        ChannelStatus::Closing => 1,
+        ChannelStatus::Finalized => 2,
+    };
+    new.accepted >= old.accepted
+        && new.spent >= old.spent
+        && new.deposit >= old.deposit
+        && rank(new.status) >= rank(old.status)
+        && new.close_requested_at >= old.close_requested_at
+}
+
+impl SeenChannels {
+    fn get(&self, id: &B256) -> Option<Arc<Known>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn insert(&self, id: B256, known: Arc<Known>) {
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= SEEN_CAPACITY {
+            seen.clear();
+        }
+        seen.insert(id, known);
+    }
+
+    /// Takes a record the store returned, unless a newer one is known.
+    pub(super) fn update(&self, record: &ChannelRecord) {
+        let Ok(id) = record.channel_id.parse::<B256>() else {
+            return;
+        };
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = seen.get_mut(&id)
+            && not_older(record, &entry.record)
+        {
+            *entry = Arc::new(Known {
+                record: record.clone(),
+                ..(**entry).clone()
+            });
+        }
     }
 }
 
@@ -151,6 +211,38 @@ impl SessionGate {
         descriptor: Option<&Descriptor>,
         offered: Option<Protocol>,
     ) -> Result<Known, PaymentProblem> {
+        let known = self.stored_channel(channel_id, descriptor).await?;
+        self.check_voucher_channel(&known, channel_id, descriptor, offered)?;
+        Ok(known)
+    }
+
+    /// [`voucher_channel`](Self::voucher_channel) from what this gate last
+    /// saw of the channel when it can, else from the store.
+    async fn seen_voucher_channel(
+        &self,
+        channel_id: B256,
+        descriptor: Option<&Descriptor>,
+        offered: Option<Protocol>,
+    ) -> Result<Arc<Known>, PaymentProblem> {
+        let known = match self.seen.get(&channel_id) {
+            Some(known) => known,
+            None => {
+                let known = Arc::new(self.stored_channel(channel_id, descriptor).await?);
+                self.seen.insert(channel_id, Arc::clone(&known));
+                known
+            }
+        };
+        self.check_voucher_channel(&known, channel_id, descriptor, offered)?;
+        Ok(known)
+    }
+
+    /// The stored channel a credential names; an unknown one whose v2
+    /// descriptor does not hash to its id says so.
+    async fn stored_channel(
+        &self,
+        channel_id: B256,
+        descriptor: Option<&Descriptor>,
+    ) -> Result<Known, PaymentProblem> {
         let Some(record) = self.known(channel_id).await? else {
             if let Some(d) = descriptor
                 && self.v2.is_some()
@@ -161,8 +253,19 @@ impl SessionGate {
             }
             return Err(not_found());
         };
-        let known = Self::ctx(record)?;
-        Self::check_protocol(&known, offered)?;
+        Self::ctx(record)
+    }
+
+    /// The credential is for this channel's protocol, and for v2 carries
+    /// the stored descriptor (which hashes to the claimed id).
+    fn check_voucher_channel(
+        &self,
+        known: &Known,
+        channel_id: B256,
+        descriptor: Option<&Descriptor>,
+        offered: Option<Protocol>,
+    ) -> Result<(), PaymentProblem> {
+        Self::check_protocol(known, offered)?;
         if known.protocol == Protocol::V2 {
             let Some(sent) = descriptor else {
                 return Err(invalid_payload("descriptor is required for v2"));
@@ -179,7 +282,7 @@ impl SessionGate {
                 return Err(v2_problem(V2Error::DescriptorMismatch(field)));
             }
         }
-        Ok(known)
+        Ok(())
     }
 
     pub(super) async fn accept_as(
@@ -188,7 +291,7 @@ impl SessionGate {
         offered: Option<Protocol>,
     ) -> Result<ChannelRecord, PaymentProblem> {
         let known = self
-            .voucher_channel(voucher.channel_id, voucher.descriptor.as_ref(), offered)
+            .seen_voucher_channel(voucher.channel_id, voucher.descriptor.as_ref(), offered)
             .await?;
         let chain = self.chain_for(known.protocol)?;
         let fingerprint = VerifiedVoucher::of(voucher, known.signer);
@@ -203,11 +306,13 @@ impl SessionGate {
         }
         let channel = &known.record;
         // The same voucher again (a client re-sending its current cumulative
-        // authorization on each request): nothing to write.
+        // authorization on each request), or one below what was accepted
+        // (concurrent clients' vouchers crossing): nothing to write, nothing
+        // to read. The spec answers both like a resubmission.
         let serving = channel.status == ChannelStatus::Open && channel.close_requested_at == 0;
-        if serving && voucher.cumulative == channel.accepted {
+        if serving && voucher.cumulative <= channel.accepted {
             self.verified.insert(fingerprint);
-            return Ok(known.record);
+            return Ok(known.record.clone());
         }
         let stored = StoredVoucher {
             cumulative: voucher.cumulative,
@@ -234,11 +339,13 @@ impl SessionGate {
         match outcome {
             VoucherOutcome::Accepted(channel) => {
                 self.verified.insert(fingerprint);
+                self.seen.update(&channel);
                 self.ring(id);
                 Ok(channel)
             }
             VoucherOutcome::Unchanged(channel) => {
                 self.verified.insert(fingerprint);
+                self.seen.update(&channel);
                 Ok(channel)
             }
             // Below the highest accepted (concurrent clients' vouchers cross
@@ -246,7 +353,12 @@ impl SessionGate {
             // with the channel as it stands.
             VoucherOutcome::Refused(VoucherRefusal::Decreasing { .. }) => {
                 self.verified.insert(fingerprint);
-                self.known(voucher.channel_id).await?.ok_or_else(not_found)
+                let channel = self
+                    .known(voucher.channel_id)
+                    .await?
+                    .ok_or_else(not_found)?;
+                self.seen.update(&channel);
+                Ok(channel)
             }
             VoucherOutcome::Refused(refusal) => Err(refusal_problem(refusal)),
         }

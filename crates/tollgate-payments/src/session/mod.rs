@@ -127,9 +127,12 @@ pub struct SessionGate {
     /// Vouchers whose signature already verified (recovery is most of the
     /// cost of a resubmitted voucher).
     verified: accept::VerifiedCache,
+    /// Channels as this gate last saw them (a re-sent voucher reads nothing).
+    seen: accept::SeenChannels,
 }
 
 /// What a stored channel's record says about how to handle it.
+#[derive(Clone)]
 pub(crate) struct Known {
     pub record: ChannelRecord,
     pub protocol: Protocol,
@@ -195,6 +198,7 @@ impl SessionGate {
             ledger,
             voucher_bells: Mutex::new(HashMap::new()),
             verified: accept::VerifiedCache::default(),
+            seen: accept::SeenChannels::default(),
         })
     }
 
@@ -339,6 +343,18 @@ impl SessionGate {
             .channel(&format!("{channel_id:#x}"))
             .await
             .map_err(store_failure)
+    }
+
+    /// The channel as the store has it now.
+    pub async fn current(&self, channel_id: &str) -> Result<ChannelRecord, PaymentProblem> {
+        let channel = self
+            .ledger
+            .channel(channel_id)
+            .await
+            .map_err(store_failure)?
+            .ok_or_else(not_found)?;
+        self.seen.update(&channel);
+        Ok(channel)
     }
 
     /// Our record of a channel with what it takes to handle it.

@@ -41,15 +41,21 @@ impl SessionGate {
             .await
             .map_err(store_failure)?
         {
-            ReserveOutcome::Reserved { reservation, .. } => Ok(Reservation {
-                id: reservation,
-                channel_id: channel_id.to_owned(),
-                held: amount,
-                release: crate::hold::ReleaseOnDrop::reservation(
-                    Arc::clone(&self.ledger),
-                    reservation,
-                ),
-            }),
+            ReserveOutcome::Reserved {
+                reservation,
+                channel,
+            } => {
+                self.seen.update(&channel);
+                Ok(Reservation {
+                    id: reservation,
+                    channel_id: channel_id.to_owned(),
+                    held: amount,
+                    release: crate::hold::ReleaseOnDrop::reservation(
+                        Arc::clone(&self.ledger),
+                        reservation,
+                    ),
+                })
+            }
             ReserveOutcome::Insufficient { channel } => Err(insufficient(&channel, amount)),
             ReserveOutcome::Unavailable(refusal) => Err(refusal_problem(refusal)),
         }
@@ -88,6 +94,7 @@ impl SessionGate {
     ) -> Result<ChannelRecord, LedgerError> {
         let committed = self.ledger.commit(reservation.id, cost, units).await?;
         reservation.settled();
+        self.seen.update(&committed);
         Ok(committed)
     }
 

@@ -162,6 +162,16 @@ pub async fn admit(
         Replay::None => None,
     };
     let quote = meter.quote();
+    let channel = if meter.call().is_streamed() {
+        // What a stream may start on depends on the channel's balance now
+        // (a re-sent voucher is applied on what the gate last saw).
+        sessions
+            .current(&channel.channel_id)
+            .await
+            .map_err(|problem| challenger.refuse(&problem))?
+    } else {
+        channel
+    };
     let to_hold = if meter.call().is_streamed() {
         // The prompt must be covered up front; the rest may come as it goes.
         let floor = meter.cost(meter.counted(0));
