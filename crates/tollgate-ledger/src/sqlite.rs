@@ -78,7 +78,9 @@ impl SqliteLedger {
             path: path.display().to_string(),
             source,
         })?;
-        let mut ledger = Self::init(conn, durability, instance)?;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let mut ledger = Self::init(conn, durability, instance, Some(Path::new(&wal)))?;
         let read_only = || -> Result<Arc<Mutex<Connection>>, LedgerError> {
             let reader = Connection::open_with_flags(
                 path,
@@ -99,6 +101,7 @@ impl SqliteLedger {
             Connection::open_in_memory()?,
             Durability::Full,
             Instance::generated(DEFAULT_LEASE),
+            None,
         )
     }
 
@@ -106,6 +109,7 @@ impl SqliteLedger {
         mut conn: Connection,
         durability: Durability,
         instance: Instance,
+        wal: Option<&Path>,
     ) -> Result<Self, LedgerError> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -127,7 +131,7 @@ impl SqliteLedger {
         }
         shared.lease.renewed(started);
         Ok(Self {
-            writer: Arc::new(Writer::start(conn, durability)?),
+            writer: Arc::new(Writer::start(conn, durability, wal)?),
             lookup: None,
             reader: None,
             shared,

@@ -8,15 +8,23 @@
 //! and no caller hears "done" before its write is on disk. While one group
 //! syncs, the next one queues, so the group size follows the load.
 //!
-//! Jobs say whether they need to be durable. A group of jobs that need not
-//! (reservations and releases: holds are released at restart anyway)
-//! commits without an fsync; the next durable commit syncs the WAL with
-//! everything before it, so the file always holds a prefix of the groups.
+//! Jobs say whether they need to be durable. Jobs that need not
+//! (reservations and releases: holds are released at restart anyway) are
+//! answered as soon as their group commits. With full durability on a
+//! file, a group commits without SQLite's fsync and a second thread syncs
+//! the WAL file before the durable jobs are answered, while the writer
+//! goes on with the next group: syncs overlap the next group's work, and
+//! one sync covers every group committed before it started. The WAL holds
+//! the groups in order, so what survives a power loss is always a prefix.
+//! (SQLite syncs the WAL before it checkpoints it into the database, so
+//! frames a checkpoint moved were synced too.)
 //!
 //! Jobs that manage their own transactions (migrations, rare operations)
 //! run alone, between groups.
 
+use std::fs::File;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
 use std::sync::mpsc;
 
 use rusqlite::Connection;
@@ -96,11 +104,21 @@ fn stopped() -> LedgerError {
 }
 
 impl Writer {
-    pub(crate) fn start(conn: Connection, durability: Durability) -> Result<Self, LedgerError> {
+    /// Starts the thread on `conn`. `wal` is the database's WAL file, when
+    /// it has one: with full durability it is synced by a thread of its own.
+    pub(crate) fn start(
+        conn: Connection,
+        durability: Durability,
+        wal: Option<&Path>,
+    ) -> Result<Self, LedgerError> {
+        let syncer = match (durability, wal) {
+            (Durability::Full, Some(wal)) => Syncer::start(wal),
+            _ => None,
+        };
         let (jobs, queue) = mpsc::channel();
         std::thread::Builder::new()
             .name("tollgate-ledger-writer".into())
-            .spawn(move || run(conn, &queue, durability))
+            .spawn(move || run(conn, &queue, durability, syncer))
             .map_err(|e| LedgerError::Worker(format!("cannot start the ledger writer: {e}")))?;
         Ok(Self { jobs })
     }
@@ -168,7 +186,57 @@ impl SyncMode {
     }
 }
 
-fn run(mut conn: Connection, queue: &mpsc::Receiver<Job>, durability: Durability) {
+/// Durable jobs waiting for the WAL sync, and the thread that does it.
+struct Syncer {
+    waiting: mpsc::Sender<Vec<Box<dyn GroupTask>>>,
+}
+
+impl Syncer {
+    /// `None` (SQLite then syncs each durable commit itself) when the WAL
+    /// cannot be opened.
+    fn start(wal: &Path) -> Option<Self> {
+        let file = match File::options().read(true).write(true).open(wal) {
+            Ok(file) => file,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open the WAL to sync it; commits sync inline");
+                return None;
+            }
+        };
+        let (waiting, queue) = mpsc::channel::<Vec<Box<dyn GroupTask>>>();
+        let started = std::thread::Builder::new()
+            .name("tollgate-ledger-sync".into())
+            .spawn(move || {
+                while let Ok(mut tasks) = queue.recv() {
+                    while let Ok(more) = queue.try_recv() {
+                        tasks.extend(more);
+                    }
+                    let synced = file
+                        .sync_data()
+                        .map_err(|e| format!("WAL sync failed: {e}"));
+                    if let Err(e) = &synced {
+                        tracing::error!(error = %e, "the ledger could not sync its WAL");
+                    }
+                    for task in tasks {
+                        task.answer(synced.as_ref().map(|_| ()).map_err(String::as_str));
+                    }
+                }
+            });
+        match started {
+            Ok(_) => Some(Self { waiting }),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the WAL sync thread; commits sync inline");
+                None
+            }
+        }
+    }
+}
+
+fn run(
+    mut conn: Connection,
+    queue: &mpsc::Receiver<Job>,
+    durability: Durability,
+    syncer: Option<Syncer>,
+) {
     let mut sync = SyncMode {
         durability,
         full_now: durability == Durability::Full,
@@ -190,14 +258,10 @@ fn run(mut conn: Connection, queue: &mpsc::Receiver<Job>, durability: Durability
                 work(&mut conn);
             }
             Job::Grouped { durable, task } => {
-                let mut group = vec![task];
-                let mut durable_group = durable;
+                let mut group = vec![(durable, task)];
                 while group.len() < MAX_GROUP {
                     match queue.try_recv() {
-                        Ok(Job::Grouped { durable, task }) => {
-                            durable_group |= durable;
-                            group.push(task);
-                        }
+                        Ok(Job::Grouped { durable, task }) => group.push((durable, task)),
                         Ok(alone) => {
                             next = Some(alone);
                             break;
@@ -205,22 +269,39 @@ fn run(mut conn: Connection, queue: &mpsc::Receiver<Job>, durability: Durability
                         Err(_) => break,
                     }
                 }
-                sync.set(&conn, durable_group);
+                let durable_group = group.iter().any(|(durable, _)| *durable);
+                // With a syncer, SQLite commits without syncing: the syncer does.
+                sync.set(&conn, durable_group && syncer.is_none());
                 let committed = run_group(&conn, &mut group).map_err(|e| e.to_string());
                 if let Err(e) = &committed {
                     tracing::error!(error = %e, jobs = group.len(), "a ledger group failed");
                 }
-                for task in group {
-                    task.answer(committed.as_ref().map(|_| ()).map_err(String::as_str));
+                let mut to_sync = Vec::new();
+                for (durable, task) in group {
+                    match &syncer {
+                        Some(_) if durable && committed.is_ok() => to_sync.push(task),
+                        _ => task.answer(committed.as_ref().map(|_| ()).map_err(String::as_str)),
+                    }
+                }
+                if let Some(syncer) = &syncer
+                    && !to_sync.is_empty()
+                    && let Err(mpsc::SendError(tasks)) = syncer.waiting.send(to_sync)
+                {
+                    for task in tasks {
+                        task.answer(Err("the WAL sync thread stopped"));
+                    }
                 }
             }
         }
     }
 }
 
-fn run_group(conn: &Connection, group: &mut [Box<dyn GroupTask>]) -> Result<(), rusqlite::Error> {
+fn run_group(
+    conn: &Connection,
+    group: &mut [(bool, Box<dyn GroupTask>)],
+) -> Result<(), rusqlite::Error> {
     conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-    let ran = group.iter_mut().try_for_each(|task| task.run(conn));
+    let ran = group.iter_mut().try_for_each(|(_, task)| task.run(conn));
     let ended = match ran {
         Ok(()) => conn.prepare_cached("COMMIT")?.execute([]).map(|_| ()),
         Err(e) => Err(e),
@@ -239,7 +320,7 @@ mod tests {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")
             .unwrap();
-        Writer::start(conn, Durability::Full).unwrap()
+        Writer::start(conn, Durability::Full, None).unwrap()
     }
 
     fn insert(conn: &Connection, n: i64) -> Result<(), LedgerError> {
@@ -309,7 +390,7 @@ mod tests {
         conn.pragma_update(None, "journal_mode", "WAL").unwrap();
         conn.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")
             .unwrap();
-        let writer = std::sync::Arc::new(Writer::start(conn, Durability::Full).unwrap());
+        let writer = std::sync::Arc::new(Writer::start(conn, Durability::Full, None).unwrap());
         let reader = Connection::open(&path).unwrap();
         let tasks: Vec<_> = (0..64)
             .map(|n| {
