@@ -364,12 +364,12 @@ impl ChannelBook for SqliteLedger {
                 }
                 let now = now_unix();
                 insert_voucher(tx, &id, &voucher, now)?;
-                tx.prepare_cached(
-                "UPDATE session_channels SET accepted = ?2, updated_at = ?3 WHERE channel_id = ?1",
-            )?
-            .execute(params![id, to_db(voucher.cumulative), now])?;
-                let updated =
-                    load(tx, &id)?.ok_or(LedgerError::Worker("channel vanished".into()))?;
+                let updated = tx
+                    .prepare_cached(&format!(
+                        "UPDATE session_channels SET accepted = ?2, updated_at = ?3
+                         WHERE channel_id = ?1 RETURNING {CHANNEL_COLUMNS}"
+                    ))?
+                    .query_row(params![id, to_db(voucher.cumulative), now], read_channel)?;
                 Ok(VoucherOutcome::Accepted(updated))
             })
             .await;

@@ -188,7 +188,7 @@ impl PaymentGate {
         }
         let protocol = answered?;
         let mut applied = sessions.apply_as(&action, 0, None, Some(protocol)).await?;
-        if matches!(action, session::Action::Voucher(_)) {
+        if applied.seen {
             // A re-sent voucher is answered from what the gate last saw;
             // a receipt that buys nothing reports the channel as stored.
             applied.channel = sessions.current(&applied.channel.channel_id).await?;

@@ -290,6 +290,18 @@ impl SessionGate {
         voucher: &SignedVoucher,
         offered: Option<Protocol>,
     ) -> Result<ChannelRecord, PaymentProblem> {
+        self.accept_seen(voucher, offered)
+            .await
+            .map(|(channel, _)| channel)
+    }
+
+    /// [`accept_as`](Self::accept_as), and whether the channel is what this
+    /// gate last saw (nothing was read or written) rather than the store's.
+    pub(super) async fn accept_seen(
+        &self,
+        voucher: &SignedVoucher,
+        offered: Option<Protocol>,
+    ) -> Result<(ChannelRecord, bool), PaymentProblem> {
         let known = self
             .seen_voucher_channel(voucher.channel_id, voucher.descriptor.as_ref(), offered)
             .await?;
@@ -312,7 +324,7 @@ impl SessionGate {
         let serving = channel.status == ChannelStatus::Open && channel.close_requested_at == 0;
         if serving && voucher.cumulative <= channel.accepted {
             self.verified.insert(fingerprint);
-            return Ok(known.record.clone());
+            return Ok((known.record.clone(), true));
         }
         let stored = StoredVoucher {
             cumulative: voucher.cumulative,
@@ -341,12 +353,12 @@ impl SessionGate {
                 self.verified.insert(fingerprint);
                 self.seen.update(&channel);
                 self.ring(id);
-                Ok(channel)
+                Ok((channel, false))
             }
             VoucherOutcome::Unchanged(channel) => {
                 self.verified.insert(fingerprint);
                 self.seen.update(&channel);
-                Ok(channel)
+                Ok((channel, false))
             }
             // Below the highest accepted (concurrent clients' vouchers cross
             // on the way): the spec has it answered like a resubmission,
@@ -358,7 +370,7 @@ impl SessionGate {
                     .await?
                     .ok_or_else(not_found)?;
                 self.seen.update(&channel);
-                Ok(channel)
+                Ok((channel, false))
             }
             VoucherOutcome::Refused(refusal) => Err(refusal_problem(refusal)),
         }

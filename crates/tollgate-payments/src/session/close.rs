@@ -118,6 +118,7 @@ impl SessionGate {
         Ok(Applied {
             channel,
             tx_hash: tx_hash.map(|h| format!("{h:#x}")),
+            seen: false,
         })
     }
 

@@ -112,6 +112,9 @@ pub struct Applied {
     pub channel: ChannelRecord,
     /// A close's transaction.
     pub tx_hash: Option<String>,
+    /// `channel` is what this gate last saw (a re-sent voucher read
+    /// nothing), not necessarily what the store holds now.
+    pub seen: bool,
 }
 
 /// Sessions on one chain, with accounting in the ledger.
@@ -310,10 +313,14 @@ impl SessionGate {
         let applied = match action {
             Action::Open(open) => self.open(open, required, offered).await?,
             Action::TopUp(top_up) => self.top_up(top_up, offered).await?,
-            Action::Voucher(voucher) => Applied {
-                channel: self.accept_as(voucher, offered).await?,
-                tx_hash: None,
-            },
+            Action::Voucher(voucher) => {
+                let (channel, seen) = self.accept_seen(voucher, offered).await?;
+                Applied {
+                    channel,
+                    tx_hash: None,
+                    seen,
+                }
+            }
             Action::Close(voucher) => self.close_as(voucher, offered).await?,
         };
         Ok(applied)

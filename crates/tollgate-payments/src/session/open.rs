@@ -65,6 +65,7 @@ impl SessionGate {
             return Ok(Applied {
                 channel: self.accept_as(&open.voucher, Some(protocol)).await?,
                 tx_hash: None,
+                seen: false,
             });
         }
         let checked = match &open.descriptor {
@@ -116,7 +117,11 @@ impl SessionGate {
             .map_err(store_failure)?;
         tracing::info!(protocol = protocol.as_str(), "session channel opened");
         self.ring(&channel.channel_id);
-        Ok(Applied { channel, tx_hash })
+        Ok(Applied {
+            channel,
+            tx_hash,
+            seen: false,
+        })
     }
 
     fn check_open_v1(

@@ -62,6 +62,7 @@ impl SessionGate {
         Ok(Applied {
             channel,
             tx_hash: None,
+            seen: false,
         })
     }
 }

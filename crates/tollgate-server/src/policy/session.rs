@@ -145,7 +145,7 @@ pub async fn admit(
         action,
         applied,
     } = authorized;
-    let channel = applied.channel;
+    let channel = applied.channel.clone();
     if action == "close" {
         // A close buys nothing: the channel is settled and gone.
         return Ok(Admission::Answered(receipts::only(&sessions.receipt(
@@ -162,7 +162,7 @@ pub async fn admit(
         Replay::None => None,
     };
     let quote = meter.quote();
-    let channel = if meter.call().is_streamed() {
+    let channel = if meter.call().is_streamed() && applied.seen {
         // What a stream may start on depends on the channel's balance now
         // (a re-sent voucher is applied on what the gate last saw).
         sessions
