@@ -43,9 +43,6 @@ pub enum Durability {
 pub struct SqliteLedger {
     /// The write connection, on its own thread, committing in groups.
     writer: Arc<Writer>,
-    /// A read-only connection for the payment path's lookups, so they never
-    /// queue behind a group's fsync. `None` in memory (the writer reads).
-    lookup: Option<Arc<Mutex<Connection>>>,
     /// A second, read-only connection for reporting (WAL lets it read
     /// beside the writer), so a scrape never holds up the payment path.
     /// `None` in memory, where it falls back to `conn`.
@@ -91,7 +88,6 @@ impl SqliteLedger {
             Ok(Arc::new(Mutex::new(reader)))
         };
         ledger.reader = Some(read_only()?);
-        ledger.lookup = Some(read_only()?);
         Ok(ledger)
     }
 
@@ -119,6 +115,9 @@ impl SqliteLedger {
         };
         conn.pragma_update(None, "synchronous", sync)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Each grouped job runs in a savepoint: keep its sub-journal in
+        // memory rather than in a temporary file.
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
         migrate(&mut conn)?;
         let shared = Arc::new(Shared::new(instance));
         let started = std::time::Instant::now();
@@ -132,7 +131,6 @@ impl SqliteLedger {
         shared.lease.renewed(started);
         Ok(Self {
             writer: Arc::new(Writer::start(conn, durability, wal)?),
-            lookup: None,
             reader: None,
             shared,
         })
@@ -150,17 +148,15 @@ impl SqliteLedger {
         }
     }
 
-    /// Runs a read-only `f` for the payment path: on the lookup connection,
-    /// which sees every group committed before the call.
+    /// Runs a read-only `f` for the payment path, as a job on the writer:
+    /// it sees every write answered before it (holds included), and it
+    /// waits for no commit.
     pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, LedgerError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, LedgerError> + Send + 'static,
     {
-        match &self.lookup {
-            Some(lookup) => on_connection(lookup, move |conn| f(conn)).await,
-            None => self.writer.grouped(false, f).await,
-        }
+        self.writer.grouped(false, f).await
     }
 
     pub(crate) fn owner(&self) -> String {
@@ -209,7 +205,7 @@ impl SqliteLedger {
     pub(crate) async fn release_claim_now(&self, key: &str) -> Result<(), LedgerError> {
         let key = key.to_owned();
         let owner = self.owner();
-        self.grouped(false, move |conn| {
+        self.grouped(true, move |conn| {
             conn.prepare_cached(
                 "DELETE FROM payment_claims WHERE claim_key = ?1 AND state = 'pending'
                  AND owner = ?2",

@@ -702,7 +702,7 @@ impl SqliteLedger {
         &self,
         reservation_id: i64,
     ) -> Result<(), LedgerError> {
-        self.grouped(false, move |tx| {
+        self.grouped(true, move |tx| {
             if let Some(held) = reservation(tx, reservation_id)? {
                 drop_reservation(tx, reservation_id, &held.channel_id, held.amount)?;
             }

@@ -277,7 +277,7 @@ impl SqliteLedger {
 
     pub(crate) async fn idempotency_abandon_now(&self, key_hash: &str) -> Result<(), LedgerError> {
         let (key, owner) = (key_hash.to_owned(), self.owner());
-        self.grouped(false, move |conn| {
+        self.grouped(true, move |conn| {
             conn.prepare_cached(
                 "DELETE FROM idempotent_responses WHERE key_hash = ?1 AND state = 'pending'
                  AND owner = ?2",

@@ -79,6 +79,8 @@ fn plan_turn() -> String {
 }
 
 fn config(h: &Harness, port: u16, upstream: &str) -> String {
+    // `DURABILITY=normal` compares against SQLite without fsync.
+    let durability = std::env::var("DURABILITY").unwrap_or_else(|_| "full".into());
     format!(
         r#"
 [server]
@@ -101,6 +103,7 @@ fee_token = "{ALPHA_USD}"
 
 [store]
 path = "{db}"
+durability = "{durability}"
 
 [upstreams.openai]
 kind = "openai_compatible"
@@ -166,7 +169,7 @@ async fn launch(h: &Harness, upstream: &str) -> (tokio::process::Child, String) 
         .env("BENCH_OPERATOR_KEY", DEV_ACCOUNTS[RECIPIENT].private_key)
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create("/tmp/gw.stderr").unwrap())
         .kill_on_drop(true)
         .spawn()
         .expect("the tollgate binary starts");
@@ -406,44 +409,80 @@ async fn main() {
             .unwrap()
         }
     };
+    // `ONLY=a,b` runs the rows whose name contains one of the words (and the
+    // free route, the ratios' base); the open loop runs when `open` is named.
+    let only: Option<Vec<String>> = std::env::var("ONLY")
+        .ok()
+        .map(|v| v.split(',').map(|w| w.trim().to_lowercase()).collect());
+    let wanted = |name: &str| {
+        only.as_ref().is_none_or(|words| {
+            name == FREE
+                || words
+                    .iter()
+                    .any(|w| !w.is_empty() && name.to_lowercase().contains(w.as_str()))
+        })
+    };
     let mut table = Table { rows: Vec::new() };
     let upstream_chat = format!("{}/v1/chat/completions", nginx.upstream);
     let proxy_chat = format!("{}/v1/chat/completions", nginx.proxy);
-    table.add(
-        "upstream directly (nginx)",
-        measure(upstream_chat, body.clone(), None).await,
-    );
-    table.add(NGINX, measure(proxy_chat, body.clone(), None).await);
-    table.add(FREE, measure(free_url.clone(), body.clone(), None).await);
-    table.add(
-        "Tollgate, unpaid → 402",
-        measure(paid_url.clone(), body.clone(), None).await,
-    );
-    table.add(
-        "Tollgate, session-paid (voucher re-sent)",
-        measure(paid_url.clone(), body.clone(), Some(session.clone())).await,
-    );
-    table.add(
-        "Tollgate, plan-endpoint turn",
-        measure(plan_url, plan_turn(), Some(plan)).await,
-    );
-    table.add(
-        "streaming, nginx proxy",
-        measure(format!("{}/free/stream", nginx.proxy), chat(true), None).await,
-    );
-    table.add(
-        "streaming, Tollgate free route",
-        measure(format!("{gw}/free/stream"), chat(true), None).await,
-    );
+    if wanted("upstream directly (nginx)") {
+        table.add(
+            "upstream directly (nginx)",
+            measure(upstream_chat, body.clone(), None).await,
+        );
+    }
+    if wanted(NGINX) {
+        table.add(NGINX, measure(proxy_chat, body.clone(), None).await);
+    }
+    if wanted(FREE) {
+        table.add(FREE, measure(free_url.clone(), body.clone(), None).await);
+    }
+    if wanted("Tollgate, unpaid → 402") {
+        table.add(
+            "Tollgate, unpaid → 402",
+            measure(paid_url.clone(), body.clone(), None).await,
+        );
+    }
+    if wanted("Tollgate, session-paid (voucher re-sent)") {
+        table.add(
+            "Tollgate, session-paid (voucher re-sent)",
+            measure(paid_url.clone(), body.clone(), Some(session.clone())).await,
+        );
+    }
+    if wanted("Tollgate, plan-endpoint turn") {
+        table.add(
+            "Tollgate, plan-endpoint turn",
+            measure(plan_url, plan_turn(), Some(plan)).await,
+        );
+    }
+    if wanted("streaming, nginx proxy") {
+        table.add(
+            "streaming, nginx proxy",
+            measure(format!("{}/free/stream", nginx.proxy), chat(true), None).await,
+        );
+    }
+    if wanted("streaming, Tollgate free route") {
+        table.add(
+            "streaming, Tollgate free route",
+            measure(format!("{gw}/free/stream"), chat(true), None).await,
+        );
+    }
     let per = (seconds as usize * 1_500).max(1_000);
-    table.add(
-        "new-voucher accepts (HTTP, durable)",
-        voucher_accepts(&h, &paid_url, connections as usize, per).await,
-    );
+    if wanted("new-voucher accepts (HTTP, durable)") {
+        table.add(
+            "new-voucher accepts (HTTP, durable)",
+            voucher_accepts(&h, &paid_url, connections as usize, per).await,
+        );
+    }
     let busy_rss = rss_mib(pid);
     table.print();
 
     // Open loop: what a payment adds to the tail at a fixed rate.
+    if only.is_some() && !wanted("open loop") {
+        child.start_kill().unwrap();
+        let _ = child.wait().await;
+        return;
+    }
     let client = load::client();
     load::load(&client, &free_url, &body, None, rate, 2).await;
     let mut free = load::load(&client, &free_url, &body, None, rate, seconds).await;
