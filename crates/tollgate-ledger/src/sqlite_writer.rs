@@ -239,8 +239,10 @@ impl Syncer {
 }
 
 /// How long an open transaction gathers jobs before it commits: several
-/// requests' writes then share one commit, one WAL append and one sync.
-const GATHER: Duration = Duration::from_micros(300);
+/// requests' writes then share one commit and one WAL append. Short,
+/// because the syncer batches too (one sync answers every commit queued
+/// while the last one ran).
+const GATHER: Duration = Duration::from_micros(100);
 
 /// The transaction the writer has open, and the durable jobs in it.
 struct Open {
@@ -255,10 +257,6 @@ fn run(
     durability: Durability,
     syncer: Option<Syncer>,
 ) {
-    let gather = std::env::var("TOLLGATE_LEDGER_GATHER_US")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map_or(GATHER, Duration::from_micros);
     let mut sync = SyncMode {
         durability,
         full_now: durability == Durability::Full,
@@ -271,7 +269,7 @@ fn run(
                 Err(_) => return,
             },
             Some(txn) => {
-                let wait = (txn.since + gather).saturating_duration_since(Instant::now());
+                let wait = (txn.since + GATHER).saturating_duration_since(Instant::now());
                 let next = if txn.jobs >= MAX_GROUP {
                     None
                 } else if wait.is_zero() {

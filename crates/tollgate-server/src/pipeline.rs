@@ -217,9 +217,12 @@ async fn deliver_whole(
     head.headers.remove(header::CONTENT_LENGTH);
     let metered = match meter {
         Some(meter) => {
-            let delivered = json
-                .as_ref()
-                .map_or(0, |json| meter.delivered().in_body(json));
+            // A whole answer with a usage report is charged the report:
+            // counting what it delivered would be wasted work.
+            let delivered = match (&reported, &json) {
+                (None, Some(json)) => meter.delivered().in_body(json),
+                _ => 0,
+            };
             meter.settle(reported, true, delivered)
         }
         None => Metered {

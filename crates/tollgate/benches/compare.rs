@@ -169,7 +169,7 @@ async fn launch(h: &Harness, upstream: &str) -> (tokio::process::Child, String) 
         .env("BENCH_OPERATOR_KEY", DEV_ACCOUNTS[RECIPIENT].private_key)
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create("/tmp/gw.stderr").unwrap())
+        .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .expect("the tollgate binary starts");
