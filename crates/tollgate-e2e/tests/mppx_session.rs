@@ -375,6 +375,29 @@ async fn the_mppx_default_session_client_pays_over_v2() {
             channel_id,
             "{context}"
         );
+        // The draft's headers, read by mppx's codec: the channel as the
+        // gateway left it with this answer (its receipt says the same).
+        assert_eq!(request["session"], channel_id.as_str(), "{context}");
+        let snapshot = &request["snapshot"];
+        let receipt = &request["receipt"];
+        assert_eq!(snapshot["channelId"], channel_id.as_str(), "{context}");
+        assert_eq!(snapshot["chainId"], 42431, "{context}");
+        assert_eq!(
+            snapshot["escrow"],
+            tollgate_devnet::CHANNEL_RESERVE,
+            "{context}"
+        );
+        assert_eq!(snapshot["spent"], receipt["spent"], "{context}");
+        assert_eq!(
+            snapshot["acceptedCumulative"], receipt["acceptedCumulative"],
+            "{context}"
+        );
+        assert_eq!(
+            snapshot["highestVoucher"]["cumulativeAmount"], receipt["acceptedCumulative"],
+            "{context}"
+        );
+        assert_eq!(snapshot["settled"], "0", "{context}");
+        assert_eq!(snapshot["deposit"], "1000000", "{context}");
     }
     let stream = &report["stream"];
     assert!(stream["error"].is_null(), "the stream failed: {context}");
@@ -452,7 +475,10 @@ async fn the_mppx_default_session_client_pays_over_v2() {
         .unwrap()
         .expect("the gateway knows the channel");
     assert_eq!(stored.protocol, "v2", "{stored:?}");
-    assert!(stored.descriptor.is_some(), "{stored:?}");
+    let descriptor: Value = serde_json::from_str(stored.descriptor.as_deref().unwrap()).unwrap();
+    for request in requests {
+        assert_eq!(request["snapshot"]["descriptor"], descriptor, "{context}");
+    }
     assert_eq!(stored.status, ChannelStatus::Finalized, "{stored:?}");
     assert_eq!(stored.reserved, 0, "{stored:?}");
     assert!(stored.spent > 0, "{stored:?}");

@@ -6,7 +6,8 @@
 // vouchers carrying the channel descriptor; then it closes. The stream may
 // allow more output than its challenge asked for: past what is authorized
 // it pauses (`event: payment-need-voucher`) and mppx posts a voucher.
-// The report counts the pauses the client saw, records each exchange
+// Each plain answer's `Payment-Session-Snapshot` is decoded with mppx's
+// own codec. The report counts the pauses the client saw, records each exchange
 // (phase, method, action, whether it had a body) and the open transaction
 // (so the test can read its fee).
 //
@@ -158,9 +159,13 @@ try {
     try {
       object = JSON.parse(text);
     } catch {}
+    // The draft's channel headers, decoded with mppx's own snapshot codec.
+    const snapshotHeader = response.headers.get('payment-session-snapshot');
     out.requests.push({
       status: response.status,
       receipt: response.receipt,
+      session: response.headers.get('payment-session'),
+      snapshot: snapshotHeader ? tempo.session.manager.deserializeSnapshot(snapshotHeader) : null,
       channelId: response.channelId,
       cumulative: response.cumulative.toString(),
       object: object?.object ?? null,
