@@ -43,8 +43,14 @@ impl ChargeOffer {
 /// TIP-20 channel reserve, `sessionProtocol: "v2"`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionOffer {
-    /// What this request needs authorized: its worst case.
+    /// What this request needs authorized now: its worst case, or for a
+    /// stream that may ask for more as it goes, less.
     pub amount: u128,
+    /// The most this request may cost in all: the amount of a charge
+    /// offered beside it (same payee, token and chain; Tollgate asks a
+    /// stream's session challenge for less than its worst case), else
+    /// `amount`. A stream is never authorized beyond it.
+    pub worst_case: u128,
     pub currency: Address,
     /// The channel payee.
     pub recipient: Address,
@@ -74,6 +80,14 @@ impl Offer {
         match &self.kind {
             OfferKind::Charge(c) => c.amount,
             OfferKind::Session(s) => s.amount,
+        }
+    }
+    /// The most paying this offer may cost (a session's stream may ask for
+    /// more than its `amount` as it goes).
+    pub fn worst_case(&self) -> u128 {
+        match &self.kind {
+            OfferKind::Charge(c) => c.amount,
+            OfferKind::Session(s) => s.worst_case.max(s.amount),
         }
     }
     pub fn currency(&self) -> Address {
@@ -150,6 +164,34 @@ pub fn find_session(challenges: &[PaymentChallenge]) -> Option<&PaymentChallenge
         .or(first)
 }
 
+/// Decodes a session challenge, taking its worst case from a charge
+/// offered beside it for the same payee, token and chain (the charge asks
+/// for the whole worst case of the same request).
+pub fn decode_session(challenge: &PaymentChallenge, all: &[PaymentChallenge]) -> Result<Offer> {
+    let mut offer = decode(challenge)?;
+    if let OfferKind::Session(session) = &mut offer.kind {
+        let charged = all
+            .iter()
+            .filter(|c| is_tempo(c, "charge"))
+            .filter_map(|c| decode(c).ok())
+            .filter_map(|o| match o.kind {
+                OfferKind::Charge(charge)
+                    if charge.currency == session.currency
+                        && charge.recipient == session.recipient
+                        && charge.chain_id == session.chain_id =>
+                {
+                    Some(charge.amount)
+                }
+                _ => None,
+            })
+            .max();
+        if let Some(charged) = charged {
+            session.worst_case = session.amount.max(charged);
+        }
+    }
+    Ok(offer)
+}
+
 /// Decodes a Tempo challenge's request. Errors are malformed challenges.
 pub fn decode(challenge: &PaymentChallenge) -> Result<Offer> {
     if !is_tempo(challenge, "charge") && !is_tempo(challenge, "session") {
@@ -211,6 +253,7 @@ pub fn decode(challenge: &PaymentChallenge) -> Result<Offer> {
             .ok_or_else(|| malformed("methodDetails.escrowContract is missing"))?;
         OfferKind::Session(SessionOffer {
             amount,
+            worst_case: amount,
             currency,
             recipient,
             suggested_deposit: amount_field(&request, "suggestedDeposit")?,
@@ -304,6 +347,29 @@ mod tests {
             panic!()
         };
         assert_eq!((s.amount, s.suggested_deposit), (4037, Some(5_000_000)));
+    }
+
+    #[test]
+    fn a_session_takes_its_worst_case_from_the_charge_beside_it() {
+        let terms = |amount: &str, recipient: &str| {
+            json!({"amount":amount,"currency":"0x20c0000000000000000000000000000000000000",
+                   "recipient":recipient,
+                   "methodDetails":{"chainId":42431,"escrowContract":"0x4d50500000000000000000000000000000000000"}})
+        };
+        let payee = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+        let stream = challenge("tempo", "session", terms("2600", payee));
+        let worst = challenge("tempo", "charge", terms("40000", payee));
+        let elsewhere = challenge(
+            "tempo",
+            "charge",
+            terms("90000", "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"),
+        );
+        let all = [worst.clone(), elsewhere.clone(), stream.clone()];
+        let offer = decode_session(&stream, &all).unwrap();
+        assert_eq!((offer.amount(), offer.worst_case()), (2600, 40_000));
+        // Another payee's charge says nothing about this request.
+        let offer = decode_session(&stream, &[elsewhere, stream.clone()]).unwrap();
+        assert_eq!((offer.amount(), offer.worst_case()), (2600, 2600));
     }
 
     #[test]

@@ -576,7 +576,7 @@ impl Client {
                 challenge: offer.challenge.clone(),
                 offer: terms.clone(),
                 channel_id: opening.channel_id,
-                bound: terms.amount.max(initial),
+                bound: terms.worst_case.max(terms.amount).max(initial),
             };
             return self
                 .finish_session(response?, payment, &state, context)
@@ -656,7 +656,11 @@ impl Client {
             challenge: offer.challenge.clone(),
             offer: terms.clone(),
             channel_id: channel.channel_id,
-            bound: target.max(channel.spent.saturating_add(terms.amount)),
+            bound: target.max(
+                channel
+                    .spent
+                    .saturating_add(terms.worst_case.max(terms.amount)),
+            ),
         };
         let mut paid = self
             .finish_session(response, payment, &state, context)
@@ -784,19 +788,19 @@ impl Inner {
                 None,
             )),
             IntentChoice::Session => Ok((
-                challenge::decode(session.ok_or_else(|| missing("session"))?)?,
+                challenge::decode_session(session.ok_or_else(|| missing("session"))?, challenges)?,
                 None,
             )),
             IntentChoice::Auto => {
                 if let Some(session) = session
-                    && let Ok(offer) = challenge::decode(session)
+                    && let Ok(offer) = challenge::decode_session(session, challenges)
                     && let Some(channel) = self.usable_channel(&offer)?
                 {
                     return Ok((offer, Some(channel)));
                 }
                 match (charge, session) {
                     (Some(c), _) => Ok((challenge::decode(c)?, None)),
-                    (None, Some(s)) => Ok((challenge::decode(s)?, None)),
+                    (None, Some(s)) => Ok((challenge::decode_session(s, challenges)?, None)),
                     (None, None) => Err(Error::Unsupported(format!(
                         "no offer this client can pay: offered {offered}; supported: tempo/charge, tempo/session"
                     ))),

@@ -41,12 +41,14 @@ impl Policy {
                     .unwrap_or_else(|| "?".to_owned()),
             ));
         }
+        // A session's stream may ask for more than its challenge's amount
+        // as it goes: the cap applies to what the request may cost in all.
         if let Some(max) = self.max_amount
-            && offer.amount() > max
+            && offer.worst_case() > max
         {
             return Err(Error::Policy(format!(
                 "the challenge asks for {} base units, above --max-amount {max}",
-                offer.amount()
+                offer.worst_case()
             )));
         }
         if let Some(chain) = self.chain_id

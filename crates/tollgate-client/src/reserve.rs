@@ -287,6 +287,7 @@ mod tests {
     fn offer() -> SessionOffer {
         SessionOffer {
             amount: 1_000,
+            worst_case: 1_000,
             currency: Address::repeat_byte(0x20),
             recipient: Address::repeat_byte(0x11),
             suggested_deposit: None,

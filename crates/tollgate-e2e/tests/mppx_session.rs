@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-use tollgate_devnet::{DEV_ACCOUNTS, cache_dir, npm_install};
+use tollgate_devnet::{DEV_ACCOUNTS, PATH_USD, cache_dir, npm_install};
 use tollgate_ledger::{ChannelBook, ChannelStatus};
 use tollgate_mock::MockOptions;
 
@@ -275,13 +275,52 @@ async fn run_node(prefix: &std::path::Path, script: &str, env: &[(&str, &str)]) 
     (report, context)
 }
 
+/// The payer's pathUSD balance at `block` (a hex quantity or tag).
+async fn balance_at(h: &Harness, holder: &str, block: &str) -> u128 {
+    let holder = holder.trim_start_matches("0x").to_ascii_lowercase();
+    let data = format!("0x70a08231{holder:0>64}");
+    let hex: String = h
+        .devnet
+        .rpc()
+        .call(
+            "eth_call",
+            serde_json::json!([{"to": PATH_USD, "data": data}, block]),
+        )
+        .await
+        .unwrap();
+    u128::from_str_radix(hex.trim_start_matches("0x"), 16).unwrap()
+}
+
+/// The fee `payer` paid for transaction `hash` (in pathUSD, the token mppx
+/// pays fees in when the challenge names no fee token): its balance change
+/// over the transaction's block, less what the transaction moved on purpose.
+async fn fee_of(h: &Harness, payer: &str, hash: &str, moved: u128) -> u128 {
+    let receipt = h.devnet.rpc().wait_receipt(hash).await.unwrap();
+    assert_eq!(receipt["status"], "0x1", "{receipt:#}");
+    let block = receipt["blockNumber"].as_str().unwrap();
+    let number = u64::from_str_radix(block.trim_start_matches("0x"), 16).unwrap();
+    let before = balance_at(h, payer, &format!("{:#x}", number - 1)).await;
+    let after = balance_at(h, payer, block).await;
+    before - after - moved
+}
+
 /// The reference SDK's default session client (`tempo.session`, v2 only)
 /// pays a v2 gateway: open on the channel reserve, three plain requests and
-/// a stream on cumulative vouchers, close; the payee gains exactly `spent`.
+/// a stream on cumulative vouchers — the stream outgrows what its challenge
+/// asked for, pauses for a voucher and resumes — then closes. The payee
+/// gains exactly `spent`; the payer loses exactly `spent` plus the fee of
+/// its open transaction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_mppx_default_session_client_pays_over_v2() {
     let prefix = mppx_prefix().await;
-    let h = Harness::start_sessions(MockOptions::default()).await;
+    // Plain requests allow 256 output tokens and get all of them; the
+    // stream allows 1024 and gets 600, well past the prompt plus the 256
+    // output tokens its challenge asks for.
+    let h = Harness::start_sessions(MockOptions {
+        answer_tokens: 600,
+        ..MockOptions::default()
+    })
+    .await;
     let options = Options {
         quoted: true,
         session: true,
@@ -336,6 +375,29 @@ async fn the_mppx_default_session_client_pays_over_v2() {
             channel_id,
             "{context}"
         );
+        // The draft's headers, read by mppx's codec: the channel as the
+        // gateway left it with this answer (its receipt says the same).
+        assert_eq!(request["session"], channel_id.as_str(), "{context}");
+        let snapshot = &request["snapshot"];
+        let receipt = &request["receipt"];
+        assert_eq!(snapshot["channelId"], channel_id.as_str(), "{context}");
+        assert_eq!(snapshot["chainId"], 42431, "{context}");
+        assert_eq!(
+            snapshot["escrow"],
+            tollgate_devnet::CHANNEL_RESERVE,
+            "{context}"
+        );
+        assert_eq!(snapshot["spent"], receipt["spent"], "{context}");
+        assert_eq!(
+            snapshot["acceptedCumulative"], receipt["acceptedCumulative"],
+            "{context}"
+        );
+        assert_eq!(
+            snapshot["highestVoucher"]["cumulativeAmount"], receipt["acceptedCumulative"],
+            "{context}"
+        );
+        assert_eq!(snapshot["settled"], "0", "{context}");
+        assert_eq!(snapshot["deposit"], "1000000", "{context}");
     }
     let stream = &report["stream"];
     assert!(stream["error"].is_null(), "the stream failed: {context}");
@@ -347,6 +409,54 @@ async fn the_mppx_default_session_client_pays_over_v2() {
             .any(|m| m.as_str().unwrap_or("").contains("chat.completion.chunk")),
         "the stream delivered chunks: {context}"
     );
+    // The stream paused for a voucher: the client saw
+    // `payment-need-voucher`, answered it with a body-less voucher POST
+    // while the stream was open, and the stream then ran to its end.
+    assert!(
+        report["needVoucherEvents"].as_u64().unwrap_or(0) >= 1,
+        "the stream paused: {context}"
+    );
+    let paused_vouchers = report["trace"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| {
+            t["phase"] == "stream"
+                && t["action"] == "voucher"
+                && t["method"] == "POST"
+                && t["hasBody"] == false
+        })
+        .collect::<Vec<_>>();
+    assert!(!paused_vouchers.is_empty(), "{context}");
+    for exchange in &paused_vouchers {
+        assert_eq!(exchange["status"], 200, "{context}");
+    }
+    let chunks: Vec<Value> = stream["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| serde_json::from_str(m.as_str()?).ok())
+        .collect();
+    assert!(
+        chunks
+            .iter()
+            .any(|c| c["choices"][0]["finish_reason"].is_string()),
+        "the stream ran to its end after the pause: {context}"
+    );
+    let stream_receipts = stream["receipts"].as_array().unwrap();
+    let stream_receipt = stream_receipts.last().expect("the stream's receipt");
+    let before_stream = number(&requests[2]["receipt"]["spent"]);
+    let stream_spent = number(&stream_receipt["spent"]) - before_stream;
+    // What the stream's own challenge asked for: the prompt plus 256
+    // output tokens, not its 1024-token worst case — and the stream was
+    // charged beyond it, which only a voucher mid-stream authorized.
+    let stream_challenge: u128 = report["streamChallengeAmount"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the stream's challenge amount: {context}"))
+        .parse()
+        .unwrap();
+    assert!(stream_spent > stream_challenge, "{context}");
+
     let close = &report["close"];
     assert!(
         report["closeError"].is_null() && close.is_object(),
@@ -365,23 +475,30 @@ async fn the_mppx_default_session_client_pays_over_v2() {
         .unwrap()
         .expect("the gateway knows the channel");
     assert_eq!(stored.protocol, "v2", "{stored:?}");
-    assert!(stored.descriptor.is_some(), "{stored:?}");
+    let descriptor: Value = serde_json::from_str(stored.descriptor.as_deref().unwrap()).unwrap();
+    for request in requests {
+        assert_eq!(request["snapshot"]["descriptor"], descriptor, "{context}");
+    }
     assert_eq!(stored.status, ChannelStatus::Finalized, "{stored:?}");
     assert_eq!(stored.reserved, 0, "{stored:?}");
     assert!(stored.spent > 0, "{stored:?}");
     // v2 names the capture: exactly what was spent, not a voucher's amount.
     assert_eq!(stored.settled, stored.spent, "{stored:?}");
     assert_eq!(number(&close["spent"]), stored.spent, "{context}");
+    assert_eq!(stored.spent, number(&stream_receipt["spent"]), "{context}");
     assert_eq!(h.balance(payee).await - payee_before, stored.spent);
-    // The payer paid `spent` to the payee, the rest of the deposit came
-    // back; what else left is the fee of its own open transaction, paid in
-    // the same token.
+    // The payer paid `spent` to the payee and got the rest of its deposit
+    // back; the only other money it lost is the fee of its own open
+    // transaction (mppx pays it in the channel's token). Nothing else.
+    let open_tx = report["openTxHash"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the open transaction: {context}"));
+    let open_fee = fee_of(&h, payer, open_tx, stored.deposit).await;
     let payer_loss = payer_before - h.balance(payer).await;
-    assert!(payer_loss >= stored.spent, "{payer_loss} {stored:?}");
+    assert_eq!(payer_loss, stored.spent + open_fee, "{stored:?}");
     eprintln!(
-        "v2 mppx: spent {} payer loss {payer_loss} (fees {})",
-        stored.spent,
-        payer_loss - stored.spent
+        "v2 mppx: spent {} payer loss {payer_loss} (open fee {open_fee})",
+        stored.spent
     );
     gw.stop().await;
 }

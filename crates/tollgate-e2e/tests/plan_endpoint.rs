@@ -1,12 +1,14 @@
 //! The accountless plan endpoint `POST /v1/mpp/chat/completions` on the
 //! local chain: every stable error code reached for real, a five-turn
 //! conversation on one voucher bucket, bucket refresh, model optimization,
-//! exact settlement, and private data kept out of the logs.
+//! exact settlement, and private data kept out of the logs — on v1, and on
+//! a v2-only gateway (the TIP-20 channel reserve).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 
 mod common;
 
+use common::plans::*;
 use common::session::{Channel, Payer, credential, receipt, voucher_payload};
 use common::*;
 use serde_json::{Value, json};
@@ -14,135 +16,10 @@ use tollgate_devnet::DEV_ACCOUNTS;
 use tollgate_ledger::ChannelBook;
 use tollgate_mock::MockOptions;
 
-const BUCKET: u128 = 500;
-
-fn plans_toml(extra: &str, qwen_input_price: u64, broken_runtime: Option<&str>) -> String {
-    let broken = broken_runtime
-        .map(|url| {
-            format!(
-                r#"
-[upstreams.broken]
-kind = "openai_compatible"
-base_url = "{url}"
-
-[plans.models."broken/model"]
-upstream = "broken"
-input_per_mtok = 50000
-output_per_mtok = 200000
-context_window = 32768
-"#
-            )
-        })
-        .unwrap_or_default();
-    let broken_in_plan = if broken_runtime.is_some() {
-        r#", "broken/model""#
-    } else {
-        ""
-    };
-    format!(
-        r#"
-[plans]
-voucher_bucket = {BUCKET}
-suggested_deposit = 5000000
-{extra}
-
-[plans.models."Qwen/Qwen3-8B-AWQ"]
-upstream = "openai"
-input_per_mtok = {qwen_input_price}
-output_per_mtok = 200000
-context_window = 4096
-
-[plans.models."gpt-4o-mini"]
-upstream = "openai"
-
-[plans.models."claude-haiku-4-5"]
-upstream = "claude"
-
-[plans.plans.Starter]
-models = ["Qwen/Qwen3-8B-AWQ"{broken_in_plan}]
-max_input_tokens = 2000
-max_output_tokens = 256
-
-[plans.plans.Plus]
-models = ["Qwen/Qwen3-8B-AWQ", "gpt-4o-mini"]
-max_input_tokens = 60000
-max_output_tokens = 512
-
-[plans.plans.Premium]
-models = ["claude-haiku-4-5", "gpt-4o-mini", "Qwen/Qwen3-8B-AWQ"]
-max_input_tokens = 60000
-max_output_tokens = 4096
-price_multiplier_bps = 15000
-{broken}"#
-    )
-}
-
-fn options(plans: String) -> Options {
-    Options {
-        quoted: true,
-        session: true,
-        plans: Some(plans),
-        ..Options::default()
-    }
-}
-
-fn turn(plan: &str, model: Option<&str>, messages: Value, max_tokens: u64) -> String {
-    let mut body = json!({
-        "plan": plan,
-        "model_optimization": model.is_none(),
-        "messages": messages,
-        "max_tokens": max_tokens,
-        "temperature": 0,
-    });
-    if let Some(model) = model {
-        body["model"] = json!(model);
-    }
-    body.to_string()
-}
-
-fn ask(text: &str) -> Value {
-    json!([{"role": "user", "content": text}])
-}
-
-/// Asserts the plan problem shape and returns its body.
-async fn plan_problem(response: reqwest::Response, status: u16, code: &str) -> Value {
-    assert_eq!(response.status(), status, "expected {code}");
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
-    assert!(response.headers().get("payment-receipt").is_none());
-    let fresh = response.headers().get("www-authenticate").is_some();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["code"], code, "{body}");
-    assert_eq!(body["status"], status);
-    if status == 402 {
-        assert!(fresh, "{code}: a 402 carries a fresh challenge");
-        assert!(body["challengeId"].is_string());
-    } else {
-        assert!(!fresh, "{code}: only 402s carry a challenge");
-    }
-    body
-}
-
-async fn challenge(h: &Harness, url: &str, body: &str) -> mpp::PaymentChallenge {
-    let response = post(&h.http, url, body, None).await;
-    assert_eq!(response.status(), 402);
-    let all = challenges(&response);
-    assert_eq!(all.len(), 1, "the plan endpoint offers a session only");
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["code"], "payment_required");
-    all[0].clone()
-}
-
-fn number(v: &Value) -> u128 {
-    v.as_str().unwrap().parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_turns_on_one_bucket_refresh_and_exact_settlement() {
     let h = Harness::start_sessions(MockOptions::default()).await;
-    let options = options(plans_toml("", 50_000, None));
+    let options = plan_options(plans_toml("", 50_000, None));
     let gw = h.gateway(&options).await;
     let url = format!("{}/v1/mpp/chat/completions", gw.url);
     let payer = h.payer();
@@ -153,7 +30,7 @@ async fn five_turns_on_one_bucket_refresh_and_exact_settlement() {
     // and the resolution bound in opaque.
     let mut history = vec![json!({"role": "user", "content": "what is the capital of france?"})];
     let first = turn("Starter", Some("Qwen/Qwen3-8B-AWQ"), json!(history), 32);
-    let c = challenge(&h, &url, &first).await;
+    let c = plan_challenge(&h, &url, &first).await;
     let request = c.request.decode_value().unwrap();
     assert_eq!(c.intent.as_str(), "session");
     assert_eq!(request["amount"], BUCKET.to_string());
@@ -177,7 +54,7 @@ async fn five_turns_on_one_bucket_refresh_and_exact_settlement() {
         if i > 0 {
             history.push(json!({"role": "user", "content": format!("and number {i}?")}));
             body = turn("Starter", Some("Qwen/Qwen3-8B-AWQ"), json!(history), 32);
-            let c = challenge(&h, &url, &body).await;
+            let c = plan_challenge(&h, &url, &body).await;
             auth = payer.pay_voucher(&c, channel, BUCKET);
         }
         let response = post(&h.http, &url, &body, Some(&auth)).await;
@@ -209,7 +86,7 @@ async fn five_turns_on_one_bucket_refresh_and_exact_settlement() {
     // challenge; a higher cumulative voucher → the same body succeeds.
     history.push(json!({"role": "user", "content": "one more?"}));
     let body = turn("Starter", Some("Qwen/Qwen3-8B-AWQ"), json!(history), 32);
-    let c = challenge(&h, &url, &body).await;
+    let c = plan_challenge(&h, &url, &body).await;
     let refused = post(
         &h.http,
         &url,
@@ -232,7 +109,7 @@ async fn five_turns_on_one_bucket_refresh_and_exact_settlement() {
 
     // Close for exactly what was spent: on-chain settlement = the sum of
     // the committed turn costs.
-    let c = challenge(&h, &url, &body).await;
+    let c = plan_challenge(&h, &url, &body).await;
     let close = post(&h.http, &url, &body, Some(&payer.close(&c, channel, spent))).await;
     assert_eq!(close.status(), 200);
     assert!(receipt(&close)["txHash"].is_string());
@@ -259,7 +136,7 @@ async fn model_optimization_picks_the_cheapest_model_that_fits() {
             &format!("voucher_bucket = {BUCKET}"),
             "voucher_bucket = 1000000",
         )),
-        ..options(String::new())
+        ..plan_options(String::new())
     };
     let gw = h.gateway(&options).await;
     let url = format!("{}/v1/mpp/chat/completions", gw.url);
@@ -270,7 +147,7 @@ async fn model_optimization_picks_the_cheapest_model_that_fits() {
     // Small prompt: the open model is cheapest.
     let small = turn("Plus", None, ask("hello"), 64);
     assert_eq!(
-        resolved(&challenge(&h, &url, &small).await),
+        resolved(&plan_challenge(&h, &url, &small).await),
         "Qwen/Qwen3-8B-AWQ"
     );
     // A prompt too large for its 4096-token context: the next cheapest that fits.
@@ -280,10 +157,13 @@ async fn model_optimization_picks_the_cheapest_model_that_fits() {
         ask(&"lorem ipsum dolor sit amet ".repeat(600)),
         64,
     );
-    assert_eq!(resolved(&challenge(&h, &url, &large).await), "gpt-4o-mini");
+    assert_eq!(
+        resolved(&plan_challenge(&h, &url, &large).await),
+        "gpt-4o-mini"
+    );
     // Premium mixes three runtimes; still the cheapest fit, multiplier applied.
     assert_eq!(
-        resolved(&challenge(&h, &url, &small).await),
+        resolved(&plan_challenge(&h, &url, &small).await),
         "Qwen/Qwen3-8B-AWQ"
     );
     // model_optimization false with a model the plan lacks: a clear 400.
@@ -297,7 +177,7 @@ async fn model_optimization_picks_the_cheapest_model_that_fits() {
     assert_eq!(r.status(), 400);
     // A Claude turn on Premium is served through the Anthropic runtime.
     let claude = turn("Premium", Some("claude-haiku-4-5"), ask("hello"), 16);
-    let c = challenge(&h, &url, &claude).await;
+    let c = plan_challenge(&h, &url, &claude).await;
     let payer = h.payer();
     let (_, open) = payer.open(&c, 2_000_000, 1_000_000).await;
     let r = post(&h.http, &url, &claude, Some(&open)).await;
@@ -328,7 +208,7 @@ async fn broken_runtime() -> String {
 async fn every_error_code_is_reached_for_real() {
     let h = Harness::start_sessions(MockOptions::default()).await;
     let broken = broken_runtime().await;
-    let options = options(plans_toml("", 50_000, Some(&broken)));
+    let options = plan_options(plans_toml("", 50_000, Some(&broken)));
     let gw = h.gateway(&options).await;
     let url = format!("{}/v1/mpp/chat/completions", gw.url);
     let payer = h.payer();
@@ -342,7 +222,7 @@ async fn every_error_code_is_reached_for_real() {
     };
 
     // payment_required
-    let c = challenge(&h, &url, &body).await;
+    let c = plan_challenge(&h, &url, &body).await;
     // mpp_streaming_unavailable (400, before any challenge)
     let streamed = json!({"plan": "Starter", "model_optimization": false, "model": "Qwen/Qwen3-8B-AWQ", "messages": ask("hi"), "stream": true}).to_string();
     plan_problem(
@@ -429,7 +309,7 @@ async fn every_error_code_is_reached_for_real() {
     let (channel, open) = payer.open(&c, 2 * BUCKET, BUCKET).await;
     assert_eq!(post(&h.http, &url, &body, Some(&open)).await.status(), 200);
     // …and a voucher beyond the deposit: deposit below the authorization.
-    let c = challenge(&h, &url, &body).await;
+    let c = plan_challenge(&h, &url, &body).await;
     let r = post(
         &h.http,
         &url,
@@ -458,7 +338,7 @@ async fn every_error_code_is_reached_for_real() {
     // (`mpp_commit_failed` is left for a store that cannot take the debit.)
     let before = h.stored_channel(&options, channel).await;
     let broken_turn = turn("Starter", Some("broken/model"), ask("hello"), 32);
-    let bc = challenge(&h, &url, &broken_turn).await;
+    let bc = plan_challenge(&h, &url, &broken_turn).await;
     let worst_case = number(&bc.request.decode_value().unwrap()["amount"]);
     let r = post(
         &h.http,
@@ -493,7 +373,7 @@ async fn every_error_code_is_reached_for_real() {
         )
         .await
         .unwrap();
-    let c = challenge(&h, &url, &body).await;
+    let c = plan_challenge(&h, &url, &body).await;
     let r = post(
         &h.http,
         &url,
@@ -533,7 +413,7 @@ async fn every_error_code_is_reached_for_real() {
     // restart with another price for the model; same secret, same store).
     let gw = h.gateway(&options).await;
     let url = format!("{}/v1/mpp/chat/completions", gw.url);
-    let c = challenge(&h, &url, &body).await;
+    let c = plan_challenge(&h, &url, &body).await;
     let (fresh_channel, open) = payer.open(&c, 100_000, BUCKET).await;
     gw.stop().await;
     let repriced = Options {
@@ -562,7 +442,7 @@ async fn every_error_code_is_reached_for_real() {
     };
     let gw = h.gateway(&denied).await;
     let url = format!("{}/v1/mpp/chat/completions", gw.url);
-    let c = challenge(&h, &url, &body).await;
+    let c = plan_challenge(&h, &url, &body).await;
     let (_, open) = payer.open(&c, 100_000, BUCKET).await;
     plan_problem(
         post(&h.http, &url, &body, Some(&open)).await,
@@ -579,7 +459,7 @@ async fn every_error_code_is_reached_for_real() {
     };
     let gw = h.gateway(&keyless).await;
     let url = format!("{}/v1/mpp/chat/completions", gw.url);
-    let c = challenge(&h, &url, &body).await;
+    let c = plan_challenge(&h, &url, &body).await;
     let (other, open) = payer.open(&c, 100_000, BUCKET).await;
     assert_eq!(post(&h.http, &url, &body, Some(&open)).await.status(), 200);
     let r = post(&h.http, &url, &body, Some(&payer.close(&c, other, BUCKET))).await;
@@ -597,7 +477,7 @@ async fn every_error_code_is_reached_for_real() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn streaming_and_head_metadata_when_enabled() {
     let h = Harness::start_sessions(MockOptions::default()).await;
-    let options = options(plans_toml(
+    let options = plan_options(plans_toml(
         "streaming = true\nhead = \"metadata\"",
         50_000,
         None,
@@ -621,7 +501,7 @@ async fn streaming_and_head_metadata_when_enabled() {
     let body = json!({"plan": "Starter", "model_optimization": false, "model": "Qwen/Qwen3-8B-AWQ",
         "messages": ask("hello"), "max_tokens": 32, "stream": true})
     .to_string();
-    let c = challenge(&h, &url, &body).await;
+    let c = plan_challenge(&h, &url, &body).await;
     let (channel, open) = payer.open(&c, 100_000, BUCKET).await;
     let response = post(&h.http, &url, &body, Some(&open)).await;
     assert_eq!(response.status(), 200);
@@ -644,5 +524,160 @@ async fn streaming_and_head_metadata_when_enabled() {
     assert!(spent > 0);
     let stored = h.stored_channel(&options, channel).await;
     assert_eq!((stored.spent, stored.reserved), (spent, 0));
+    gw.stop().await;
+}
+
+/// The plan endpoint on a v2-only gateway: the session challenge names
+/// the channel reserve, a channel opened there pays turns from one bucket
+/// (a streamed one included), a refresh raises it, each answer carries the
+/// draft's session snapshot, and the close captures exactly what was spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn turns_stream_refresh_and_settle_exactly_on_the_channel_reserve() {
+    let h = Harness::start_sessions(MockOptions::default()).await;
+    let options = Options {
+        session_extra: "protocol = \"v2\"\n".into(),
+        ..plan_options(plans_toml("streaming = true", 50_000, None))
+    };
+    let gw = h.gateway(&options).await;
+    let url = format!("{}/v1/mpp/chat/completions", gw.url);
+    let payer = h.payer_v2();
+    let payee = DEV_ACCOUNTS[RECIPIENT].address;
+    let payee_before = h.balance(payee).await;
+
+    let mut history = vec![json!({"role": "user", "content": "what is the capital of italy?"})];
+    let body = turn("Starter", Some("Qwen/Qwen3-8B-AWQ"), json!(history), 32);
+    let c = plan_challenge(&h, &url, &body).await;
+    let request = c.request.decode_value().unwrap();
+    assert_eq!(request["amount"], BUCKET.to_string());
+    assert_eq!(request["methodDetails"]["sessionProtocol"], "v2");
+    assert_eq!(
+        request["methodDetails"]["escrowContract"]
+            .as_str()
+            .unwrap()
+            .to_lowercase(),
+        tollgate_devnet::CHANNEL_RESERVE
+    );
+
+    // Three turns on one bucket: the open, then the same voucher.
+    let (channel, open) = payer.open(&c, 100_000, BUCKET).await;
+    let id = format!("{channel:#x}");
+    let mut auth = open;
+    let mut spent = 0;
+    let mut body = body;
+    let mut receipts = Vec::new();
+    for i in 0..3 {
+        if i > 0 {
+            history.push(json!({"role": "user", "content": format!("and number {i}?")}));
+            body = turn("Starter", Some("Qwen/Qwen3-8B-AWQ"), json!(history), 32);
+            let c = plan_challenge(&h, &url, &body).await;
+            auth = payer.pay_voucher(&c, channel, BUCKET).await;
+        }
+        let response = post(&h.http, &url, &body, Some(&auth)).await;
+        assert_eq!(response.status(), 200, "turn {i}");
+        assert_eq!(response.headers()["payment-session"].to_str().unwrap(), id);
+        receipts.push(
+            response.headers()["payment-receipt"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+        let r = receipt(&response);
+        assert_eq!(number(&r["acceptedCumulative"]), BUCKET);
+        assert!(number(&r["spent"]) > spent, "turn {i} was charged");
+        spent = number(&r["spent"]);
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["object"], "chat.completion");
+        history.push(answer["choices"][0]["message"].clone());
+    }
+
+    // Until the bucket runs out: a refresh is asked for, with a fresh
+    // challenge; a higher cumulative voucher serves the same body.
+    let required = loop {
+        history.push(json!({"role": "user", "content": "more?"}));
+        body = turn("Starter", Some("Qwen/Qwen3-8B-AWQ"), json!(history), 32);
+        let c = plan_challenge(&h, &url, &body).await;
+        let response = post(
+            &h.http,
+            &url,
+            &body,
+            Some(&payer.pay_voucher(&c, channel, BUCKET).await),
+        )
+        .await;
+        if response.status() == 200 {
+            let now = number(&receipt(&response)["spent"]);
+            assert!(now > spent, "each turn is charged");
+            spent = now;
+            let answer: Value = response.json().await.unwrap();
+            history.push(answer["choices"][0]["message"].clone());
+            assert!(history.len() < 40, "the bucket runs out");
+            continue;
+        }
+        let p = plan_problem(response, 402, "mpp_voucher_bucket_refresh_required").await;
+        break number(&p["requiredCumulative"]);
+    };
+    assert_eq!(required % BUCKET, 0, "a whole number of buckets");
+    assert!(required > BUCKET && required > spent);
+    let c = plan_challenge(&h, &url, &body).await;
+    let again = post(
+        &h.http,
+        &url,
+        &body,
+        Some(&payer.pay_voucher(&c, channel, required).await),
+    )
+    .await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(number(&receipt(&again)["acceptedCumulative"]), required);
+
+    // A streamed turn on a new bucket: the receipt is its last event.
+    let stream =
+        json!({"plan": "Starter", "model_optimization": false, "model": "Qwen/Qwen3-8B-AWQ",
+        "messages": ask("stream a short answer"), "max_tokens": 32, "stream": true})
+        .to_string();
+    let c = plan_challenge(&h, &url, &stream).await;
+    let response = post(
+        &h.http,
+        &url,
+        &stream,
+        Some(&payer.pay_voucher(&c, channel, required + BUCKET).await),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    assert!(text.contains("\"content\""), "{text}");
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    let receipt_event = text
+        .split("\n\n")
+        .find(|e| e.starts_with("event: payment-receipt"))
+        .and_then(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .expect("a final receipt");
+    let r: Value = serde_json::from_str(receipt_event).unwrap();
+    assert_eq!(number(&r["acceptedCumulative"]), required + BUCKET);
+    spent = number(&r["spent"]);
+    let stored = h.ledger(&options).channel(&id).await.unwrap().unwrap();
+    assert_eq!(stored.protocol, "v2");
+    assert_eq!((stored.spent, stored.reserved), (spent, 0));
+
+    // Close for exactly what was spent: the reserve captures it.
+    let c = plan_challenge(&h, &url, &stream).await;
+    let close = post(
+        &h.http,
+        &url,
+        &stream,
+        Some(&payer.close(&c, channel, spent).await),
+    )
+    .await;
+    assert_eq!(close.status(), 200);
+    assert!(receipt(&close)["txHash"].is_string());
+    assert!(close.headers().get("payment-session").is_none());
+    assert_eq!(h.balance(payee).await - payee_before, spent);
+    let stored = h.ledger(&options).channel(&id).await.unwrap().unwrap();
+    assert_eq!((stored.settled, stored.spent), (spent, spent));
+
+    logs::assert_absent(&[
+        &auth,
+        DEV_ACCOUNTS[PAYER].address,
+        &receipts[0],
+        "capital of italy",
+    ]);
     gw.stop().await;
 }

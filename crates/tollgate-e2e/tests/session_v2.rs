@@ -221,6 +221,7 @@ async fn both_protocols_are_offered_and_served_side_by_side() {
     )
     .await;
     assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("payment-session-snapshot"));
     let r = post(
         &h.http,
         &url,
@@ -229,6 +230,9 @@ async fn both_protocols_are_offered_and_served_side_by_side() {
     )
     .await;
     assert_eq!(r.status(), 200);
+    // The draft's snapshot is for v2 channels only.
+    assert!(!r.headers().contains_key("payment-session"));
+    assert!(!r.headers().contains_key("payment-session-snapshot"));
     // …and not on the other's.
     let crossed = post(
         &h.http,
@@ -284,5 +288,172 @@ async fn both_protocols_are_offered_and_served_side_by_side() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(h.balance(payee).await - before, spent_v1 + spent_v2);
+    gw.stop().await;
+}
+
+/// The `Payment-Session-Snapshot` header, decoded (unpadded base64url JSON).
+fn snapshot_header(response: &reqwest::Response) -> Value {
+    use base64::Engine;
+    let header = response
+        .headers()
+        .get("payment-session-snapshot")
+        .unwrap_or_else(|| panic!("a snapshot header: {:?}", response.headers()))
+        .to_str()
+        .unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// A snapshot says exactly what the gateway's ledger holds for the channel.
+async fn assert_snapshot_is_the_ledger(
+    snapshot: &Value,
+    ledger: &tollgate_ledger::SqliteLedger,
+    id: B256,
+    required: u128,
+) {
+    let id = format!("{id:#x}");
+    let stored = ledger.channel(&id).await.unwrap().unwrap();
+    let highest = ledger
+        .voucher_covering(&id, stored.accepted)
+        .await
+        .unwrap()
+        .unwrap();
+    let descriptor: Value = serde_json::from_str(stored.descriptor.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        *snapshot,
+        json!({
+            "acceptedCumulative": stored.accepted.to_string(),
+            "chainId": 42431,
+            "channelId": id,
+            "deposit": stored.deposit.to_string(),
+            "descriptor": descriptor,
+            "escrow": tollgate_devnet::CHANNEL_RESERVE,
+            "requiredCumulative": required.max(stored.accepted).to_string(),
+            "settled": stored.settled.to_string(),
+            "spent": stored.spent.to_string(),
+            "units": stored.units,
+            "highestVoucher": {
+                "channelId": id,
+                "cumulativeAmount": stored.accepted.to_string(),
+                "signature": highest.signature,
+            },
+        }),
+        "{stored:?}"
+    );
+}
+
+/// v2 answers carry the draft's `Payment-Session` (the channel) and
+/// `Payment-Session-Snapshot` (its state, as the ledger has it); a 402
+/// refusing a request the channel cannot cover carries the snapshot in
+/// `methodDetails.sessionSnapshot`, and a voucher answering that challenge
+/// is accepted. A closed channel, and a v1 channel, get neither header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn v2_answers_carry_the_session_snapshot_the_ledger_holds() {
+    let h = Harness::start_sessions(MockOptions::default()).await;
+    let options = options("v2");
+    let gw = h.gateway(&options).await;
+    let url = format!("{}/v1/chat/completions", gw.url);
+    let body = chat();
+    let challenge = session_challenges(&h, &url, &body).await.remove(0);
+    assert!(
+        challenge.request.decode_value().unwrap()["methodDetails"]
+            .get("sessionSnapshot")
+            .is_none(),
+        "an unpaid request learns nothing about any channel"
+    );
+    let quote = amount(&challenge);
+    let payer = h.payer_v2();
+    let ledger = h.ledger(&options);
+
+    // Open, authorizing exactly this request's worst case.
+    let (id, open) = payer.open(&challenge, DEPOSIT, quote).await;
+    let r = post(&h.http, &url, &body, Some(&open)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["payment-session"].to_str().unwrap(),
+        format!("{id:#x}")
+    );
+    let snapshot = snapshot_header(&r);
+    assert_snapshot_is_the_ledger(&snapshot, &ledger, id, 0).await;
+    let spent = ledger
+        .channel(&format!("{id:#x}"))
+        .await
+        .unwrap()
+        .unwrap()
+        .spent;
+    assert!(spent > 0 && snapshot["spent"] == spent.to_string());
+
+    // The same voucher again does not cover another worst case: the 402
+    // names the channel's state and what this request needs authorized.
+    let again = post(
+        &h.http,
+        &url,
+        &body,
+        Some(&payer.pay_voucher(&challenge, id, quote).await),
+    )
+    .await;
+    let fresh = challenges(&again)
+        .into_iter()
+        .find(|c| c.intent.as_str() == "session")
+        .unwrap();
+    problem(again, 402, "session/insufficient-balance").await;
+    let hinted = fresh.request.decode_value().unwrap()["methodDetails"]["sessionSnapshot"].clone();
+    assert_snapshot_is_the_ledger(&hinted, &ledger, id, spent + quote).await;
+    let required: u128 = hinted["requiredCumulative"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(required, spent + quote);
+
+    // A voucher for it, answering the hinted challenge, is served.
+    let r = post(
+        &h.http,
+        &url,
+        &body,
+        Some(&payer.pay_voucher(&fresh, id, required).await),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let snapshot = snapshot_header(&r);
+    assert_snapshot_is_the_ledger(&snapshot, &ledger, id, 0).await;
+    assert_eq!(snapshot["acceptedCumulative"], required.to_string());
+
+    // The HEAD preflight with a voucher: the headers, no body.
+    let r = h
+        .http
+        .head(&url)
+        .header(
+            "authorization",
+            payer.pay_voucher(&challenge, id, required + 1).await,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["payment-session"].to_str().unwrap(),
+        format!("{id:#x}")
+    );
+    assert_snapshot_is_the_ledger(&snapshot_header(&r), &ledger, id, 0).await;
+
+    // A close ends the channel: a receipt, no snapshot.
+    let stored = ledger.channel(&format!("{id:#x}")).await.unwrap().unwrap();
+    let r = h
+        .http
+        .post(&url)
+        .header(
+            "authorization",
+            payer.close(&challenge, id, stored.spent).await,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("payment-receipt"));
+    assert!(!r.headers().contains_key("payment-session"));
+    assert!(!r.headers().contains_key("payment-session-snapshot"));
     gw.stop().await;
 }

@@ -106,10 +106,18 @@ pub fn check<'a>(
         ));
     }
 
-    let echoed = challenge
+    let mut echoed = challenge
         .request
         .decode_value()
         .map_err(|_| invalid("challenge request is not valid JSON"))?;
+    // A session snapshot is a hint about the channel at the time (bound by
+    // the HMAC above), not part of what this route charges.
+    if let Some(details) = echoed
+        .get_mut("methodDetails")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        details.remove("sessionSnapshot");
+    }
     spend
         .offers
         .iter()

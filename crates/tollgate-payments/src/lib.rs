@@ -62,6 +62,9 @@ pub struct SessionAuthorized {
     /// `open`, `topUp`, `voucher` or `close`.
     pub action: &'static str,
     pub applied: session::Applied,
+    /// The voucher the credential carried (none for a top-up): for the
+    /// session snapshot a paid answer carries.
+    pub voucher: Option<Box<session::SignedVoucher>>,
 }
 
 /// Issues challenges and turns credentials into settled, recorded payments.
@@ -197,6 +200,7 @@ impl PaymentGate {
             challenge_id: credential.challenge.id.clone(),
             action: action.name(),
             applied,
+            voucher: action.voucher().cloned().map(Box::new),
         })
     }
 
@@ -273,6 +277,7 @@ impl PaymentGate {
                     challenge_id: credential.challenge.id.clone(),
                     action: action.name(),
                     applied,
+                    voucher: action.voucher().cloned().map(Box::new),
                 }));
             }
         };

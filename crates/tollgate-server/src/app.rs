@@ -206,6 +206,10 @@ async fn build_on(
             .session
             .as_ref()
             .map_or(64, |s| s.stream_checkpoint_tokens),
+        stream_challenge_tokens: config
+            .session
+            .as_ref()
+            .map_or(256, |s| s.stream_challenge_tokens),
         session_floor: config.pricing.table.finalize(1).max(1),
     });
     let upstreams = build_upstreams(config, mock)?;

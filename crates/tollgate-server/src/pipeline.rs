@@ -237,7 +237,7 @@ async fn deliver_whole(
     if let Some(meter) = meter {
         meter.record(&challenge_id, metered, Arc::clone(&gateway.ledger));
     }
-    crate::receipts::attach(&mut head.headers, &committed.receipt);
+    crate::receipts::attach(&mut head.headers, &committed.paid);
     if let Some(key) = committed.replay {
         key.finish(&head, &bytes).await;
     }

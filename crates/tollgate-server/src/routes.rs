@@ -30,6 +30,21 @@ pub async fn handle(gateway: Arc<Gateway>, route: Arc<Route>, request: Request) 
         .into_response()
 }
 
+/// A stream can pause for a voucher when its delivery passes what is
+/// authorized; a whole answer cannot. So a streamed request's session
+/// offers ask only for the prompt plus `output_tokens` priced (never above
+/// the worst case), and the stream asks for the rest as it goes
+/// (`payment-need-voucher`). Charge offers keep the worst case: a charge is
+/// paid once.
+fn ask_less_of_streamed_sessions(terms: &mut [Offer], meter: &Meter, output_tokens: u64) {
+    let opening = meter.cost(meter.counted(output_tokens));
+    for offer in terms.iter_mut() {
+        if let Offer::TempoSession(session) = offer {
+            session.amount = session.amount.min(opening);
+        }
+    }
+}
+
 struct PaidRoute<'r> {
     gateway: &'r Arc<Gateway>,
     route: &'r Route,
@@ -107,11 +122,11 @@ impl Product for PaidRoute<'_> {
         } else {
             call(upstream_body)?
         };
-        Ok(Step::Paid(Box::new(Prepared {
-            call,
-            meter,
-            terms: priced.offers.into_owned(),
-        })))
+        let mut terms = priced.offers.into_owned();
+        if let Some(meter) = meter.as_ref().filter(|m| m.call().is_streamed()) {
+            ask_less_of_streamed_sessions(&mut terms, meter, self.gateway.stream_challenge_tokens);
+        }
+        Ok(Step::Paid(Box::new(Prepared { call, meter, terms })))
     }
 
     async fn admit(

@@ -23,6 +23,9 @@ pub struct Gateway {
     /// A session stream charges what it delivered every this many output
     /// tokens (a checkpoint), so a crash loses at most that much.
     pub stream_checkpoint_tokens: u64,
+    /// A streamed request's session challenge asks for its prompt plus
+    /// this many output tokens priced (capped at its worst case).
+    pub stream_challenge_tokens: u64,
     /// The session amount asked by a challenge that buys nothing itself
     /// (`HEAD`, voucher top-ups).
     pub session_floor: u128,

@@ -166,11 +166,9 @@ pub async fn deliver(
         head.headers.remove(header::CONTENT_LENGTH);
         Response::from_parts(head, out)
     };
-    if let Some(receipt) = receipt
-        && let Ok(value) = HeaderValue::from_str(&receipt)
-    {
+    if let Some(paid) = receipt {
         let headers = response.headers_mut();
-        headers.insert("payment-receipt", value);
+        crate::receipts::attach(headers, &paid);
         headers.insert(
             header::CACHE_CONTROL,
             HeaderValue::from_static("private, no-store"),
@@ -286,7 +284,7 @@ struct Run {
     tx: EventSink,
     /// Resolved once the first event is in: the receipt header, or why
     /// the stream could not start (nothing delivered, nothing charged).
-    ready: Option<oneshot::Sender<Result<Option<String>, ApiError>>>,
+    ready: Option<oneshot::Sender<Result<Option<crate::receipts::PaidHeaders>, ApiError>>>,
 }
 
 async fn run(mut run: Run) {

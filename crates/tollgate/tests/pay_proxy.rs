@@ -4,8 +4,10 @@
 //! charge and session. Once through the CLI (charge), once through the
 //! library's `proxy::serve` in-process (session, with a stream that pauses
 //! for a voucher the proxy answers while the client sees a clean, live
-//! stream). Refusals come back as JSON errors the SDKs understand, with
-//! nothing paid.
+//! stream), and once more through the CLI on a v2-only gateway (a channel
+//! on the TIP-20 channel reserve, closed for exactly what was spent).
+//! Refusals come back as JSON errors the SDKs understand, with nothing
+//! paid.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 
@@ -308,6 +310,117 @@ async fn the_official_sdks_pay_a_session_through_the_library_proxy() {
         1,
         "the same channel"
     );
+    gw.stop().await;
+}
+
+/// `tollgate pay proxy --intent session` on a v2-only gateway: the
+/// official SDKs pay through a channel on the TIP-20 channel reserve; a
+/// second proxy on the same state file authorizes only 300 ahead, so a
+/// long stream pauses for vouchers the proxy answers while the client sees
+/// a clean stream; the library then closes for exactly what was spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_official_sdks_pay_a_v2_session_through_the_cli_proxy() {
+    let site = python_packages(CLAUDE_SDKS_PY).await;
+    let h = Harness::start_sessions(MockOptions {
+        answer_tokens: 150,
+        ..MockOptions::default()
+    })
+    .await;
+    let mut options = paid_options();
+    options.session_extra += "protocol = \"v2\"\n";
+    let gw = h.gateway(&options).await;
+    let reserve = h.devnet.channel_reserve().unwrap().to_owned();
+    let payer = DEV_ACCOUNTS[PAYER].address;
+    let payee = DEV_ACCOUNTS[RECIPIENT].address;
+    let (payer_before, payee_before) = (h.balance(payer).await, h.balance(payee).await);
+    let deposit = DEPOSIT.to_string();
+    let wallet = [
+        "--intent",
+        "session",
+        "--allow-recipient",
+        payee,
+        "--allow-escrow",
+        reserve.as_str(),
+        "--max-deposit",
+        deposit.as_str(),
+        // Fees in another token keep the pathUSD accounting exact.
+        "--fee-token",
+        ALPHA_USD,
+    ];
+    let proxy = CliProxy::start(&h, &gw.url, &wallet).await;
+    let out = run_script(SCRIPT, &[&proxy.url], &site).await;
+    assert_sdk_answers(&out);
+    assert_upstream_saw_the_calls(&h, 0);
+
+    let ledger = h.ledger(&options);
+    let channels = ledger.channels().await.unwrap();
+    assert_eq!(channels.len(), 1, "one channel for the four calls");
+    let channel = channels[0].clone();
+    assert_eq!(channel.protocol, "v2");
+    assert_eq!(channel.deposit, DEPOSIT);
+    assert!(channel.spent > 0, "{channel:?}");
+    assert_eq!(payer_before - h.balance(payer).await, DEPOSIT);
+
+    // A stingy second proxy on the same state file: the stream outruns
+    // what it authorized up front and is paid as it goes.
+    let mut stingy_args = wallet.to_vec();
+    stingy_args.extend(["--authorize", "300", "-v"]);
+    let stingy = CliProxy::start(&h, &gw.url, &stingy_args).await;
+    let body = json!({
+        "model": "gpt-4o",
+        "messages": [{"role": "user", "content": "Explain payment channels."}],
+        "max_tokens": 4000,
+        "stream": true,
+    });
+    let response = h
+        .http
+        .post(format!("{}/v1/chat/completions", stingy.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().contains_key("payment-receipt"));
+    let text = response.text().await.unwrap();
+    assert!(!text.contains("event: payment"), "{text}");
+    let content = text.matches("\"content\"").count();
+    assert!(content >= 150, "the whole answer streamed: {content}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    let after = ledger.channel(&channel.channel_id).await.unwrap().unwrap();
+    assert!(
+        after.spent - channel.spent > 300,
+        "mid-stream vouchers paid beyond the first authorization: {after:?}"
+    );
+    assert!(after.accepted > channel.accepted + 300, "{after:?}");
+    let stderr = stingy.stop().await;
+    assert!(stderr.contains("stream needs a voucher"), "{stderr}");
+    assert!(stderr.contains("voucher sent for cumulative"), "{stderr}");
+    proxy.stop().await;
+
+    // The state file caught up with the ledger; closing through the
+    // library captures exactly `spent` on the reserve.
+    let state_path = h.dir.path().join("proxy-pay.db");
+    let state = State::open(&state_path).unwrap();
+    eventually(|| {
+        let local = state.list().unwrap().remove(0);
+        (local.spent == after.spent).then_some(local)
+    })
+    .await
+    .unwrap_or_else(|| panic!("the local state caught up with {after:?}"));
+    let mut config = Config::new(signer(PAYER));
+    config.rpc_url = Some(h.devnet.rpc_url());
+    config.state_path = state_path;
+    config.policy.allow_recipients = vec![payee.parse().unwrap()];
+    config.policy.allow_escrows = vec![reserve.parse().unwrap()];
+    let client = Client::new(config).unwrap();
+    let url = format!("{}/v1/chat/completions", gw.url).parse().unwrap();
+    let closed = client.close_session(url).await.unwrap();
+    assert_eq!(closed.cumulative, after.spent);
+    assert!(closed.tx_hash.is_some());
+    let stored = ledger.channel(&channel.channel_id).await.unwrap().unwrap();
+    assert_eq!((stored.settled, stored.spent), (after.spent, after.spent));
+    assert_eq!(h.balance(payee).await - payee_before, after.spent);
+    assert_eq!(payer_before - h.balance(payer).await, after.spent);
     gw.stop().await;
 }
 

@@ -5,6 +5,7 @@
 pub mod faults;
 pub mod logs;
 pub mod node;
+pub mod plans;
 pub mod session;
 pub mod session_v2;
 pub mod traffic;

@@ -43,6 +43,7 @@ impl Payer {
         let request = challenge.request.decode_value().unwrap();
         SessionOffer {
             amount: 0,
+            worst_case: 0,
             currency: request["currency"].as_str().unwrap().parse().unwrap(),
             recipient: request["recipient"].as_str().unwrap().parse().unwrap(),
             suggested_deposit: None,

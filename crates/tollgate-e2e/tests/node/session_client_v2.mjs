@@ -3,7 +3,13 @@
 // mppx@0.11.0 (its manager, `tempo.session.manager`). The first request's
 // 402 opens a channel (an open on the reserve, broadcast by the gateway);
 // three more requests (two plain, one streamed) are paid with cumulative
-// vouchers carrying the channel descriptor; then it closes.
+// vouchers carrying the channel descriptor; then it closes. The stream may
+// allow more output than its challenge asked for: past what is authorized
+// it pauses (`event: payment-need-voucher`) and mppx posts a voucher.
+// Each plain answer's `Payment-Session-Snapshot` is decoded with mppx's
+// own codec. The report counts the pauses the client saw, records each exchange
+// (phase, method, action, whether it had a body) and the open transaction
+// (so the test can read its fee).
 //
 // Run from a directory whose node_modules holds mppx and viem (the test
 // copies this file into the npm prefix). Inputs come from the environment:
@@ -13,8 +19,9 @@
 //   MAX_DEPOSIT   the deposit cap, in tokens (6 decimals)
 // Prints one JSON object on stdout; diagnostics go to stderr.
 
+import { Challenge } from 'mppx';
 import { tempo } from 'mppx/client';
-import { createClient, custom, http } from 'viem';
+import { createClient, custom, http, keccak256 } from 'viem';
 import { privateKeyToAccount } from 'viem/accounts';
 import { tempoModerato } from 'viem/tempo/chains';
 
@@ -54,8 +61,26 @@ const transport = custom({
 });
 const client = createClient({ account, chain, transport });
 
-// Every HTTP exchange, for the test's failure message.
+// Every HTTP exchange, for the test's assertions and failure messages.
 const trace = [];
+let phase = 'plain';
+// `event: payment-need-voucher` lines that reached the client (mppx
+// handles them inside its SSE reader and never yields them).
+let needVoucherEvents = 0;
+let openTransaction = null;
+const countPauses = () => {
+  let pending = '';
+  const decoder = new TextDecoder();
+  return new TransformStream({
+    transform(chunk, controller) {
+      pending += decoder.decode(chunk, { stream: true });
+      const lines = pending.split(/\r\n|\r|\n/);
+      pending = lines.pop();
+      for (const line of lines) if (line === 'event: payment-need-voucher') needVoucherEvents++;
+      controller.enqueue(chunk);
+    },
+  });
+};
 const tracingFetch = async (input, init) => {
   const headers = new Headers(init?.headers);
   const authorization = headers.get('authorization');
@@ -66,13 +91,32 @@ const tracingFetch = async (input, init) => {
         Buffer.from(authorization.slice('Payment '.length), 'base64url').toString(),
       );
       action = credential.payload?.action ?? null;
+      if (action === 'open') openTransaction = credential.payload.transaction;
     } catch {}
   }
   const response = await fetch(input, init);
-  const entry = { method: init?.method ?? 'GET', action, status: response.status };
+  const entry = {
+    phase,
+    method: init?.method ?? 'GET',
+    action,
+    hasBody: init?.body != null,
+    status: response.status,
+  };
   if (!response.ok) entry.body = await response.clone().text();
+  if (response.status === 402) {
+    // The session challenge's amount: what mppx will authorize for this request.
+    const session = Challenge.fromResponseList(response).find((c) => c.intent === 'session');
+    entry.sessionAmount = session?.request?.amount ?? null;
+  }
   trace.push(entry);
   console.error(`mppx ${JSON.stringify(entry)}`);
+  if (response.body && response.headers.get('content-type')?.includes('text/event-stream')) {
+    return new Response(response.body.pipeThrough(countPauses()), {
+      status: response.status,
+      statusText: response.statusText,
+      headers: response.headers,
+    });
+  }
   return response;
 };
 
@@ -86,14 +130,15 @@ const manager = tempo.session.manager({
 });
 
 const url = `${base}/v1/chat/completions`;
-// gpt-4o with room for 256 tokens: the worst case the gateway quotes (and
-// mppx authorizes per request) is well above what the short mock answer
-// costs, so the gateway charges less than was authorized.
+// gpt-4o with room for 256 tokens (the stream: 1024): mppx authorizes
+// what each challenge asks — a plain request's worst case, a stream's
+// prompt plus the gateway's `stream_challenge_tokens` — and the gateway
+// charges what was delivered.
 const chat = (content, stream) =>
   JSON.stringify({
     model: 'gpt-4o',
     messages: [{ role: 'user', content }],
-    max_tokens: 256,
+    max_tokens: stream ? 1024 : 256,
     ...(stream ? { stream: true } : {}),
   });
 const post = (body) => ({
@@ -114,9 +159,13 @@ try {
     try {
       object = JSON.parse(text);
     } catch {}
+    // The draft's channel headers, decoded with mppx's own snapshot codec.
+    const snapshotHeader = response.headers.get('payment-session-snapshot');
     out.requests.push({
       status: response.status,
       receipt: response.receipt,
+      session: response.headers.get('payment-session'),
+      snapshot: snapshotHeader ? tempo.session.manager.deserializeSnapshot(snapshotHeader) : null,
       channelId: response.channelId,
       cumulative: response.cumulative.toString(),
       object: object?.object ?? null,
@@ -131,6 +180,7 @@ try {
 // A streamed request through `sse()`: message data is yielded, the
 // `payment-receipt` event goes to `onReceipt`.
 if (!out.error && out.requests.every((r) => r.status === 200)) {
+  phase = 'stream';
   const receipts = [];
   const messages = [];
   try {
@@ -140,11 +190,15 @@ if (!out.error && out.requests.every((r) => r.status === 200)) {
     });
     for await (const data of events) messages.push(data);
     out.stream = { messages, receipts, cumulative: manager.cumulative.toString() };
-    out.needVoucher = messages.some((m) => String(m).includes('payment-need-voucher'));
   } catch (error) {
     out.stream = { error: String(error?.stack ?? error), messages, receipts };
   }
 }
+out.needVoucherEvents = needVoucherEvents;
+out.streamChallengeAmount =
+  trace.find((t) => t.phase === 'stream' && t.status === 402)?.sessionAmount ?? null;
+out.openTxHash = openTransaction ? keccak256(openTransaction) : null;
+phase = 'close';
 
 out.channelId = manager.channelId ?? null;
 out.cumulative = manager.cumulative.toString();

@@ -271,6 +271,7 @@ impl SessionGate {
             min_voucher_delta: self.settings.min_voucher_delta,
             protocol,
             description: None,
+            snapshot: None,
         }
         .for_amount(amount, description)
     }

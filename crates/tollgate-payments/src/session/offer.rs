@@ -25,6 +25,11 @@ pub struct SessionOffer {
     pub protocol: Protocol,
     /// Shown to the payer; not part of what is verified.
     pub description: Option<String>,
+    /// v2: the draft's session snapshot of the payer's channel
+    /// (`methodDetails.sessionSnapshot`), on a challenge that answers a
+    /// credential for it. A hint bound by the challenge's HMAC; what is
+    /// verified ignores it.
+    pub snapshot: Option<Value>,
 }
 
 impl SessionOffer {
@@ -49,6 +54,13 @@ impl SessionOffer {
         details.insert("chainId".into(), json!(self.chain_id));
         if self.protocol == Protocol::V2 {
             details.insert("sessionProtocol".into(), json!(Protocol::V2.as_str()));
+        }
+        if let Some(snapshot) = self
+            .snapshot
+            .as_ref()
+            .filter(|_| self.protocol == Protocol::V2)
+        {
+            details.insert("sessionSnapshot".into(), snapshot.clone());
         }
         if self.min_voucher_delta > 0 {
             details.insert(
@@ -102,6 +114,7 @@ mod tests {
             min_voucher_delta: 0,
             protocol: Protocol::V1,
             description: None,
+            snapshot: None,
         }
     }
 
@@ -141,6 +154,34 @@ mod tests {
         };
         assert!(!offer().same_terms(&v2.request_json()));
         assert!(v2.same_terms(&v2.request_json()));
+    }
+
+    #[test]
+    fn only_v2_carries_a_snapshot_and_the_terms_ignore_it() {
+        let snapshot = json!({"channelId": "0x01", "acceptedCumulative": "5"});
+        let v2 = SessionOffer {
+            protocol: Protocol::V2,
+            snapshot: Some(snapshot.clone()),
+            ..offer()
+        };
+        assert_eq!(
+            v2.request_json()["methodDetails"]["sessionSnapshot"],
+            snapshot
+        );
+        let plain = SessionOffer {
+            snapshot: None,
+            ..v2.clone()
+        };
+        assert!(plain.same_terms(&v2.request_json()));
+        let v1 = SessionOffer {
+            snapshot: Some(snapshot),
+            ..offer()
+        };
+        assert!(
+            v1.request_json()["methodDetails"]
+                .get("sessionSnapshot")
+                .is_none()
+        );
     }
 
     #[test]

@@ -62,6 +62,15 @@ impl Action {
         }
     }
 
+    /// The voucher the credential carries (a top-up carries none).
+    pub fn voucher(&self) -> Option<&SignedVoucher> {
+        match self {
+            Self::Open(open) => Some(&open.voucher),
+            Self::TopUp(_) => None,
+            Self::Voucher(v) | Self::Close(v) => Some(v),
+        }
+    }
+
     /// Decodes a credential payload. Unknown fields are ignored, unknown
     /// actions refused.
     pub fn parse(payload: &Value) -> Result<Self, PaymentProblem> {

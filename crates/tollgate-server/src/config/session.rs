@@ -30,6 +30,8 @@ pub(super) struct RawSession {
     stream_voucher_timeout_secs: u64,
     #[serde(default = "default_checkpoint_tokens")]
     stream_checkpoint_tokens: u64,
+    #[serde(default = "default_stream_challenge_tokens")]
+    stream_challenge_tokens: u64,
     #[serde(default = "default_interval")]
     settle_interval_secs: u64,
     #[serde(default = "default_min_unsettled")]
@@ -46,6 +48,9 @@ fn default_voucher_wait() -> u64 {
 }
 fn default_checkpoint_tokens() -> u64 {
     64
+}
+fn default_stream_challenge_tokens() -> u64 {
+    256
 }
 fn default_interval() -> u64 {
     30
@@ -78,6 +83,10 @@ pub struct SessionConfig {
     /// A stream charges what it delivered every this many output tokens,
     /// so a crash loses at most that much.
     pub stream_checkpoint_tokens: u64,
+    /// The session challenge of a streamed request asks for its prompt
+    /// plus this many output tokens (never above its worst case): a stream
+    /// pauses for a voucher past that, where a whole answer cannot.
+    pub stream_challenge_tokens: u64,
     pub settlement: SettlementPolicy,
 }
 
@@ -189,6 +198,7 @@ impl RawSession {
                 }
                 n => n,
             },
+            stream_challenge_tokens: self.stream_challenge_tokens,
             settlement: SettlementPolicy {
                 interval: positive("session.settle_interval_secs", self.settle_interval_secs)?,
                 min_unsettled: u128::from(self.settle_min_unsettled),

@@ -36,7 +36,7 @@ use crate::metering::Meter;
 use crate::observe::{self, Intent, RequestOutcome};
 use crate::pipeline::{self, Prepared, Product, Step};
 use crate::policy::Admission;
-use crate::policy::session::{Growth, SessionHold};
+use crate::policy::session::{Growth, SessionHold, paid_headers};
 use crate::pricing::QuotedCall;
 use crate::problem::{ApiError, Problem};
 use crate::receipts;
@@ -305,11 +305,13 @@ impl Product for PlanEndpoint {
             })?;
         let challenge_id = credential.challenge.id.clone();
         if matches!(action, Action::Close(_)) {
-            return Ok(Admission::Answered(receipts::only(&self.sessions.receipt(
+            return Ok(Admission::Answered(receipts::only(&paid_headers(
+                &self.sessions,
                 &challenge_id,
                 &applied.channel,
                 None,
                 applied.tx_hash.as_deref(),
+                None,
             ))));
         }
 
@@ -362,6 +364,7 @@ impl Product for PlanEndpoint {
             },
             checkpoint_every: self.gateway.stream_checkpoint_tokens,
             checkpointed_tokens: 0,
+            voucher: action.voucher().cloned().map(Box::new),
         })))
     }
 }

@@ -20,6 +20,7 @@ use super::{Challenger, Committed, EventSink, Hold};
 use crate::metering::Metered;
 use crate::observe::Intent;
 use crate::problem::ApiError;
+use crate::receipts::PaidHeaders;
 use crate::sse::SseEvent;
 
 enum Payment {
@@ -125,13 +126,13 @@ impl Hold for ChargeHold {
             refund.keep();
         }
         Ok(Committed {
-            receipt,
+            paid: PaidHeaders::receipt(receipt),
             replay: None,
         })
     }
 
-    async fn start_stream(&mut self) -> Result<Option<String>, ApiError> {
-        Ok(Some(self.make_final().await?))
+    async fn start_stream(&mut self) -> Result<Option<PaidHeaders>, ApiError> {
+        Ok(Some(PaidHeaders::receipt(self.make_final().await?)))
     }
 
     async fn cover(&mut self, _total: u128, _sink: &EventSink) -> bool {

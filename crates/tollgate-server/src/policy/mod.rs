@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::Bytes;
+use tollgate_payments::session::SessionOffer;
 use tollgate_payments::{Offer, PaymentProblem, ProblemKind};
 
 use crate::idempotency::InFlightKey;
@@ -40,8 +41,8 @@ pub enum Admission {
 
 /// A whole answer's payment made final.
 pub struct Committed {
-    /// The `Payment-Receipt` value.
-    pub receipt: String,
+    /// The receipt (and a v2 session's snapshot) its headers carry.
+    pub paid: crate::receipts::PaidHeaders,
     /// The request's `Idempotency-Key`, to store the answer under.
     pub replay: Option<InFlightKey>,
 }
@@ -60,7 +61,7 @@ pub trait Hold: Send + 'static {
     async fn commit(self: Box<Self>, metered: &Metered) -> Result<Committed, ApiError>;
 
     /// A stream's first event arrived: the receipt its headers carry.
-    async fn start_stream(&mut self) -> Result<Option<String>, ApiError>;
+    async fn start_stream(&mut self) -> Result<Option<crate::receipts::PaidHeaders>, ApiError>;
 
     /// Before a stream delivers more: make the hold cover `total`. `false`
     /// ends the stream (no voucher came).
@@ -107,14 +108,43 @@ impl Challenger {
 
     /// A failed or missing payment, with fresh challenges when it is a 402.
     pub fn refuse(&self, refusal: &PaymentProblem) -> ApiError {
+        self.refuse_with_snapshot(refusal, None)
+    }
+
+    /// [`refuse`](Self::refuse), the fresh v2 session challenges carrying
+    /// `snapshot` (the payer's channel, `methodDetails.sessionSnapshot`).
+    pub fn refuse_with_snapshot(
+        &self,
+        refusal: &PaymentProblem,
+        snapshot: Option<serde_json::Value>,
+    ) -> ApiError {
         if refusal.kind != ProblemKind::PaymentRequired {
             tracing::info!(route = %self.scope, problem = refusal.kind.slug(), detail = %refusal.detail, "payment refused");
         }
         if !refusal.kind.carries_challenge() {
             return Problem::payment(refusal, Vec::new()).into();
         }
+        let with_snapshot;
+        let offers = match snapshot {
+            None => &self.offers,
+            Some(snapshot) => {
+                with_snapshot = self
+                    .offers
+                    .iter()
+                    .cloned()
+                    .map(|offer| match offer {
+                        Offer::TempoSession(session) => Offer::TempoSession(SessionOffer {
+                            snapshot: Some(snapshot.clone()),
+                            ..session
+                        }),
+                        other => other,
+                    })
+                    .collect::<Vec<_>>();
+                &with_snapshot
+            }
+        };
         match self.gateway.gate.challenges(
-            &self.offers,
+            offers,
             &self.scope,
             &self.body,
             self.accept_payment.as_deref(),

@@ -16,8 +16,8 @@ use axum::http::{HeaderMap, Method, header};
 use axum::response::Response;
 use bytes::Bytes;
 use serde_json::json;
-use tollgate_ledger::ChannelRecord;
-use tollgate_payments::session::{Reservation, SessionGate};
+use tollgate_ledger::{ChannelRecord, ChannelStatus};
+use tollgate_payments::session::{Reservation, SessionGate, SignedVoucher};
 use tollgate_payments::{Offer, SessionAuthorized};
 
 use super::{Admission, Challenger, Committed, EventSink, Hold};
@@ -25,7 +25,7 @@ use crate::idempotency::{self, InFlightKey, Replay};
 use crate::metering::{Meter, Metered};
 use crate::observe::Intent;
 use crate::problem::ApiError;
-use crate::receipts;
+use crate::receipts::{self, PaidHeaders};
 use crate::sse::SseEvent;
 use crate::state::{Gateway, Route};
 
@@ -83,12 +83,37 @@ pub async fn action_only(
     };
     tracing::info!(route = %route.scope, action = authorized.action, "session action applied");
     let applied = &authorized.applied;
-    Ok(receipts::only(&sessions.receipt(
+    Ok(receipts::only(&paid_headers(
+        sessions,
         &authorized.challenge_id,
         &applied.channel,
         None,
         applied.tx_hash.as_deref(),
+        authorized.voucher.as_deref(),
     )))
+}
+
+/// The receipt for a channel's state and, for a v2 channel that stays
+/// open, the draft's `Payment-Session` (its id) and
+/// `Payment-Session-Snapshot` (its state, with the highest voucher when
+/// `voucher` — the one this request's credential carried — is it).
+pub fn paid_headers(
+    sessions: &SessionGate,
+    challenge_id: &str,
+    channel: &ChannelRecord,
+    units: Option<u64>,
+    tx_hash: Option<&str>,
+    voucher: Option<&SignedVoucher>,
+) -> PaidHeaders {
+    let receipt = sessions.receipt(challenge_id, channel, units, tx_hash);
+    let session = (channel.status != ChannelStatus::Finalized)
+        .then(|| sessions.snapshot_with(channel, 0, voucher))
+        .flatten()
+        .map(|snapshot| receipts::SessionState {
+            channel_id: channel.channel_id.clone(),
+            snapshot: SessionGate::snapshot_header(&snapshot),
+        });
+    PaidHeaders { receipt, session }
 }
 
 /// How a session hold grows.
@@ -121,6 +146,8 @@ pub struct SessionHold {
     pub checkpoint_every: u64,
     /// Output tokens covered by the last checkpoint.
     pub checkpointed_tokens: u64,
+    /// The voucher the credential carried (for the session snapshot).
+    pub voucher: Option<Box<SignedVoucher>>,
 }
 
 /// Admits a session-paid request on a route: a close buys nothing; a
@@ -144,15 +171,18 @@ pub async fn admit(
         challenge_id,
         action,
         applied,
+        voucher,
     } = authorized;
     let channel = applied.channel.clone();
     if action == "close" {
         // A close buys nothing: the channel is settled and gone.
-        return Ok(Admission::Answered(receipts::only(&sessions.receipt(
+        return Ok(Admission::Answered(receipts::only(&paid_headers(
+            sessions,
             &challenge_id,
             &channel,
             None,
             applied.tx_hash.as_deref(),
+            None,
         ))));
     }
     let replay = match idempotency::begin(&gateway.ledger, parts, &channel.channel_id, body).await?
@@ -179,10 +209,18 @@ pub async fn admit(
     } else {
         quote
     };
-    let reservation = sessions
-        .reserve(&channel.channel_id, to_hold)
-        .await
-        .map_err(|problem| challenger.refuse(&problem))?;
+    let reservation = match sessions.reserve(&channel.channel_id, to_hold).await {
+        Ok(reservation) => reservation,
+        Err(problem) => {
+            // The payer proved the channel is theirs: the fresh challenge
+            // says what it holds and what this request needs authorized,
+            // so a client can raise its voucher at once.
+            let snapshot = sessions
+                .snapshot_for_request(&channel.channel_id, to_hold)
+                .await;
+            return Err(challenger.refuse_with_snapshot(&problem, snapshot));
+        }
+    };
     Ok(Admission::Held(Box::new(SessionHold {
         sessions: Arc::clone(sessions),
         reservation,
@@ -196,25 +234,37 @@ pub async fn admit(
         on_commit_failure: super::store_failure,
         checkpoint_every: gateway.stream_checkpoint_tokens,
         checkpointed_tokens: 0,
+        voucher,
     })))
 }
 
+/// A hold made final.
+struct Charged {
+    channel: ChannelRecord,
+    challenge_id: String,
+    replay: Option<InFlightKey>,
+    voucher: Option<Box<SignedVoucher>>,
+}
+
 impl SessionHold {
-    async fn charge(
-        self,
-        metered: &Metered,
-    ) -> Result<(ChannelRecord, String, Option<InFlightKey>), ApiError> {
+    async fn charge(self, metered: &Metered) -> Result<Charged, ApiError> {
         let Self {
             sessions,
             reservation,
             challenge_id,
             replay,
             on_commit_failure,
+            voucher,
             ..
         } = self;
         let cost = metered.cost.min(reservation.held);
         match sessions.commit(reservation, cost, metered.units()).await {
-            Ok(channel) => Ok((channel, challenge_id, replay)),
+            Ok(channel) => Ok(Charged {
+                channel,
+                challenge_id,
+                replay,
+                voucher,
+            }),
             // The store is away: nothing was charged, retry later (503).
             Err(e) if e.is_unavailable() => Err(super::store_unavailable(&e)),
             Err(e) => {
@@ -241,14 +291,21 @@ impl Hold for SessionHold {
 
     async fn commit(self: Box<Self>, metered: &Metered) -> Result<Committed, ApiError> {
         let sessions = Arc::clone(&self.sessions);
-        let (channel, challenge_id, replay) = self.charge(metered).await?;
+        let charged = self.charge(metered).await?;
         Ok(Committed {
-            receipt: sessions.receipt(&challenge_id, &channel, Some(metered.units()), None),
-            replay,
+            paid: paid_headers(
+                &sessions,
+                &charged.challenge_id,
+                &charged.channel,
+                Some(metered.units()),
+                None,
+                charged.voucher.as_deref(),
+            ),
+            replay: charged.replay,
         })
     }
 
-    async fn start_stream(&mut self) -> Result<Option<String>, ApiError> {
+    async fn start_stream(&mut self) -> Result<Option<PaidHeaders>, ApiError> {
         // A stream is not replayed: its key is given back now.
         self.replay = None;
         if matches!(self.growth, Growth::Upfront) {
@@ -256,11 +313,13 @@ impl Hold for SessionHold {
             // as the stream's last event.
             return Ok(None);
         }
-        Ok(Some(self.sessions.receipt(
+        Ok(Some(paid_headers(
+            &self.sessions,
             &self.challenge_id,
             &self.channel,
             None,
             None,
+            self.voucher.as_deref(),
         )))
     }
 
@@ -295,9 +354,9 @@ impl Hold for SessionHold {
     async fn end_stream(self: Box<Self>, metered: &Metered) -> Option<SseEvent> {
         let sessions = Arc::clone(&self.sessions);
         match self.charge(metered).await {
-            Ok((channel, challenge_id, _)) => Some(receipts::stream_event(&sessions.receipt_json(
-                &challenge_id,
-                &channel,
+            Ok(charged) => Some(receipts::stream_event(&sessions.receipt_json(
+                &charged.challenge_id,
+                &charged.channel,
                 Some(metered.units()),
                 None,
             ))),
