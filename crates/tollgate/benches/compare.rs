@@ -97,6 +97,7 @@ currency = "{PATH_USD}"
 recipient = "{recipient}"
 
 [session]
+protocol = "both"
 escrow = "{escrow}"
 operator_key = {{ env = "BENCH_OPERATOR_KEY" }}
 fee_token = "{ALPHA_USD}"
@@ -215,11 +216,45 @@ fn payer(h: &Harness) -> Payer {
 /// the `Authorization` every session-paid request re-sends.
 async fn session_auth(h: &Harness, url: &str, body: &str, deposit: u128) -> String {
     let payer = payer(h);
-    let challenge = session_challenge(&challenges(&post(&h.http, url, body, None).await));
+    let challenge = v1_challenge(&challenges(&post(&h.http, url, body, None).await));
     let (channel, open) = payer.open(&challenge, deposit, deposit).await;
     let opened = post(&h.http, url, body, Some(&open)).await;
     assert_eq!(opened.status(), 200, "{}", opened.text().await.unwrap());
     let auth = payer.pay_voucher(&challenge, channel, deposit);
+    assert_eq!(post(&h.http, url, body, Some(&auth)).await.status(), 200);
+    auth
+}
+
+/// The v1 (escrow) session challenge among a 402's.
+fn v1_challenge(offered: &[mpp::PaymentChallenge]) -> mpp::PaymentChallenge {
+    offered
+        .iter()
+        .find(|c| {
+            c.intent.as_str() == "session"
+                && c.request.decode_value().unwrap()["methodDetails"]["sessionProtocol"] != "v2"
+        })
+        .expect("a v1 session challenge")
+        .clone()
+}
+
+/// [`session_auth`] on a v2 (channel reserve) channel.
+async fn session_auth_v2(h: &Harness, url: &str, body: &str, deposit: u128) -> String {
+    let reserve = h
+        .devnet
+        .channel_reserve()
+        .expect("the devnet has the reserve");
+    let payer = common::session_v2::Payer::new(signer(PAYER), &h.devnet.rpc_url(), reserve);
+    let challenge = challenges(&post(&h.http, url, body, None).await)
+        .into_iter()
+        .find(|c| {
+            c.intent.as_str() == "session"
+                && c.request.decode_value().unwrap()["methodDetails"]["sessionProtocol"] == "v2"
+        })
+        .expect("a v2 session challenge");
+    let (channel, open) = payer.open(&challenge, deposit, deposit).await;
+    let opened = post(&h.http, url, body, Some(&open)).await;
+    assert_eq!(opened.status(), 200, "{}", opened.text().await.unwrap());
+    let auth = payer.pay_voucher(&challenge, channel, deposit).await;
     assert_eq!(post(&h.http, url, body, Some(&auth)).await.status(), 200);
     auth
 }
@@ -242,7 +277,7 @@ async fn voucher_accepts(h: &Harness, url: &str, connections: usize, per: usize)
     let body = chat(false);
     let mut lanes = Vec::new();
     for _ in 0..connections {
-        let challenge = session_challenge(&challenges(&post(&h.http, url, &body, None).await));
+        let challenge = v1_challenge(&challenges(&post(&h.http, url, &body, None).await));
         let deposit = (per as u128 + 10) * 1_000;
         let (channel, open) = payer.open(&challenge, deposit, 1).await;
         let opened = h
@@ -389,6 +424,7 @@ async fn main() {
         "payer balance {balance} < {deposit}"
     );
     let session = session_auth(&h, &paid_url, &body, deposit).await;
+    let session_v2 = session_auth_v2(&h, &paid_url, &body, deposit).await;
     let plan = plan_auth(&h, &plan_url, &plan_turn()).await;
 
     println!(
@@ -443,10 +479,16 @@ async fn main() {
             measure(paid_url.clone(), body.clone(), None).await,
         );
     }
-    if wanted("Tollgate, session-paid (voucher re-sent)") {
+    if wanted("Tollgate, session-paid v1 (voucher re-sent)") {
         table.add(
-            "Tollgate, session-paid (voucher re-sent)",
+            "Tollgate, session-paid v1 (voucher re-sent)",
             measure(paid_url.clone(), body.clone(), Some(session.clone())).await,
+        );
+    }
+    if wanted("Tollgate, session-paid v2 (voucher re-sent)") {
+        table.add(
+            "Tollgate, session-paid v2 (voucher re-sent)",
+            measure(paid_url.clone(), body.clone(), Some(session_v2.clone())).await,
         );
     }
     if wanted("Tollgate, plan-endpoint turn") {
