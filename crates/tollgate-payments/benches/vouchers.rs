@@ -213,6 +213,8 @@ async fn accept_runs(durability: Durability) {
     let dir = tempfile::tempdir().unwrap();
     let ledger: Arc<dyn Ledger> =
         Arc::new(SqliteLedger::open(&dir.path().join("ledger.db"), durability).unwrap());
+    // Renew the instance's lease as a gateway does, so long runs keep taking holds.
+    let _keeper = tollgate_ledger::spawn_keeper(&ledger);
     let gate = gate(Arc::clone(&ledger));
     let accept = move |v: SignedVoucher| {
         let gate = Arc::clone(&gate);
@@ -385,6 +387,7 @@ async fn v2_against_v1() {
     let dir = tempfile::tempdir().unwrap();
     let ledger: Arc<dyn Ledger> =
         Arc::new(SqliteLedger::open(&dir.path().join("ledger.db"), Durability::Normal).unwrap());
+    let _keeper = tollgate_ledger::spawn_keeper(&ledger);
     let gate = gate(Arc::clone(&ledger));
     let accept = move |v: SignedVoucher| {
         let gate = Arc::clone(&gate);
