@@ -51,11 +51,11 @@ enum Job {
     Alone(Box<dyn FnOnce(&mut Connection) + Send>),
 }
 
-/// A job run inside a group's transaction, answered once the group's
-/// commit is known.
+/// A job run inside the writer's open transaction; answered as soon as it
+/// ran, or (durable) once its transaction committed and synced.
 trait GroupTask: Send {
     /// Runs the job in its own savepoint. `Err` means the savepoint itself
-    /// broke: the whole group is rolled back.
+    /// broke: the whole transaction is rolled back.
     fn run(&mut self, conn: &Connection) -> Result<(), rusqlite::Error>;
     fn answer(self: Box<Self>, committed: Result<(), &str>);
 }
@@ -130,9 +130,9 @@ impl Writer {
         Ok(Self { jobs })
     }
 
-    /// Runs `work` in the next group's transaction; answers after that
-    /// group commits (with an fsync when `durable` and the store's
-    /// durability is full).
+    /// Runs `work` in the writer's open transaction, in a savepoint of its
+    /// own. Answers as soon as it ran, or, when `durable`, once the
+    /// transaction committed (and, with full durability, the WAL synced).
     pub(crate) async fn grouped<T, F>(&self, durable: bool, work: F) -> Result<T, LedgerError>
     where
         T: Send + 'static,
