@@ -173,8 +173,9 @@ impl SqliteLedger {
         self.writer.alone(f).await
     }
 
-    /// Runs `f` inside the next group's transaction (its own savepoint);
-    /// returns once the group committed, synced to disk when `durable`.
+    /// Runs `f` in the writer's open transaction (its own savepoint). A
+    /// `durable` job returns once it is committed and on disk; any other
+    /// (a hold, a read) as soon as it ran.
     pub(crate) async fn grouped<T, F>(&self, durable: bool, f: F) -> Result<T, LedgerError>
     where
         T: Send + 'static,
