@@ -184,9 +184,12 @@ async fn authorize(h: &Harness, url: &str, stream_body: &str, streams: usize) ->
         &h.devnet.rpc_url(),
         h.devnet.escrow().unwrap(),
     );
-    let stream_challenge =
-        session_challenge(&challenges(&post(&h.http, url, stream_body, None).await));
-    let deposit = amount(&stream_challenge) * (streams as u128 + 10);
+    let offered = challenges(&post(&h.http, url, stream_body, None).await);
+    let stream_challenge = session_challenge(&offered);
+    // A stream's session challenge asks for its start (the prompt and a few
+    // tokens); its worst case is what the charge offered beside it asks.
+    let worst = offered.iter().map(amount).max().unwrap_or(0);
+    let deposit = worst * (streams as u128 + 10);
     let open_body = chat(false, 16);
     let open_challenge =
         session_challenge(&challenges(&post(&h.http, url, &open_body, None).await));
@@ -195,7 +198,7 @@ async fn authorize(h: &Harness, url: &str, stream_body: &str, streams: usize) ->
     assert_eq!(opened.status(), 200, "{}", opened.text().await.unwrap());
     let _ = opened.bytes().await;
     println!(
-        "stream quote {} base units, deposit {deposit}",
+        "stream challenge {} base units, worst case {worst}, deposit {deposit}",
         amount(&stream_challenge)
     );
     payer.pay_voucher(&stream_challenge, channel, deposit)
