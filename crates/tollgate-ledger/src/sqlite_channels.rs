@@ -231,19 +231,22 @@ fn reservation(conn: &Connection, id: i64) -> Result<Option<Held>, LedgerError> 
         .optional()?)
 }
 
-fn drop_reservation(
-    conn: &Connection,
-    id: i64,
-    channel_id: &str,
-    held: u128,
-) -> Result<(), LedgerError> {
-    conn.prepare_cached(
-        "UPDATE session_channels SET reserved = MAX(reserved - ?2, 0) WHERE channel_id = ?1",
-    )?
-    .execute(params![channel_id, to_db(held)])?;
-    conn.prepare_cached("DELETE FROM session_reservations WHERE id = ?1")?
-        .execute(params![id])?;
-    Ok(())
+/// Deletes a reservation and returns what it held (one statement); the
+/// caller moves the channel's counters. `None` when it is not held.
+fn take_reservation(conn: &Connection, id: i64) -> Result<Option<Held>, LedgerError> {
+    Ok(conn
+        .prepare_cached(
+            "DELETE FROM session_reservations WHERE id = ?1
+             RETURNING channel_id, amount, charged",
+        )?
+        .query_row(params![id], |r| {
+            Ok(Held {
+                channel_id: r.get(0)?,
+                amount: from_db(r.get(1)?),
+                charged: from_db(r.get(2)?),
+            })
+        })
+        .optional()?)
 }
 
 #[async_trait]
@@ -501,24 +504,11 @@ impl ChannelBook for SqliteLedger {
     ) -> Result<ChannelRecord, LedgerError> {
         let committed = self
             .grouped(true, move |tx| {
-                // Deleting the hold returns what it held: one statement.
                 let Some(Held {
                     channel_id,
                     amount,
                     charged: checkpointed,
-                }) = tx
-                    .prepare_cached(
-                        "DELETE FROM session_reservations WHERE id = ?1
-                         RETURNING channel_id, amount, charged",
-                    )?
-                    .query_row(params![reservation_id], |r| {
-                        Ok(Held {
-                            channel_id: r.get(0)?,
-                            amount: from_db(r.get(1)?),
-                            charged: from_db(r.get(2)?),
-                        })
-                    })
-                    .optional()?
+                }) = take_reservation(tx, reservation_id)?
                 else {
                     return Err(LedgerError::HoldLost);
                 };
@@ -703,8 +693,12 @@ impl SqliteLedger {
         reservation_id: i64,
     ) -> Result<(), LedgerError> {
         self.grouped(true, move |tx| {
-            if let Some(held) = reservation(tx, reservation_id)? {
-                drop_reservation(tx, reservation_id, &held.channel_id, held.amount)?;
+            if let Some(held) = take_reservation(tx, reservation_id)? {
+                tx.prepare_cached(
+                    "UPDATE session_channels SET reserved = MAX(reserved - ?2, 0)
+                     WHERE channel_id = ?1",
+                )?
+                .execute(params![held.channel_id, to_db(held.amount)])?;
             }
             Ok(())
         })
