@@ -154,6 +154,18 @@ pub trait Ledger: ChannelBook + RefundBook + Instances + Send + Sync + 'static {
     /// Appends a usage record.
     async fn record_usage(&self, record: &UsageRecord) -> Result<(), LedgerError>;
 
+    /// Appends a usage record without waiting for it: the payment path's
+    /// way, since a record reports what was charged and the charge itself
+    /// is already durable. A backend may batch records with its other
+    /// writes; a failure is logged.
+    fn note_usage(self: std::sync::Arc<Self>, record: UsageRecord) {
+        tokio::spawn(async move {
+            if let Err(e) = self.record_usage(&record).await {
+                tracing::error!(error = %e, route = %record.route, "could not record usage");
+            }
+        });
+    }
+
     /// Usage records paid by one challenge, oldest first.
     async fn usage_for(&self, challenge_id: &str) -> Result<Vec<UsageRecord>, LedgerError>;
 

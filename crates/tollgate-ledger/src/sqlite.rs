@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_sessions.sql"),
     include_str!("../migrations/0004_refunds_checkpoints.sql"),
     include_str!("../migrations/0005_instances.sql"),
+    include_str!("../migrations/0006_lean_reservations.sql"),
 ];
 
 /// How hard SQLite pushes each commit to disk.
@@ -48,6 +49,37 @@ pub struct SqliteLedger {
     /// `None` in memory, where it falls back to `conn`.
     reader: Option<Arc<Mutex<Connection>>>,
     pub(crate) shared: Arc<Shared>,
+    /// Usage records noted on the payment path, written together by one
+    /// job in the writer's next group.
+    usage: Arc<Mutex<UsageBatch>>,
+}
+
+#[derive(Default)]
+struct UsageBatch {
+    records: Vec<UsageRecord>,
+    /// A job to write them is queued.
+    queued: bool,
+}
+
+fn insert_usage(conn: &Connection, r: &UsageRecord) -> Result<(), LedgerError> {
+    conn.prepare_cached(
+        "INSERT INTO usage_records (challenge_id, route, model, quoted, input_tokens,
+         cached_tokens, output_tokens, actual_cost, usage_reported, recorded_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        r.challenge_id,
+        r.route,
+        r.model,
+        r.quoted.to_string(),
+        r.input_tokens as i64,
+        r.cached_tokens as i64,
+        r.output_tokens as i64,
+        r.actual_cost.to_string(),
+        r.usage_reported,
+        r.recorded_at
+    ])?;
+    Ok(())
 }
 
 impl SqliteLedger {
@@ -133,6 +165,7 @@ impl SqliteLedger {
             writer: Arc::new(Writer::start(conn, durability, wal)?),
             reader: None,
             shared,
+            usage: Arc::default(),
         })
     }
 
@@ -353,27 +386,33 @@ impl Ledger for SqliteLedger {
 
     async fn record_usage(&self, record: &UsageRecord) -> Result<(), LedgerError> {
         let r = record.clone();
-        self.grouped(true, move |conn| {
-            conn.prepare_cached(
-                "INSERT INTO usage_records (challenge_id, route, model, quoted, input_tokens,
-                 cached_tokens, output_tokens, actual_cost, usage_reported, recorded_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?
-            .execute(params![
-                r.challenge_id,
-                r.route,
-                r.model,
-                r.quoted.to_string(),
-                r.input_tokens as i64,
-                r.cached_tokens as i64,
-                r.output_tokens as i64,
-                r.actual_cost.to_string(),
-                r.usage_reported,
-                r.recorded_at
-            ])?;
-            Ok(())
-        })
-        .await
+        self.grouped(true, move |conn| insert_usage(conn, &r)).await
+    }
+
+    fn note_usage(self: Arc<Self>, record: UsageRecord) {
+        let first = {
+            let mut batch = self
+                .usage
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            batch.records.push(record);
+            !std::mem::replace(&mut batch.queued, true)
+        };
+        if first {
+            // One job writes every record noted until it runs.
+            let usage = Arc::clone(&self.usage);
+            self.writer.detached("usage records", move |conn| {
+                let records = {
+                    let mut batch = usage.lock().unwrap_or_else(|p| p.into_inner());
+                    batch.queued = false;
+                    std::mem::take(&mut batch.records)
+                };
+                for record in &records {
+                    insert_usage(conn, record)?;
+                }
+                Ok(())
+            });
+        }
     }
 
     async fn usage_for(&self, challenge_id: &str) -> Result<Vec<UsageRecord>, LedgerError> {

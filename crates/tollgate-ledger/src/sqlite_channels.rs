@@ -14,10 +14,16 @@ use crate::sqlite::{SqliteLedger, now_unix};
 use crate::sqlite_holds::{Whose, release_holds};
 use crate::{Instances, LedgerError};
 
-const CHANNEL_COLUMNS: &str = "channel_id, protocol, escrow, chain_id, payer, payee, token,
+/// The columns [`read_channel`] reads, as a macro so that statements are
+/// built at compile time (a hot-path `format!` per call showed in profiles).
+macro_rules! channel_columns {
+    () => {
+        "channel_id, protocol, escrow, chain_id, payer, payee, token,
     authorized_signer, descriptor, deposit, accepted, spent, reserved, settled, units,
     close_requested_at, status, opened_at, updated_at, last_settled_at,
-    inflight_kind, inflight_tx, inflight_amount, inflight_since";
+    inflight_kind, inflight_tx, inflight_amount, inflight_since"
+    };
+}
 
 /// Amounts are stored as SQLite integers. Deposits beyond `i64::MAX` base
 /// units are counted as `i64::MAX`: we authorize less, never more.
@@ -66,8 +72,10 @@ fn read_channel(row: &Row<'_>) -> rusqlite::Result<ChannelRecord> {
 
 fn load(conn: &Connection, channel_id: &str) -> Result<Option<ChannelRecord>, LedgerError> {
     Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {CHANNEL_COLUMNS} FROM session_channels WHERE channel_id = ?1"
+        .prepare_cached(concat!(
+            "SELECT ",
+            channel_columns!(),
+            " FROM session_channels WHERE channel_id = ?1"
         ))?
         .query_row(params![channel_id], read_channel)
         .optional()?)
@@ -114,11 +122,13 @@ fn reserve_in(
     // The common case in one statement: an open channel with the balance.
     let fast = match i64::try_from(amount) {
         Ok(asked) => conn
-            .prepare_cached(&format!(
+            .prepare_cached(concat!(
                 "UPDATE session_channels SET reserved = reserved + ?2, updated_at = ?3
                  WHERE channel_id = ?1 AND status = 'open' AND close_requested_at = 0
                    AND MAX(accepted - spent - reserved, 0) >= ?2
-                 RETURNING {CHANNEL_COLUMNS}"
+                 RETURNING ",
+                channel_columns!(),
+                ""
             ))?
             .query_row(params![channel_id, asked, now], read_channel)
             .optional()?,
@@ -321,8 +331,10 @@ impl ChannelBook for SqliteLedger {
 
     async fn channels(&self) -> Result<Vec<ChannelRecord>, LedgerError> {
         self.with_conn(|conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {CHANNEL_COLUMNS} FROM session_channels ORDER BY opened_at DESC, rowid DESC"
+            let mut stmt = conn.prepare_cached(concat!(
+                "SELECT ",
+                channel_columns!(),
+                " FROM session_channels ORDER BY opened_at DESC, rowid DESC"
             ))?;
             let rows = stmt.query_map([], read_channel)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -368,9 +380,11 @@ impl ChannelBook for SqliteLedger {
                 let now = now_unix();
                 insert_voucher(tx, &id, &voucher, now)?;
                 let updated = tx
-                    .prepare_cached(&format!(
+                    .prepare_cached(concat!(
                         "UPDATE session_channels SET accepted = ?2, updated_at = ?3
-                         WHERE channel_id = ?1 RETURNING {CHANNEL_COLUMNS}"
+                         WHERE channel_id = ?1 RETURNING ",
+                        channel_columns!(),
+                        ""
                     ))?
                     .query_row(params![id, to_db(voucher.cumulative), now], read_channel)?;
                 Ok(VoucherOutcome::Accepted(updated))
@@ -514,10 +528,12 @@ impl ChannelBook for SqliteLedger {
                 };
                 let charged = cost.min(amount + checkpointed);
                 // The checkpoints are in `spent` already: add the difference.
-                tx.prepare_cached(&format!(
+                tx.prepare_cached(concat!(
                     "UPDATE session_channels SET reserved = MAX(reserved - ?2, 0),
                        spent = spent + ?3 - ?4, units = units + ?5, updated_at = ?6
-                     WHERE channel_id = ?1 RETURNING {CHANNEL_COLUMNS}"
+                     WHERE channel_id = ?1 RETURNING ",
+                    channel_columns!(),
+                    ""
                 ))?
                 .query_row(
                     params![

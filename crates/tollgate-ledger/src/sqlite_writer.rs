@@ -75,15 +75,7 @@ where
         let Some(work) = self.work.take() else {
             return Ok(());
         };
-        conn.prepare_cached("SAVEPOINT grouped_job")?.execute([])?;
-        let outcome = catch_unwind(AssertUnwindSafe(|| work(conn)))
-            .unwrap_or_else(|_| Err(LedgerError::Worker("a ledger job panicked".into())));
-        if outcome.is_err() {
-            conn.prepare_cached("ROLLBACK TO grouped_job")?
-                .execute([])?;
-        }
-        conn.prepare_cached("RELEASE grouped_job")?.execute([])?;
-        self.outcome = Some(outcome);
+        self.outcome = Some(in_savepoint(conn, work)?);
         Ok(())
     }
 
@@ -97,6 +89,50 @@ where
             ))),
         };
         let _ = self.reply.send(outcome);
+    }
+}
+
+/// Runs `work` in a savepoint of its own, rolled back if it fails. The
+/// outer `Err`: the savepoint itself broke.
+fn in_savepoint<T>(
+    conn: &Connection,
+    work: impl FnOnce(&Connection) -> Result<T, LedgerError>,
+) -> Result<Result<T, LedgerError>, rusqlite::Error> {
+    conn.prepare_cached("SAVEPOINT grouped_job")?.execute([])?;
+    let outcome = catch_unwind(AssertUnwindSafe(|| work(conn)))
+        .unwrap_or_else(|_| Err(LedgerError::Worker("a ledger job panicked".into())));
+    if outcome.is_err() {
+        conn.prepare_cached("ROLLBACK TO grouped_job")?
+            .execute([])?;
+    }
+    conn.prepare_cached("RELEASE grouped_job")?.execute([])?;
+    Ok(outcome)
+}
+
+/// A job nobody waits for: its failure is logged.
+struct Detached<F> {
+    what: &'static str,
+    work: Option<F>,
+}
+
+impl<F> GroupTask for Detached<F>
+where
+    F: FnOnce(&Connection) -> Result<(), LedgerError> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> Result<(), rusqlite::Error> {
+        let Some(work) = self.work.take() else {
+            return Ok(());
+        };
+        if let Err(e) = in_savepoint(conn, work)? {
+            tracing::error!(error = %e, what = self.what, "a ledger write failed");
+        }
+        Ok(())
+    }
+
+    fn answer(self: Box<Self>, committed: Result<(), &str>) {
+        if let Err(e) = committed {
+            tracing::error!(error = %e, what = self.what, "a ledger write failed");
+        }
     }
 }
 
@@ -151,6 +187,28 @@ impl Writer {
             })
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+
+    /// Queues `work` for the open transaction without waiting for it: it
+    /// commits with the group, and a failure is logged as `what`.
+    pub(crate) fn detached<F>(&self, what: &'static str, work: F)
+    where
+        F: FnOnce(&Connection) -> Result<(), LedgerError> + Send + 'static,
+    {
+        let task = Detached {
+            what,
+            work: Some(work),
+        };
+        let job = Job::Grouped {
+            durable: false,
+            task: Box::new(task),
+        };
+        if self.jobs.send(job).is_err() {
+            tracing::error!(
+                what,
+                "the ledger's writer thread stopped; a write was dropped"
+            );
+        }
     }
 
     /// Runs `work` alone on the connection, outside any transaction.

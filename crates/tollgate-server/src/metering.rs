@@ -169,11 +169,7 @@ impl Meter {
             usage_reported: metered.reported,
             recorded_at: unix_now(),
         };
-        tokio::spawn(async move {
-            if let Err(e) = ledger.record_usage(&record).await {
-                tracing::error!(error = %e, route = %record.route, "could not record usage");
-            }
-        });
+        ledger.note_usage(record);
     }
 }
 

@@ -170,7 +170,11 @@ async fn launch(h: &Harness, upstream: &str) -> (tokio::process::Child, String) 
         .env("BENCH_OPERATOR_KEY", DEV_ACCOUNTS[RECIPIENT].private_key)
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        // `BENCH_LOG=path` keeps the gateway's log (else it is discarded).
+        .stderr(match std::env::var("BENCH_LOG") {
+            Ok(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+            Err(_) => Stdio::null(),
+        })
         .kill_on_drop(true)
         .spawn()
         .expect("the tollgate binary starts");
