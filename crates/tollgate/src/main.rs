@@ -20,9 +20,6 @@ use tollgate_server::Config;
 
 use crate::dir_lock::DirLock;
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "tollgate",
