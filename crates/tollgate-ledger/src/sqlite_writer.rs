@@ -25,6 +25,9 @@
 //! is charged, nothing is answered as paid. Holds are released at restart
 //! anyway, so they never need a sync.
 //!
+//! Detached jobs (the payment path's batched usage records) have nobody
+//! waiting: they commit with their group, and a failure is logged.
+//!
 //! Jobs that manage their own transactions (migrations, rare operations)
 //! run alone, between transactions.
 

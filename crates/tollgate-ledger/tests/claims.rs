@@ -17,6 +17,7 @@ on_every_backend!(
     recording_the_same_challenge_twice_fails_and_changes_nothing,
     kv_operations_are_atomic,
     usage_records_keep_exact_amounts,
+    noted_usage_records_are_all_written_once,
 );
 
 fn record(id: &str, at: i64) -> ChargeRecord {
@@ -190,4 +191,51 @@ async fn usage_records_keep_exact_amounts(store: Store) {
     ledger.record_usage(&record).await.unwrap();
     assert_eq!(ledger.usage_for("c1").await.unwrap(), vec![record]);
     assert!(ledger.usage_for("c2").await.unwrap().is_empty());
+}
+
+/// The payment path notes usage without waiting (SQLite batches the records
+/// into one job per group): every record noted by concurrent callers lands,
+/// exactly once.
+async fn noted_usage_records_are_all_written_once(store: Store) {
+    let ledger = store.open().await;
+    let record = |caller: u64, n: u64| tollgate_ledger::UsageRecord {
+        challenge_id: Some(format!("noted-{caller}")),
+        route: "POST /v1/chat/completions".into(),
+        model: "gpt-4o".into(),
+        quoted: 1_000,
+        input_tokens: n,
+        cached_tokens: 0,
+        output_tokens: 1,
+        actual_cost: u128::from(n),
+        usage_reported: true,
+        recorded_at: 1,
+    };
+    let callers: Vec<_> = (0..8u64)
+        .map(|caller| {
+            let ledger = Arc::clone(&ledger);
+            tokio::spawn(async move {
+                for n in 0..50u64 {
+                    Arc::clone(&ledger).note_usage(record(caller, n));
+                    if n % 10 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    for caller in 0..8u64 {
+        let id = format!("noted-{caller}");
+        let mut written = ledger.usage_for(&id).await.unwrap();
+        while written.len() < 50 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            written = ledger.usage_for(&id).await.unwrap();
+        }
+        let mut tokens: Vec<u64> = written.iter().map(|r| r.input_tokens).collect();
+        tokens.sort_unstable();
+        assert_eq!(tokens, (0..50).collect::<Vec<_>>(), "{id}");
+    }
 }
