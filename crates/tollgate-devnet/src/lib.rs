@@ -109,11 +109,50 @@ impl Devnet {
             false => None,
         };
         // With a front, the requested port is the front's; anvil hides behind.
-        let port = match (options.port, options.channel_reserve) {
-            (Some(port), false) => port,
-            _ => free_port().map_err(|e| DevnetError::Start(e.to_string()))?,
+        let chosen = match (options.port, options.channel_reserve) {
+            (Some(port), false) => Some(port),
+            _ => None,
         };
-        let child = Command::new(&binary)
+        // A free port is found by binding and letting go, so another process
+        // may take it before anvil binds it: anvil then exits, and a fresh
+        // port is tried.
+        let mut attempt = 0;
+        let mut devnet = loop {
+            attempt += 1;
+            let port = match chosen {
+                Some(port) => port,
+                None => free_port().map_err(|e| DevnetError::Start(e.to_string()))?,
+            };
+            let mut devnet = Self::spawn_anvil(&binary, port)?;
+            match devnet.wait_ready(Duration::from_secs(30)).await {
+                Ok(()) => break devnet,
+                Err(e) if chosen.is_none() && attempt < 4 => {
+                    tracing::warn!(error = %e, port, "anvil did not start; trying another port");
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        if let Some(code) = reserve_code {
+            reserve::install(&devnet.rpc, &code.runtime).await?;
+            let front = front::Front::start(options.port, &devnet.anvil_url())?;
+            devnet.rpc = RpcClient::new(&format!("http://127.0.0.1:{}", front.port()));
+            devnet.front = Some(front);
+        }
+        // A fresh chain reports block timestamp 1 until a block is mined, and
+        // Tempo transactions carry a `validAfter` relative to wall-clock time.
+        devnet
+            .rpc
+            .call::<serde_json::Value>("evm_mine", serde_json::json!([]))
+            .await?;
+        if let Some(code) = bytecode {
+            devnet.escrow = Some(escrow::deploy_escrow(&devnet.rpc, &code).await?);
+        }
+        Ok(devnet)
+    }
+
+    /// Starts anvil on `port` (not yet answering).
+    fn spawn_anvil(binary: &std::path::Path, port: u16) -> Result<Self, DevnetError> {
+        let child = Command::new(binary)
             .args(["--network", "tempo", "--chain-id"])
             .arg(DEVNET_CHAIN_ID.to_string())
             .args(["--host", "127.0.0.1", "--port"])
@@ -132,31 +171,14 @@ impl Devnet {
             }
         });
         let anvil_url = format!("http://127.0.0.1:{port}");
-        let mut devnet = Self {
+        Ok(Self {
             watchdog,
             child,
             anvil_port: port,
             front: None,
             rpc: RpcClient::new(&anvil_url),
             escrow: None,
-        };
-        devnet.wait_ready(Duration::from_secs(30)).await?;
-        if let Some(code) = reserve_code {
-            reserve::install(&devnet.rpc, &code.runtime).await?;
-            let front = front::Front::start(options.port, &anvil_url)?;
-            devnet.rpc = RpcClient::new(&format!("http://127.0.0.1:{}", front.port()));
-            devnet.front = Some(front);
-        }
-        // A fresh chain reports block timestamp 1 until a block is mined, and
-        // Tempo transactions carry a `validAfter` relative to wall-clock time.
-        devnet
-            .rpc
-            .call::<serde_json::Value>("evm_mine", serde_json::json!([]))
-            .await?;
-        if let Some(code) = bytecode {
-            devnet.escrow = Some(escrow::deploy_escrow(&devnet.rpc, &code).await?);
-        }
-        Ok(devnet)
+        })
     }
 
     async fn wait_ready(&mut self, limit: Duration) -> Result<(), DevnetError> {
