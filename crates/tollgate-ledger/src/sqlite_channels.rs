@@ -127,8 +127,7 @@ fn reserve_in(
                  WHERE channel_id = ?1 AND status = 'open' AND close_requested_at = 0
                    AND MAX(accepted - spent - reserved, 0) >= ?2
                  RETURNING ",
-                channel_columns!(),
-                ""
+                channel_columns!()
             ))?
             .query_row(params![channel_id, asked, now], read_channel)
             .optional()?,
@@ -383,8 +382,7 @@ impl ChannelBook for SqliteLedger {
                     .prepare_cached(concat!(
                         "UPDATE session_channels SET accepted = ?2, updated_at = ?3
                          WHERE channel_id = ?1 RETURNING ",
-                        channel_columns!(),
-                        ""
+                        channel_columns!()
                     ))?
                     .query_row(params![id, to_db(voucher.cumulative), now], read_channel)?;
                 Ok(VoucherOutcome::Accepted(updated))
@@ -532,8 +530,7 @@ impl ChannelBook for SqliteLedger {
                     "UPDATE session_channels SET reserved = MAX(reserved - ?2, 0),
                        spent = spent + ?3 - ?4, units = units + ?5, updated_at = ?6
                      WHERE channel_id = ?1 RETURNING ",
-                    channel_columns!(),
-                    ""
+                    channel_columns!()
                 ))?
                 .query_row(
                     params![
