@@ -22,7 +22,6 @@ pub mod reserve;
 mod rpc;
 pub mod solc;
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -108,30 +107,15 @@ impl Devnet {
             true => Some(reserve::reserve_code(&cache).await?),
             false => None,
         };
-        // With a front, the requested port is the front's; anvil hides behind.
-        let chosen = match (options.port, options.channel_reserve) {
-            (Some(port), false) => Some(port),
-            _ => None,
+        // With a front, the requested port is the front's; anvil hides behind
+        // on a port of its own choosing (0: it binds one and tells us which,
+        // so no other process can take it between a probe and the bind).
+        let anvil_port = match (options.port, options.channel_reserve) {
+            (Some(port), false) => port,
+            _ => 0,
         };
-        // A free port is found by binding and letting go, so another process
-        // may take it before anvil binds it: anvil then exits, and a fresh
-        // port is tried.
-        let mut attempt = 0;
-        let mut devnet = loop {
-            attempt += 1;
-            let port = match chosen {
-                Some(port) => port,
-                None => free_port().map_err(|e| DevnetError::Start(e.to_string()))?,
-            };
-            let mut devnet = Self::spawn_anvil(&binary, port)?;
-            match devnet.wait_ready(Duration::from_secs(30)).await {
-                Ok(()) => break devnet,
-                Err(e) if chosen.is_none() && attempt < 4 => {
-                    tracing::warn!(error = %e, port, "anvil did not start; trying another port");
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let mut devnet = Self::spawn_anvil(&binary, anvil_port).await?;
+        devnet.wait_ready(Duration::from_secs(30)).await?;
         if let Some(code) = reserve_code {
             reserve::install(&devnet.rpc, &code.runtime).await?;
             let front = front::Front::start(options.port, &devnet.anvil_url())?;
@@ -150,19 +134,24 @@ impl Devnet {
         Ok(devnet)
     }
 
-    /// Starts anvil on `port` (not yet answering).
-    fn spawn_anvil(binary: &std::path::Path, port: u16) -> Result<Self, DevnetError> {
-        let child = Command::new(binary)
+    /// Starts anvil on `port` (0: one it picks) and waits until it says
+    /// where it listens.
+    async fn spawn_anvil(binary: &std::path::Path, port: u16) -> Result<Self, DevnetError> {
+        let mut child = Command::new(binary)
             .args(["--network", "tempo", "--chain-id"])
             .arg(DEVNET_CHAIN_ID.to_string())
             .args(["--host", "127.0.0.1", "--port"])
             .arg(port.to_string())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| DevnetError::Start(format!("{}: {e}", binary.display())))?;
+        let announced = match child.stdout.take() {
+            Some(stdout) => announced_port(stdout)?,
+            None => return Err(DevnetError::Start("anvil's output is not piped".into())),
+        };
         let watchdog = child.id().and_then(|pid| match spawn_watchdog(pid) {
             Ok(watchdog) => Some(watchdog),
             Err(e) => {
@@ -170,6 +159,17 @@ impl Devnet {
                 None
             }
         });
+        let port = match tokio::time::timeout(Duration::from_secs(30), announced).await {
+            Ok(Ok(port)) => port,
+            Ok(Err(_)) => {
+                let status = child.wait().await.map(|s| s.to_string());
+                return Err(DevnetError::Start(format!(
+                    "anvil exited before listening ({})",
+                    status.unwrap_or_else(|e| e.to_string())
+                )));
+            }
+            Err(_) => return Err(DevnetError::Start("anvil did not listen in 30 s".into())),
+        };
         let anvil_url = format!("http://127.0.0.1:{port}");
         Ok(Self {
             watchdog,
@@ -275,6 +275,54 @@ fn spawn_watchdog(pid: u32) -> std::io::Result<Child> {
         .spawn()
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// Reads anvil's output on a thread of its own: the port from its
+/// `Listening on 127.0.0.1:PORT` line, then everything else, unread, until
+/// anvil exits (it logs every call, and a full pipe would stall it). The
+/// receiver fails when anvil exits without listening.
+fn announced_port(
+    stdout: tokio::process::ChildStdout,
+) -> Result<tokio::sync::oneshot::Receiver<u16>, DevnetError> {
+    use std::io::BufRead;
+    let fail = |e: std::io::Error| DevnetError::Start(format!("reading anvil's output: {e}"));
+    let stdout = std::fs::File::from(stdout.into_owned_fd().map_err(fail)?);
+    let (tell, told) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("devnet-anvil-output".into())
+        .spawn(move || {
+            let mut tell = Some(tell);
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(port) = tell.as_ref().and(listening_port(&line))
+                    && let Some(tell) = tell.take()
+                {
+                    let _ = tell.send(port);
+                }
+            }
+        })
+        .map_err(fail)?;
+    Ok(told)
+}
+
+/// The port of anvil's `Listening on HOST:PORT` line.
+fn listening_port(line: &str) -> Option<u16> {
+    let address = line.trim().strip_prefix("Listening on ")?;
+    address.rsplit_once(':')?.1.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listening_port;
+
+    #[test]
+    fn the_port_is_read_from_anvils_listening_line_only() {
+        assert_eq!(listening_port("Listening on 127.0.0.1:46209"), Some(46209));
+        assert_eq!(
+            listening_port("  Listening on 127.0.0.1:8545\r"),
+            Some(8545)
+        );
+        assert_eq!(listening_port("Listening on [::1]:9000"), Some(9000));
+        assert_eq!(listening_port("eth_chainId"), None);
+        assert_eq!(listening_port("Listening on 127.0.0.1:notaport"), None);
+        assert_eq!(listening_port("Listening on 127.0.0.1:70000"), None);
+    }
 }

@@ -19,11 +19,21 @@ pub struct RpcClient {
     http: reqwest::Client,
 }
 
+/// An HTTP client whose calls end: a node that accepts and never answers
+/// fails the call instead of hanging its caller.
+pub(crate) fn bounded_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .unwrap_or_default()
+}
+
 impl RpcClient {
     pub fn new(url: &str) -> Self {
         Self {
             url: url.to_owned(),
-            http: reqwest::Client::new(),
+            http: bounded_client(),
         }
     }
 

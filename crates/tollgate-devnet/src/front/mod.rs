@@ -50,7 +50,7 @@ impl Front {
         listener.set_nonblocking(true).map_err(fail)?;
         let port = listener.local_addr().map_err(fail)?.port();
         let relay = Arc::new(Relay {
-            http: reqwest::Client::new(),
+            http: crate::rpc::bounded_client(),
             upstream: upstream.trim_end_matches('/').to_owned(),
             chain: RpcClient::new(upstream),
             expiring: Mutex::new(()),

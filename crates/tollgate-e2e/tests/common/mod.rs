@@ -161,7 +161,12 @@ impl Harness {
             upstream_url,
             upstream,
             dir: tempfile::tempdir().unwrap(),
-            http: reqwest::Client::new(),
+            // Bounded, so a gateway that never answers fails the test
+            // instead of stalling the whole run.
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(120))
+                .build()
+                .unwrap(),
         }
     }
 
