@@ -707,3 +707,80 @@ async fn forced_close_is_settled_before_the_grace_period_ends() {
     );
     gw.stop().await;
 }
+
+/// The gateway decodes a re-sent session credential once; what it pays for
+/// is still checked with every request: the body, the route, a forged twin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resent_voucher_is_checked_against_every_request_it_pays_for() {
+    let h = Harness::start_sessions(MockOptions::default()).await;
+    let options = session_options();
+    let gw = h.gateway(&options).await;
+    let url = format!("{}/v1/chat/completions", gw.url);
+    let escrow = h.devnet.escrow().unwrap();
+    let payer = Payer::new(signer(PAYER), &h.devnet.rpc_url(), escrow);
+    let body = chat("gpt-4o-mini", 16, false);
+    let challenge = challenge_for(&h, &url, &body).await;
+    let quote = amount(&challenge);
+    let (channel, open) = payer.open(&challenge, DEPOSIT, quote).await;
+    assert_eq!(post(&h.http, &url, &body, Some(&open)).await.status(), 200);
+    let cum = 10 * quote;
+    let voucher = credential(
+        &challenge,
+        voucher_payload("voucher", channel, cum, &payer.voucher(channel, cum)),
+    );
+    let served = h.upstream.requests().len();
+    for _ in 0..3 {
+        let r = post(&h.http, &url, &body, Some(&voucher)).await;
+        assert_eq!(r.status(), 200);
+    }
+
+    // The same header with another body: its challenge bound this one.
+    let other_body = chat("gpt-4o-mini", 17, false);
+    let r = post(&h.http, &url, &other_body, Some(&voucher)).await;
+    let fresh = challenges(&r);
+    let problem_body = problem(r, 402, "invalid-challenge").await;
+    assert!(
+        problem_body["detail"].as_str().unwrap().contains("body"),
+        "{problem_body}"
+    );
+    assert_eq!(problem_body["challengeId"], fresh[0].id.as_str());
+
+    // The same header on another route.
+    let embeddings = format!("{}/v1/embeddings", gw.url);
+    let embedding = json!({"model": "text-embedding-3-small", "input": "one line"}).to_string();
+    let r = post(&h.http, &embeddings, &embedding, Some(&voucher)).await;
+    let problem_body = problem(r, 402, "invalid-challenge").await;
+    assert!(
+        problem_body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("another route"),
+        "{problem_body}"
+    );
+
+    // A twin with an altered id but the same voucher is not ours.
+    let mut forged = challenge.clone();
+    forged.id = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into();
+    let twin = credential(
+        &forged,
+        voucher_payload("voucher", channel, cum, &payer.voucher(channel, cum)),
+    );
+    let r = post(&h.http, &url, &body, Some(&twin)).await;
+    problem(r, 402, "invalid-challenge").await;
+
+    // And the original still pays, exactly the quotes served.
+    assert_eq!(
+        post(&h.http, &url, &body, Some(&voucher)).await.status(),
+        200
+    );
+    assert_eq!(h.upstream.requests().len(), served + 4);
+    let stored = h
+        .ledger(&options)
+        .channel(&format!("{:#x}", channel.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.reserved, 0);
+    assert!(stored.spent <= 5 * quote && stored.spent > 0, "{stored:?}");
+    gw.stop().await;
+}

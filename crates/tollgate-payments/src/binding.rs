@@ -54,79 +54,112 @@ pub fn check<'a>(
     credential: &PaymentCredential,
     spend: &Spend<'a>,
 ) -> Result<&'a Offer, PaymentProblem> {
-    let challenge = &credential.challenge;
-    let invalid = |detail: &str| PaymentProblem::new(ProblemKind::InvalidChallenge, detail);
+    Verified::new(keys, credential).check(&credential.challenge, spend)
+}
 
-    if challenge.realm != spend.realm {
-        return Err(invalid("challenge was issued for another realm"));
-    }
-    let fields = BoundFields {
-        realm: &challenge.realm,
-        method: challenge.method.as_str(),
-        intent: challenge.intent.as_str(),
-        request: challenge.request.raw(),
-        expires: challenge.expires.as_deref(),
-        digest: challenge.digest.as_deref(),
-        opaque: challenge.opaque.as_ref().map(|o| o.raw()),
-        header: challenge.header.as_deref(),
-    };
-    let issued_here = keys.verifies(&fields, &challenge.id);
-    if !issued_here {
-        return Err(invalid(
-            "challenge id is unknown or the challenge was altered",
-        ));
+/// What [`check`] finds about a credential before looking at the request it
+/// is spent on: whether we issued its challenge, its expiry, scope and
+/// echoed request, decoded. Computed once per credential; a session
+/// credential re-sent with every request keeps it
+/// ([`crate::credentials::CredentialCache`]).
+#[derive(Debug)]
+pub struct Verified {
+    issued_here: bool,
+    expires_at: Result<time::OffsetDateTime, &'static str>,
+    scope: Option<serde_json::Value>,
+    /// The challenge's request, without its session snapshot (a hint about
+    /// the channel at the time, bound by the HMAC, not part of the price).
+    echoed: Option<serde_json::Value>,
+}
+
+impl Verified {
+    pub fn new(keys: &ChallengeKeys, credential: &PaymentCredential) -> Self {
+        let challenge = &credential.challenge;
+        let fields = BoundFields {
+            realm: &challenge.realm,
+            method: challenge.method.as_str(),
+            intent: challenge.intent.as_str(),
+            request: challenge.request.raw(),
+            expires: challenge.expires.as_deref(),
+            digest: challenge.digest.as_deref(),
+            opaque: challenge.opaque.as_ref().map(|o| o.raw()),
+            header: challenge.header.as_deref(),
+        };
+        let expires_at = match challenge.expires.as_deref() {
+            None => Err("challenge has no expiry"),
+            Some(expires) => {
+                time::OffsetDateTime::parse(expires, &time::format_description::well_known::Rfc3339)
+                    .map_err(|_| "challenge expiry is not an RFC 3339 timestamp")
+            }
+        };
+        let mut echoed = challenge.request.decode_value().ok();
+        if let Some(details) = echoed
+            .as_mut()
+            .and_then(|e| e.get_mut("methodDetails"))
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            details.remove("sessionSnapshot");
+        }
+        Self {
+            issued_here: keys.verifies(&fields, &challenge.id),
+            expires_at,
+            scope: challenge
+                .opaque
+                .as_ref()
+                .and_then(|o| o.decode_value().ok()),
+            echoed,
+        }
     }
 
-    let expires = challenge
-        .expires
-        .as_deref()
-        .ok_or_else(|| invalid("challenge has no expiry"))?;
-    let expires_at =
-        time::OffsetDateTime::parse(expires, &time::format_description::well_known::Rfc3339)
-            .map_err(|_| invalid("challenge expiry is not an RFC 3339 timestamp"))?;
-    if expires_at <= time::OffsetDateTime::now_utc() {
-        return Err(PaymentProblem::new(
-            ProblemKind::PaymentExpired,
-            "challenge has expired",
-        ));
+    /// Our HMAC binds the challenge: we issued it, unaltered.
+    pub fn issued_here(&self) -> bool {
+        self.issued_here
     }
 
-    let scope_matches = challenge
-        .opaque
-        .as_ref()
-        .and_then(|o| o.decode_value().ok())
-        .is_some_and(|v| v == route_opaque(spend.scope));
-    if !scope_matches {
-        return Err(invalid("challenge was issued for another route"));
+    /// [`check`] of `challenge` (the one this was computed from) for `spend`.
+    pub fn check<'a>(
+        &self,
+        challenge: &mpp::ChallengeEcho,
+        spend: &Spend<'a>,
+    ) -> Result<&'a Offer, PaymentProblem> {
+        let invalid = |detail: &str| PaymentProblem::new(ProblemKind::InvalidChallenge, detail);
+        if challenge.realm != spend.realm {
+            return Err(invalid("challenge was issued for another realm"));
+        }
+        if !self.issued_here {
+            return Err(invalid(
+                "challenge id is unknown or the challenge was altered",
+            ));
+        }
+        let expires_at = self.expires_at.map_err(invalid)?;
+        if expires_at <= time::OffsetDateTime::now_utc() {
+            return Err(PaymentProblem::new(
+                ProblemKind::PaymentExpired,
+                "challenge has expired",
+            ));
+        }
+        if self.scope.as_ref() != Some(&route_opaque(spend.scope)) {
+            return Err(invalid("challenge was issued for another route"));
+        }
+        if challenge.digest != body_digest(spend.body) {
+            return Err(invalid(
+                "request body differs from the one the challenge was issued for",
+            ));
+        }
+        let echoed = self
+            .echoed
+            .as_ref()
+            .ok_or_else(|| invalid("challenge request is not valid JSON"))?;
+        spend
+            .offers
+            .iter()
+            .find(|offer| {
+                offer.method() == challenge.method.as_str()
+                    && offer.intent() == challenge.intent.as_str()
+                    && offer.request_json() == *echoed
+            })
+            .ok_or_else(|| invalid("challenge no longer matches what this route charges"))
     }
-
-    if challenge.digest != body_digest(spend.body) {
-        return Err(invalid(
-            "request body differs from the one the challenge was issued for",
-        ));
-    }
-
-    let mut echoed = challenge
-        .request
-        .decode_value()
-        .map_err(|_| invalid("challenge request is not valid JSON"))?;
-    // A session snapshot is a hint about the channel at the time (bound by
-    // the HMAC above), not part of what this route charges.
-    if let Some(details) = echoed
-        .get_mut("methodDetails")
-        .and_then(serde_json::Value::as_object_mut)
-    {
-        details.remove("sessionSnapshot");
-    }
-    spend
-        .offers
-        .iter()
-        .find(|offer| {
-            offer.method() == challenge.method.as_str()
-                && offer.intent() == challenge.intent.as_str()
-                && offer.request_json() == echoed
-        })
-        .ok_or_else(|| invalid("challenge no longer matches what this route charges"))
 }
 
 /// For session credentials that buy nothing themselves (voucher, top-up,

@@ -7,6 +7,7 @@
 pub mod binding;
 mod challenge;
 mod charge;
+pub mod credentials;
 mod hold;
 mod keys;
 mod offer;
@@ -75,7 +76,12 @@ pub struct PaymentGate {
     refunds: Option<Arc<Refunds>>,
     ledger: Arc<dyn Ledger>,
     max_credential_bytes: usize,
+    /// Session credentials re-sent with every request, decoded once.
+    credentials: credentials::CredentialCache,
 }
+
+/// What the credential cache may hold per generation (two are kept).
+const CREDENTIAL_CACHE_BYTES: usize = 1024 * 1024;
 
 impl PaymentGate {
     pub fn new(
@@ -91,6 +97,7 @@ impl PaymentGate {
             refunds: None,
             ledger,
             max_credential_bytes,
+            credentials: credentials::CredentialCache::new(CREDENTIAL_CACHE_BYTES),
         }
     }
 
@@ -157,6 +164,31 @@ impl PaymentGate {
             )),
             Some(parsed) => parsed,
         }
+    }
+
+    /// The credential in `authorization`, decoded and its challenge checked
+    /// for our HMAC. A session credential of ours is kept for when it is
+    /// sent again (the same voucher comes with every request until it runs
+    /// out); one-off charge credentials and forgeries are not.
+    fn parsed(
+        &self,
+        authorization: Option<&str>,
+    ) -> Result<Arc<credentials::Parsed>, PaymentProblem> {
+        if let Some(parsed) = authorization.and_then(|header| self.credentials.get(header)) {
+            return Ok(parsed);
+        }
+        let credential = self.credential(authorization)?;
+        let parsed = Arc::new(credentials::Parsed {
+            verified: binding::Verified::new(self.issuer.keys(), &credential),
+            credential,
+        });
+        if let Some(header) = authorization
+            && parsed.verified.issued_here()
+            && parsed.credential.challenge.intent.as_str() == "session"
+        {
+            self.credentials.keep(header, Arc::clone(&parsed));
+        }
+        Ok(parsed)
     }
 
     /// A session credential on a request that buys nothing itself (a
@@ -256,14 +288,15 @@ impl PaymentGate {
         scope: &str,
         body: &[u8],
     ) -> Result<Authorized, PaymentProblem> {
-        let credential = self.credential(authorization)?;
+        let parsed = self.parsed(authorization)?;
+        let credential = &parsed.credential;
         let spend = binding::Spend {
             realm: self.issuer.realm(),
             scope,
             body,
             offers,
         };
-        let offer = match binding::check(self.issuer.keys(), &credential, &spend)? {
+        let offer = match parsed.verified.check(&credential.challenge, &spend)? {
             Offer::TempoCharge(offer) => offer,
             Offer::TempoSession(offer) => {
                 // Session challenges are not single-use: the voucher is the
@@ -281,6 +314,10 @@ impl PaymentGate {
                 }));
             }
         };
+        let credential = Arc::try_unwrap(parsed).map_or_else(
+            |shared| shared.credential.clone(),
+            |parsed| parsed.credential,
+        );
         let claim = format!("challenge:{}", credential.challenge.id);
         match self.ledger.claim(&claim).await.map_err(store_failure)? {
             ClaimOutcome::Claimed => {}

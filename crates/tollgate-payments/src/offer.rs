@@ -6,6 +6,31 @@ use serde_json::{Map, Value, json};
 
 use crate::session::SessionOffer;
 
+/// `address` in EIP-55 form. Offers name the same few configured addresses
+/// in every challenge and every binding check, and each spelling costs a
+/// keccak, so they are remembered (a bounded set: any beyond it is spelled
+/// afresh each time).
+pub(crate) fn checksummed(address: &Address) -> String {
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, RwLock};
+    const KEPT: usize = 64;
+    static SPELLED: LazyLock<RwLock<HashMap<Address, String>>> = LazyLock::new(RwLock::default);
+    if let Some(known) = SPELLED
+        .read()
+        .ok()
+        .and_then(|spelled| spelled.get(address).cloned())
+    {
+        return known;
+    }
+    let spelled = address.to_checksum(None);
+    if let Ok(mut kept) = SPELLED.write()
+        && kept.len() < KEPT
+    {
+        kept.insert(*address, spelled.clone());
+    }
+    spelled
+}
+
 /// Which non-zero charge submission modes a route accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubmissionModes {
@@ -57,8 +82,8 @@ impl ChargeOffer {
         }
         json!({
             "amount": self.amount.to_string(),
-            "currency": self.currency.to_checksum(None),
-            "recipient": self.recipient.to_checksum(None),
+            "currency": checksummed(&self.currency),
+            "recipient": checksummed(&self.recipient),
             "methodDetails": Value::Object(details),
         })
     }
@@ -128,6 +153,20 @@ pub fn rank_offers<'a>(offers: &'a [Offer], accept_payment: Option<&str>) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remembered_spellings_are_eip55_within_and_beyond_the_kept_set() {
+        for round in 0..2 {
+            for byte in 0..=200u8 {
+                let address = Address::repeat_byte(byte);
+                assert_eq!(
+                    checksummed(&address),
+                    address.to_checksum(None),
+                    "{byte} in round {round}"
+                );
+            }
+        }
+    }
 
     fn offer(amount: u128, modes: SubmissionModes, fee_payer: bool) -> ChargeOffer {
         ChargeOffer {

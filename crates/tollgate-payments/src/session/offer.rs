@@ -4,6 +4,7 @@ use alloy::primitives::Address;
 use serde_json::{Map, Value, json};
 
 use super::chain::Protocol;
+use crate::offer::checksummed;
 
 /// A Tempo `session` offer on one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,10 +48,7 @@ impl SessionOffer {
     /// The challenge's `request` object.
     pub fn request_json(&self) -> Value {
         let mut details = Map::new();
-        details.insert(
-            "escrowContract".into(),
-            json!(self.escrow.to_checksum(None)),
-        );
+        details.insert("escrowContract".into(), json!(checksummed(&self.escrow)));
         details.insert("chainId".into(), json!(self.chain_id));
         if self.protocol == Protocol::V2 {
             details.insert("sessionProtocol".into(), json!(Protocol::V2.as_str()));
@@ -72,8 +70,8 @@ impl SessionOffer {
             "amount": self.amount.to_string(),
             "unitType": "request",
             "suggestedDeposit": self.suggested_deposit.to_string(),
-            "currency": self.currency.to_checksum(None),
-            "recipient": self.recipient.to_checksum(None),
+            "currency": checksummed(&self.currency),
+            "recipient": checksummed(&self.recipient),
             "methodDetails": Value::Object(details),
         })
     }
