@@ -70,6 +70,9 @@ pub struct Verified {
     /// The challenge's request, without its session snapshot (a hint about
     /// the channel at the time, bound by the HMAC, not part of the price).
     echoed: Option<serde_json::Value>,
+    /// The last offer found to match `echoed`: an equal offer matches too,
+    /// without building its request object again.
+    matched: std::sync::Mutex<Option<Offer>>,
 }
 
 impl Verified {
@@ -108,6 +111,7 @@ impl Verified {
                 .as_ref()
                 .and_then(|o| o.decode_value().ok()),
             echoed,
+            matched: std::sync::Mutex::new(None),
         }
     }
 
@@ -150,7 +154,16 @@ impl Verified {
             .echoed
             .as_ref()
             .ok_or_else(|| invalid("challenge request is not valid JSON"))?;
-        spend
+        let mut matched = self
+            .matched
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(known) = matched.as_ref()
+            && let Some(offer) = spend.offers.iter().find(|offer| *offer == known)
+        {
+            return Ok(offer);
+        }
+        let offer = spend
             .offers
             .iter()
             .find(|offer| {
@@ -158,7 +171,9 @@ impl Verified {
                     && offer.intent() == challenge.intent.as_str()
                     && offer.request_json() == *echoed
             })
-            .ok_or_else(|| invalid("challenge no longer matches what this route charges"))
+            .ok_or_else(|| invalid("challenge no longer matches what this route charges"))?;
+        *matched = Some(offer.clone());
+        Ok(offer)
     }
 }
 
@@ -304,4 +319,92 @@ pub fn check_plan(
         return Err(PlanBindingFault::QuoteInvalid);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::challenge::ChallengeIssuer;
+    use crate::offer::{ChargeOffer, SubmissionModes};
+
+    const SCOPE: &str = "POST /v1/chat/completions";
+    const BODY: &[u8] = br#"{"model":"gpt-4o-mini"}"#;
+
+    fn offer(amount: u128) -> Offer {
+        Offer::TempoCharge(ChargeOffer {
+            amount,
+            currency: alloy::primitives::Address::repeat_byte(0x20),
+            recipient: alloy::primitives::Address::repeat_byte(0x70),
+            chain_id: 42431,
+            fee_payer: false,
+            modes: SubmissionModes::default(),
+            description: None,
+        })
+    }
+
+    fn spend<'a>(offers: &'a [Offer], body: &'a [u8]) -> Spend<'a> {
+        Spend {
+            realm: "api.example.com",
+            scope: SCOPE,
+            body,
+            offers,
+        }
+    }
+
+    #[test]
+    fn one_verified_credential_is_checked_afresh_against_each_spend() {
+        let keys = ChallengeKeys::new(vec!["a-test-secret-that-is-at-least-32-bytes-long".into()])
+            .unwrap();
+        let issuer = ChallengeIssuer::new("api.example.com", keys.clone(), Duration::from_secs(60));
+        let issued = issuer.issue(&offer(10), SCOPE, BODY).unwrap();
+        let challenge = mpp::parse_www_authenticate(&issued.header).unwrap();
+        let credential =
+            mpp::PaymentCredential::new(challenge.to_echo(), serde_json::json!({"type": "hash"}));
+        let verified = Verified::new(&keys, &credential);
+        assert!(verified.issued_here());
+        let echo = &credential.challenge;
+
+        let offers = [offer(10)];
+        assert_eq!(
+            verified.check(echo, &spend(&offers, BODY)).unwrap(),
+            &offer(10)
+        );
+        // Matched once; an equal offer matches again, a changed price does not.
+        assert_eq!(
+            verified.check(echo, &spend(&offers, BODY)).unwrap(),
+            &offer(10)
+        );
+        let dearer = [offer(11)];
+        let refused = verified.check(echo, &spend(&dearer, BODY)).unwrap_err();
+        assert_eq!(refused.kind, ProblemKind::InvalidChallenge);
+        // Among several, the equal one is found.
+        let several = [offer(11), offer(10)];
+        assert_eq!(
+            verified.check(echo, &spend(&several, BODY)).unwrap(),
+            &offer(10)
+        );
+        // Another body, another route, another realm.
+        let refused = verified.check(echo, &spend(&offers, b"{}")).unwrap_err();
+        assert!(refused.detail.contains("body"), "{}", refused.detail);
+        let mut elsewhere = spend(&offers, BODY);
+        elsewhere.scope = "POST /v1/embeddings";
+        let refused = verified.check(echo, &elsewhere).unwrap_err();
+        assert!(
+            refused.detail.contains("another route"),
+            "{}",
+            refused.detail
+        );
+        let mut other_realm = spend(&offers, BODY);
+        other_realm.realm = "evil.example.com";
+        assert!(verified.check(echo, &other_realm).is_err());
+
+        // Under other keys the same credential is not ours, whatever it is spent on.
+        let strangers =
+            ChallengeKeys::new(vec!["another-secret-that-is-at-least-32-bytes".into()]).unwrap();
+        let forged = Verified::new(&strangers, &credential);
+        assert!(!forged.issued_here());
+        assert!(forged.check(echo, &spend(&offers, BODY)).is_err());
+    }
 }
