@@ -184,16 +184,15 @@ async fn deliver_whole(
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.to_ascii_lowercase().contains("json"));
-    let json = if is_json {
-        Some(serde_json::from_slice::<Value>(&bytes).map_err(|e| {
-            tracing::warn!(error = %e, "upstream answered malformed JSON; not charged");
-            fault::malformed("the upstream's answer is not valid JSON")
-        })?)
+    // Only the usage member is kept: a whole `Value` of the answer is built
+    // only when it reports none and what it delivered must be counted.
+    let usage = if is_json {
+        Some(usage_member(&bytes)?)
     } else {
         None
     };
-    let (bytes, reported) = match (&translation, &json) {
-        (Some(info), Some(original)) => {
+    let (bytes, reported) = match (&translation, &usage) {
+        (Some(info), Some(original_usage)) => {
             let created = time::OffsetDateTime::now_utc().unix_timestamp();
             // The translation reports the usage Anthropic sent (cache
             // writes by TTL, reads, output with thinking).
@@ -204,15 +203,15 @@ async fn deliver_whole(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
-            let reported = original
-                .get("usage")
-                .is_some()
-                .then(|| crate::translation::usage_detail(&usage));
+            let reported =
+                (!original_usage.is_null()).then(|| crate::translation::usage_detail(&usage));
             (Bytes::from(out), reported)
         }
         _ => {
-            let reported = match (meter, &json) {
-                (Some(meter), Some(json)) => crate::usage::body_usage(meter.call().endpoint, json),
+            let reported = match (meter, &usage) {
+                (Some(meter), Some(usage)) => {
+                    crate::usage::usage_report(meter.call().endpoint, usage)
+                }
                 _ => None,
             };
             (bytes, reported)
@@ -223,8 +222,9 @@ async fn deliver_whole(
         Some(meter) => {
             // A whole answer with a usage report is charged the report:
             // counting what it delivered would be wasted work.
-            let delivered = match (&reported, &json) {
-                (None, Some(json)) => meter.delivered().in_body(json),
+            let delivered = match (&reported, &usage) {
+                (None, Some(_)) => serde_json::from_slice::<Value>(&bytes)
+                    .map_or(0, |json| meter.delivered().in_body(&json)),
                 _ => 0,
             };
             meter.settle(reported, true, delivered)
@@ -248,6 +248,28 @@ async fn deliver_whole(
     Ok(Response::from_parts(head, Body::from(bytes)))
 }
 
+/// A whole answer's `usage` member (`Null` when it has none), having
+/// checked that the answer is JSON, without building the rest of it.
+fn usage_member(bytes: &[u8]) -> Result<Value, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct UsageMember {
+        #[serde(default)]
+        usage: Value,
+    }
+    match serde_json::from_slice::<UsageMember>(bytes) {
+        Ok(member) => Ok(member.usage),
+        // Valid JSON of another shape (not an object, a repeated member):
+        // no report to read.
+        Err(_) => match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Ok(_) => Ok(Value::Null),
+            Err(e) => {
+                tracing::warn!(error = %e, "upstream answered malformed JSON; not charged");
+                Err(fault::malformed("the upstream's answer is not valid JSON").into())
+            }
+        },
+    }
+}
+
 /// Reads the request body under `limit` (`crate::body`: 413 too large,
 /// 400 broken framing or cut off, 408 past the body deadline).
 pub async fn read_request_body(
@@ -258,4 +280,32 @@ pub async fn read_request_body(
     crate::body::read_body(body, headers, limit)
         .await
         .map_err(ApiError::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::usage_member;
+    use serde_json::json;
+
+    #[test]
+    fn only_the_top_level_usage_member_is_read_and_malformed_answers_are_refused() {
+        let answer = br#"{"id":"x","choices":[{"message":{"content":"hi","usage":1}}],"usage":{"prompt_tokens":3}}"#;
+        assert_eq!(usage_member(answer).unwrap(), json!({"prompt_tokens": 3}));
+        assert!(usage_member(br#"{"choices":[]}"#).unwrap().is_null());
+        assert!(usage_member(br#"{"usage":null}"#).unwrap().is_null());
+        // Valid JSON of another shape carries no report.
+        assert!(usage_member(b"[1,2]").unwrap().is_null());
+        assert!(
+            usage_member(br#"{"usage":{"a":1},"usage":{"a":2}}"#)
+                .unwrap()
+                .is_null()
+        );
+        for broken in [&b"{\"usage\":"[..], b"", b"{} trailing", b"{\"a\":1,}"] {
+            assert!(
+                usage_member(broken).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(broken)
+            );
+        }
+    }
 }

@@ -9,11 +9,11 @@ use tollgate_pricing::{Endpoint, UsageDetail};
 
 use crate::sse::SseEvent;
 
-/// The usage a non-streamed answer reports, in its endpoint's format.
-pub fn body_usage(endpoint: Endpoint, body: &Value) -> Option<UsageDetail> {
+/// What an answer's `usage` member reports, in `endpoint`'s format.
+pub fn usage_report(endpoint: Endpoint, usage: &Value) -> Option<UsageDetail> {
     match endpoint {
-        Endpoint::Messages => UsageDetail::from_anthropic(&body["usage"]),
-        _ => openai_usage(&body["usage"]),
+        Endpoint::Messages => UsageDetail::from_anthropic(usage),
+        _ => openai_usage(usage),
     }
 }
 
