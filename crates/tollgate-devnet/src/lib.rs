@@ -289,15 +289,20 @@ fn announced_port(
     std::thread::Builder::new()
         .name("devnet-anvil-output".into())
         .spawn(move || {
-            let mut tell = Some(tell);
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(port) = tell.as_ref().and(listening_port(&line))
-                    && let Some(tell) = tell.take()
-                {
+            let mut output = std::io::BufReader::new(stdout);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match output.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                if let Some(port) = listening_port(&String::from_utf8_lossy(&line)) {
                     let _ = tell.send(port);
+                    break;
                 }
             }
+            let _ = std::io::copy(&mut output, &mut std::io::sink());
         })
         .map_err(fail)?;
     Ok(told)
