@@ -528,19 +528,60 @@ async fn two_hundred_parallel_requests_on_a_balance_for_fifty() {
     gw.stop().await;
 }
 
+/// A gateway with sessions and a channel opened by [`PAYER`] with one
+/// paid chat request.
+struct OpenChannel {
+    h: Harness,
+    options: Options,
+    gw: Gateway,
+    url: String,
+    payer: Payer,
+    body: String,
+    challenge: mpp::PaymentChallenge,
+    quote: u128,
+    channel: common::session::Channel,
+}
+
+impl OpenChannel {
+    async fn start() -> Self {
+        let h = Harness::start_sessions(MockOptions::default()).await;
+        let options = session_options();
+        let gw = h.gateway(&options).await;
+        let url = format!("{}/v1/chat/completions", gw.url);
+        let escrow = h.devnet.escrow().unwrap();
+        let payer = Payer::new(signer(PAYER), &h.devnet.rpc_url(), escrow);
+        let body = chat("gpt-4o-mini", 16, false);
+        let challenge = challenge_for(&h, &url, &body).await;
+        let quote = amount(&challenge);
+        let (channel, open) = payer.open(&challenge, DEPOSIT, quote).await;
+        assert_eq!(post(&h.http, &url, &body, Some(&open)).await.status(), 200);
+        Self {
+            h,
+            options,
+            gw,
+            url,
+            payer,
+            body,
+            challenge,
+            quote,
+            channel,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_vouchers_get_the_spec_problem_types() {
-    let h = Harness::start_sessions(MockOptions::default()).await;
-    let options = session_options();
-    let gw = h.gateway(&options).await;
-    let url = format!("{}/v1/chat/completions", gw.url);
-    let escrow = h.devnet.escrow().unwrap();
-    let payer = Payer::new(signer(PAYER), &h.devnet.rpc_url(), escrow);
-    let body = chat("gpt-4o-mini", 16, false);
-    let challenge = challenge_for(&h, &url, &body).await;
-    let quote = amount(&challenge);
-    let (channel, open) = payer.open(&challenge, DEPOSIT, quote).await;
-    assert_eq!(post(&h.http, &url, &body, Some(&open)).await.status(), 200);
+    let OpenChannel {
+        h,
+        gw,
+        url,
+        payer,
+        body,
+        challenge,
+        quote,
+        channel,
+        ..
+    } = OpenChannel::start().await;
     let calls = h.upstream.requests().len();
 
     let try_voucher = |payload: Value| {
@@ -712,17 +753,17 @@ async fn forced_close_is_settled_before_the_grace_period_ends() {
 /// is still checked with every request: the body, the route, a forged twin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_resent_voucher_is_checked_against_every_request_it_pays_for() {
-    let h = Harness::start_sessions(MockOptions::default()).await;
-    let options = session_options();
-    let gw = h.gateway(&options).await;
-    let url = format!("{}/v1/chat/completions", gw.url);
-    let escrow = h.devnet.escrow().unwrap();
-    let payer = Payer::new(signer(PAYER), &h.devnet.rpc_url(), escrow);
-    let body = chat("gpt-4o-mini", 16, false);
-    let challenge = challenge_for(&h, &url, &body).await;
-    let quote = amount(&challenge);
-    let (channel, open) = payer.open(&challenge, DEPOSIT, quote).await;
-    assert_eq!(post(&h.http, &url, &body, Some(&open)).await.status(), 200);
+    let OpenChannel {
+        h,
+        options,
+        gw,
+        url,
+        payer,
+        body,
+        challenge,
+        quote,
+        channel,
+    } = OpenChannel::start().await;
     let cum = 10 * quote;
     let voucher = credential(
         &challenge,

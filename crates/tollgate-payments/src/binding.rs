@@ -57,6 +57,22 @@ pub fn check<'a>(
     Verified::new(keys, credential).check(&credential.challenge, spend)
 }
 
+/// Whether `challenge` carries an id our keys issued for exactly these
+/// parameters (unaltered).
+fn issued_by(keys: &ChallengeKeys, challenge: &mpp::ChallengeEcho) -> bool {
+    let fields = BoundFields {
+        realm: &challenge.realm,
+        method: challenge.method.as_str(),
+        intent: challenge.intent.as_str(),
+        request: challenge.request.raw(),
+        expires: challenge.expires.as_deref(),
+        digest: challenge.digest.as_deref(),
+        opaque: challenge.opaque.as_ref().map(|o| o.raw()),
+        header: challenge.header.as_deref(),
+    };
+    keys.verifies(&fields, &challenge.id)
+}
+
 /// What [`check`] finds about a credential before looking at the request it
 /// is spent on: whether we issued its challenge, its expiry, scope and
 /// echoed request, decoded. Computed once per credential; a session
@@ -78,16 +94,6 @@ pub struct Verified {
 impl Verified {
     pub fn new(keys: &ChallengeKeys, credential: &PaymentCredential) -> Self {
         let challenge = &credential.challenge;
-        let fields = BoundFields {
-            realm: &challenge.realm,
-            method: challenge.method.as_str(),
-            intent: challenge.intent.as_str(),
-            request: challenge.request.raw(),
-            expires: challenge.expires.as_deref(),
-            digest: challenge.digest.as_deref(),
-            opaque: challenge.opaque.as_ref().map(|o| o.raw()),
-            header: challenge.header.as_deref(),
-        };
         let expires_at = match challenge.expires.as_deref() {
             None => Err("challenge has no expiry"),
             Some(expires) => {
@@ -104,7 +110,7 @@ impl Verified {
             details.remove("sessionSnapshot");
         }
         Self {
-            issued_here: keys.verifies(&fields, &challenge.id),
+            issued_here: issued_by(keys, challenge),
             expires_at,
             scope: challenge
                 .opaque
@@ -199,17 +205,7 @@ pub fn check_session_terms(
     {
         return Err(not_found("challenge was not issued here for a session"));
     }
-    let fields = BoundFields {
-        realm: &challenge.realm,
-        method: challenge.method.as_str(),
-        intent: challenge.intent.as_str(),
-        request: challenge.request.raw(),
-        expires: challenge.expires.as_deref(),
-        digest: challenge.digest.as_deref(),
-        opaque: challenge.opaque.as_ref().map(|o| o.raw()),
-        header: challenge.header.as_deref(),
-    };
-    if !keys.verifies(&fields, &challenge.id) {
+    if !issued_by(keys, challenge) {
         return Err(not_found(
             "challenge id is unknown or the challenge was altered",
         ));
@@ -280,17 +276,7 @@ pub fn check_plan(
     if challenge.method.as_str() != "tempo" || challenge.intent.as_str() != "session" {
         return Err(PlanBindingFault::MethodUnsupported);
     }
-    let fields = BoundFields {
-        realm: &challenge.realm,
-        method: challenge.method.as_str(),
-        intent: challenge.intent.as_str(),
-        request: challenge.request.raw(),
-        expires: challenge.expires.as_deref(),
-        digest: challenge.digest.as_deref(),
-        opaque: challenge.opaque.as_ref().map(|o| o.raw()),
-        header: challenge.header.as_deref(),
-    };
-    if challenge.realm != realm || !keys.verifies(&fields, &challenge.id) {
+    if challenge.realm != realm || !issued_by(keys, challenge) {
         return Err(PlanBindingFault::InvalidChallenge);
     }
     let live = challenge
