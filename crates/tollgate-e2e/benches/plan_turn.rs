@@ -6,7 +6,7 @@
 //! `[store] durability` (`normal`, then `full`, the default) a gateway is
 //! started on its own database with a `[plans]` section whose one plan
 //! serves an open model (custom prices, like `Qwen/Qwen3-8B-AWQ` in
-//! `tests/plan_endpoint.rs`) on the `openai` runtime. The voucher bucket is
+//! `tests/e2e/plan_endpoint.rs`) on the `openai` runtime. The voucher bucket is
 //! large enough for the whole run, so one channel is opened on the devnet
 //! with a voucher for one bucket, and every measured turn resends that same
 //! cumulative voucher on one reused challenge (for one fixed body). The hot

@@ -1,7 +1,7 @@
 //! Resident memory of the real `tollgate` binary holding 1 000 concurrent
 //! session-paid streams.
 //!
-//! The gateway runs as a child process (as in `tests/crash.rs`) with
+//! The gateway runs as a child process (as in `tests/cli/crash.rs`) with
 //! sessions on, in front of a slow mock upstream in this process (2 000
 //! tokens, 50 ms apart: each stream lasts ~100 s). One channel is opened
 //! with a voucher authorizing every stream's worst case; the streams all

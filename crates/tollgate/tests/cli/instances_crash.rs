@@ -6,9 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 
-#[path = "../../tollgate-e2e/tests/common/mod.rs"]
-mod common;
-mod support;
+use crate::{common, support};
 
 use std::time::Duration;
 

@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed unwrap is a failed test
 
-mod common;
+use crate::common;
 
 use common::plans::*;
 use common::session::{Channel, Payer, credential, receipt, voucher_payload};
