@@ -22,7 +22,7 @@ mod sqlite_report;
 mod sqlite_writer;
 
 pub use channels::{
-    ChannelBook, ChannelRecord, ChannelStatus, IdempotencyBegin, InFlight, OnChainFacts,
+    ChannelBook, ChannelRecord, ChannelStatus, IdempotencyBegin, InFlight, KeptCommit, OnChainFacts,
     ReserveOutcome, StoredResponse, StoredVoucher, VoucherOutcome, VoucherRefusal,
 };
 pub use error::LedgerError;

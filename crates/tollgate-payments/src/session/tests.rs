@@ -248,6 +248,123 @@ async fn spend(w: &World, c: &V2Channel, cost: u128) -> ChannelRecord {
     w.gate.commit(reservation, cost, 1).await.unwrap()
 }
 
+async fn stored(w: &World, c: &V2Channel) -> ChannelRecord {
+    w.ledger
+        .channel(&format!("{:#x}", c.id))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn shared_holds_write_only_to_grow_and_release_with_the_last_request() {
+    let w = world();
+    let c = opened(&w, 10_000).await;
+    w.gate.apply(&v2_voucher(&c, 1_000), 0).await.unwrap();
+    let id = format!("{:#x}", c.id);
+    // Three requests in flight: the block is reserved, then grown twice.
+    let a = w.gate.reserve_shared(&id, 100).await.unwrap();
+    let b = w.gate.reserve_shared(&id, 100).await.unwrap();
+    let d = w.gate.reserve_shared(&id, 100).await.unwrap();
+    let block = d.id;
+    assert_eq!((a.id, b.id), (block, block), "one block");
+    assert_eq!(stored(&w, &c).await.reserved, 300);
+    // One ends: charged and held again; the block keeps its 300.
+    let after = w.gate.commit(a, 60, 1).await.unwrap();
+    assert_eq!((after.spent, after.reserved), (60, 300));
+    // The next request fits in the block's free part: nothing written.
+    let e = w.gate.reserve_shared(&id, 100).await.unwrap();
+    assert_eq!(e.id, block);
+    let now = stored(&w, &c).await;
+    assert_eq!((now.spent, now.reserved, now.units), (60, 300, 1));
+    // A request that goes away gives its share back; the rest commit and
+    // the last one releases the block.
+    drop(b);
+    w.gate.commit(d, 100, 1).await.unwrap();
+    let last = w.gate.commit(e, 40, 1).await.unwrap();
+    assert_eq!((last.spent, last.reserved, last.units), (200, 0, 3));
+    assert_eq!(stored(&w, &c).await.reserved, 0);
+    // A lone request after that reserves a block of its own.
+    let f = w.gate.reserve_shared(&id, 10).await.unwrap();
+    assert_ne!(f.id, block);
+    assert_eq!(stored(&w, &c).await.reserved, 10);
+    drop(f);
+    for _ in 0..100 {
+        if stored(&w, &c).await.reserved == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(stored(&w, &c).await.reserved, 0, "dropped, released");
+}
+
+#[tokio::test]
+async fn shared_holds_never_exceed_the_authorized_balance() {
+    let w = Arc::new(world());
+    let c = opened(&w, 10_000).await;
+    w.gate.apply(&v2_voucher(&c, 1_000), 0).await.unwrap();
+    let id = format!("{:#x}", c.id);
+    // 40 requests of 70 worst case (40 cost each) at once on 1 000.
+    let tasks: Vec<_> = (0..40)
+        .map(|_| {
+            let (w, id) = (Arc::clone(&w), id.clone());
+            tokio::spawn(async move {
+                let Ok(share) = w.gate.reserve_shared(&id, 70).await else {
+                    return 0;
+                };
+                tokio::task::yield_now().await;
+                let channel = w.gate.commit(share, 40, 1).await.unwrap();
+                assert!(channel.spent + channel.reserved <= channel.accepted);
+                40
+            })
+        })
+        .collect();
+    let mut charged = 0;
+    for task in tasks {
+        charged += task.await.unwrap();
+    }
+    let end = stored(&w, &c).await;
+    assert_eq!((end.spent, end.reserved), (charged, 0));
+    assert!(charged <= 1_000 && charged >= 14 * 40, "{charged}");
+    // What is left is still served.
+    let left = w.gate.reserve_shared(&id, end.available()).await.unwrap();
+    w.gate.commit(left, end.available(), 1).await.unwrap();
+    assert_eq!(stored(&w, &c).await.spent, 1_000);
+    // Beyond it, refused with the balance as it stands.
+    let refused = w.gate.reserve_shared(&id, 1).await.unwrap_err();
+    assert_eq!(refused.kind, ProblemKind::SessionInsufficientBalance);
+}
+
+#[tokio::test]
+async fn a_closing_channel_admits_nothing_from_its_shared_block() {
+    let w = Arc::new(world());
+    let c = opened(&w, 1_000).await;
+    w.gate.apply(&v2_voucher(&c, 500), 0).await.unwrap();
+    let id = format!("{:#x}", c.id);
+    let a = w.gate.reserve_shared(&id, 100).await.unwrap();
+    let b = w.gate.reserve_shared(&id, 100).await.unwrap();
+    w.gate.commit(b, 50, 1).await.unwrap();
+    // The block has 100 free; the close waits for `a`.
+    let close = {
+        let w = Arc::clone(&w);
+        let action = v2_close(&c, 500);
+        tokio::spawn(async move { w.gate.apply(&action, 0).await })
+    };
+    for _ in 0..100 {
+        if stored(&w, &c).await.status != ChannelStatus::Open {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let refused = w.gate.reserve_shared(&id, 10).await.unwrap_err();
+    assert_eq!(refused.kind, ProblemKind::SessionChannelFinalized);
+    w.gate.commit(a, 100, 1).await.unwrap();
+    let closed = close.await.unwrap().unwrap();
+    assert_eq!(closed.channel.status, ChannelStatus::Finalized);
+    assert_eq!((closed.channel.spent, closed.channel.reserved), (150, 0));
+    assert_eq!(w.v2.landed()[0].capture, 150);
+}
+
 #[tokio::test]
 async fn v2_open_is_checked_broadcast_and_recorded() {
     let w = world();

@@ -209,7 +209,15 @@ pub async fn admit(
     } else {
         quote
     };
-    let reservation = match sessions.reserve(&channel.channel_id, to_hold).await {
+    // A whole answer's hold is a share of the channel's block (no write
+    // before the upstream call when the block has room); a stream holds
+    // its own reservation, which grows and checkpoints.
+    let reserved = if meter.call().is_streamed() {
+        sessions.reserve(&channel.channel_id, to_hold).await
+    } else {
+        sessions.reserve_shared(&channel.channel_id, to_hold).await
+    };
+    let reservation = match reserved {
         Ok(reservation) => reservation,
         Err(problem) => {
             // The payer proved the channel is theirs: the fresh challenge
