@@ -95,7 +95,8 @@ async fn main() -> anyhow::Result<()> {
             demo::init_logging();
             None
         }
-        _ => Some(logging::init()),
+        Command::Serve { .. } => Some(logging::init(true)),
+        _ => Some(logging::init(false)),
     };
     match cli.command {
         Command::Serve {
