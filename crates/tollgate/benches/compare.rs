@@ -21,6 +21,11 @@
 //! an open loop at `RATE` req/s (default 2 000) against the free route and
 //! session-paid requests, for the p99 a payment adds.
 //!
+//! For each Tollgate row a second table says where the gateway's time went:
+//! the CPU its process used per request (`/proc`) and the mean time of each
+//! phase of a request (its own metrics, from an `[admin]` listener), so work
+//! and waiting can be told apart.
+//!
 //! Everything shares the machine's cores (wrk, nginx, the chain, this
 //! process): read the ratios more than the absolute figures.
 //!
@@ -78,7 +83,7 @@ fn plan_turn() -> String {
     .to_string()
 }
 
-fn config(h: &Harness, port: u16, upstream: &str) -> String {
+fn config(h: &Harness, port: u16, admin_port: u16, upstream: &str) -> String {
     // `DURABILITY=normal` compares against SQLite without fsync.
     let durability = std::env::var("DURABILITY").unwrap_or_else(|_| "full".into());
     format!(
@@ -105,6 +110,10 @@ fee_token = "{ALPHA_USD}"
 [store]
 path = "{db}"
 durability = "{durability}"
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
+token = {{ env = "BENCH_ADMIN_TOKEN" }}
 
 [upstreams.openai]
 kind = "openai_compatible"
@@ -154,20 +163,28 @@ max_output_tokens = 256
     )
 }
 
-/// The release gateway as a child process.
-async fn launch(h: &Harness, upstream: &str) -> (tokio::process::Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+/// The operator token of the bench's admin listener (its metrics).
+const ADMIN_TOKEN: &str = "bench-admin-token-not-a-secret";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
+        .port()
+}
+
+/// The release gateway as a child process: its URL and its metrics' URL.
+async fn launch(h: &Harness, upstream: &str) -> (tokio::process::Child, String, String) {
+    let (port, admin_port) = (free_port(), free_port());
     let path = h.dir.path().join("bench.toml");
-    std::fs::write(&path, config(h, port, upstream)).unwrap();
+    std::fs::write(&path, config(h, port, admin_port, upstream)).unwrap();
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .args(["serve", "--config"])
         .arg(&path)
         .env("BENCH_SECRET", SECRET)
         .env("BENCH_OPERATOR_KEY", DEV_ACCOUNTS[RECIPIENT].private_key)
+        .env("BENCH_ADMIN_TOKEN", ADMIN_TOKEN)
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         // `BENCH_LOG=path` keeps the gateway's log (else it is discarded).
@@ -183,11 +200,85 @@ async fn launch(h: &Harness, upstream: &str) -> (tokio::process::Child, String) 
         if let Ok(r) = h.http.get(format!("{url}/healthz")).send().await
             && r.status() == 200
         {
-            return (child, url);
+            return (
+                child,
+                url,
+                format!("http://127.0.0.1:{admin_port}/metrics"),
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("the gateway did not come up");
+}
+
+/// What the gateway says about itself, read before and after a row: its
+/// CPU time (`/proc`), the requests it answered and the time its phases
+/// took (its own metrics, summed over routes).
+#[derive(Debug, Default, Clone)]
+struct Reading {
+    cpu: Duration,
+    requests: f64,
+    /// phase → seconds in all.
+    phases: std::collections::BTreeMap<String, f64>,
+}
+
+struct Gauge {
+    pid: u32,
+    metrics: String,
+    client: reqwest::Client,
+}
+
+impl Gauge {
+    async fn read(&self) -> Reading {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap();
+        // Fields after the command's closing parenthesis; utime and stime
+        // are the 12th and 13th, in clock ticks (100 per second here).
+        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        let text = self
+            .client
+            .get(&self.metrics)
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let mut reading = Reading {
+            cpu: Duration::from_millis(ticks * 10),
+            ..Reading::default()
+        };
+        for line in text.lines() {
+            let Some((name, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let value: f64 = value.parse().unwrap_or(0.0);
+            if name.starts_with("tollgate_request_duration_seconds_count{") {
+                reading.requests += value;
+            } else if name.starts_with("tollgate_phase_seconds_sum{")
+                && let Some(phase) = name.split("phase=\"").nth(1).and_then(|p| p.split('"').next())
+            {
+                *reading.phases.entry(phase.to_owned()).or_default() += value;
+            }
+        }
+        reading
+    }
+}
+
+/// Per request of a row: gateway CPU µs, and the mean µs of each phase.
+fn per_request(before: &Reading, after: &Reading) -> (f64, Vec<(String, f64)>) {
+    let requests = (after.requests - before.requests).max(1.0);
+    let cpu = (after.cpu.saturating_sub(before.cpu)).as_secs_f64() * 1e6 / requests;
+    let phases = after
+        .phases
+        .iter()
+        .map(|(phase, total)| {
+            let spent = total - before.phases.get(phase).copied().unwrap_or(0.0);
+            (phase.clone(), spent * 1e6 / requests)
+        })
+        .collect();
+    (cpu, phases)
 }
 
 fn rss_mib(pid: u32) -> f64 {
@@ -348,12 +439,24 @@ async fn voucher_accepts(h: &Harness, url: &str, connections: usize, per: usize)
     }
 }
 
+/// A row's gateway CPU µs per request and its phases' mean µs.
+type Inside = (f64, Vec<(String, f64)>);
+
 struct Table {
     rows: Vec<(String, Figure)>,
+    /// Tollgate rows: what the gateway's own figures say.
+    inside: Vec<(String, Inside)>,
 }
 
 impl Table {
-    fn add(&mut self, name: &str, figure: Figure) {
+    fn add(&mut self, name: &str, (figure, inside): (Figure, Inside)) {
+        if name.starts_with("Tollgate") || name.starts_with("streaming, Tollgate") {
+            self.inside.push((name.to_owned(), inside));
+        }
+        self.add_figure(name, figure);
+    }
+
+    fn add_figure(&mut self, name: &str, figure: Figure) {
         println!(
             "  measured {name}: {:.0} req/s (non-2xx {}, errors {})",
             figure.per_second, figure.non_2xx, figure.errors
@@ -387,6 +490,27 @@ impl Table {
                 f.errors
             );
         }
+        // Work against waiting: CPU the gateway process used per request
+        // (warm-up included, all threads) and the mean of each phase its
+        // metrics time (payment: admission; upstream: to the upstream's
+        // headers; deliver: read, metered, committed, to our headers).
+        println!("\nInside the gateway, per request (means; its CPU from /proc, phases from its metrics):");
+        println!("\n| target | CPU µs | payment µs | upstream µs | deliver µs |");
+        println!("|---|---:|---:|---:|---:|");
+        for (name, (cpu, phases)) in &self.inside {
+            let phase = |p: &str| {
+                phases
+                    .iter()
+                    .find(|(n, _)| n == p)
+                    .map_or(0.0, |(_, v)| *v)
+            };
+            println!(
+                "| {name} | {cpu:.0} | {:.0} | {:.0} | {:.0} |",
+                phase("payment"),
+                phase("upstream"),
+                phase("deliver")
+            );
+        }
     }
 }
 
@@ -409,8 +533,13 @@ async fn main() {
     let plan_answer = text(post(&h.http, &mock, &plan_turn(), None).await).await;
     let sse = text(post(&h.http, &mock, &chat(true), None).await).await;
     let nginx = Nginx::start(&dir, &answer, &plan_answer, &sse);
-    let (mut child, gw) = launch(&h, &nginx.upstream).await;
+    let (mut child, gw, metrics) = launch(&h, &nginx.upstream).await;
     let pid = child.id().unwrap();
+    let gauge = Gauge {
+        pid,
+        metrics,
+        client: reqwest::Client::new(),
+    };
     let idle_rss = rss_mib(pid);
 
     let paid_url = format!("{gw}/v1/chat/completions");
@@ -438,15 +567,18 @@ async fn main() {
             .unwrap_or_default()
             .trim()
     );
+    let gauge = &gauge;
     let measure = |url: String, body: String, auth: Option<String>| {
         let dir = dir.clone();
         async move {
-            tokio::task::spawn_blocking(move || {
+            let before = gauge.read().await;
+            let figure = tokio::task::spawn_blocking(move || {
                 wrk(&dir, &url, &body, auth.as_deref(), connections, 2);
                 wrk(&dir, &url, &body, auth.as_deref(), connections, seconds)
             })
             .await
-            .unwrap()
+            .unwrap();
+            (figure, per_request(&before, &gauge.read().await))
         }
     };
     // `ONLY=a,b` runs the rows whose name contains one of the words (and the
@@ -462,7 +594,10 @@ async fn main() {
                     .any(|w| !w.is_empty() && name.to_lowercase().contains(w.as_str()))
         })
     };
-    let mut table = Table { rows: Vec::new() };
+    let mut table = Table {
+        rows: Vec::new(),
+        inside: Vec::new(),
+    };
     let upstream_chat = format!("{}/v1/chat/completions", nginx.upstream);
     let proxy_chat = format!("{}/v1/chat/completions", nginx.proxy);
     if wanted("upstream directly (nginx)") {
@@ -515,7 +650,7 @@ async fn main() {
     }
     let per = (seconds as usize * 1_500).max(1_000);
     if wanted("new-voucher accepts (HTTP, durable)") {
-        table.add(
+        table.add_figure(
             "new-voucher accepts (HTTP, durable)",
             voucher_accepts(&h, &paid_url, connections as usize, per).await,
         );
