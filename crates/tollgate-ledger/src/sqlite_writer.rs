@@ -10,9 +10,8 @@
 //! Jobs say whether they are durable. A durable job (a voucher, a charge, a
 //! checkpoint, a claim, a usage record, a release) is answered only once
 //! its transaction committed and, with full durability, the WAL was synced.
-//! The sync runs on other threads while the writer already gathers the
-//! next transaction; one sync covers every commit before it, and a commit
-//! made while a sync runs starts the next one on the other sync thread. The WAL
+//! The sync runs on a second thread while the writer already gathers the
+//! next transaction, and one sync covers every commit before it. The WAL
 //! holds the transactions in order, so what survives a power loss is always
 //! a prefix. (SQLite syncs the WAL before it checkpoints it into the
 //! database, so frames a checkpoint moved were synced too.)
@@ -255,71 +254,47 @@ impl SyncMode {
     }
 }
 
-/// Durable jobs waiting for the WAL sync, and the threads that do it.
+/// Durable jobs waiting for the WAL sync, and the thread that does it.
 struct Syncer {
     waiting: mpsc::Sender<Vec<Box<dyn GroupTask>>>,
 }
-
-/// Threads syncing the WAL. A group committed while one sync runs does not
-/// wait for it to end: the other thread starts a sync of its own at once
-/// (the disk serves overlapping flushes; measured here, two threads sync
-/// twice as often at about the same latency as one).
-const SYNC_THREADS: usize = 2;
 
 impl Syncer {
     /// `None` (SQLite then syncs each durable commit itself) when the WAL
     /// cannot be opened.
     fn start(wal: &Path) -> Option<Self> {
         let file = match File::options().read(true).write(true).open(wal) {
-            Ok(file) => std::sync::Arc::new(file),
+            Ok(file) => file,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot open the WAL to sync it; commits sync inline");
                 return None;
             }
         };
         let (waiting, queue) = mpsc::channel::<Vec<Box<dyn GroupTask>>>();
-        let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
-        let mut started = 0;
-        for n in 0..SYNC_THREADS {
-            let (file, queue) = (std::sync::Arc::clone(&file), std::sync::Arc::clone(&queue));
-            let spawned = std::thread::Builder::new()
-                .name(format!("tollgate-ledger-sync-{n}"))
-                .spawn(move || sync_waiting(&file, &queue));
-            match spawned {
-                Ok(_) => started += 1,
-                Err(e) => tracing::warn!(error = %e, "cannot start a WAL sync thread"),
+        let started = std::thread::Builder::new()
+            .name("tollgate-ledger-sync".into())
+            .spawn(move || {
+                while let Ok(mut tasks) = queue.recv() {
+                    while let Ok(more) = queue.try_recv() {
+                        tasks.extend(more);
+                    }
+                    let synced = file
+                        .sync_data()
+                        .map_err(|e| format!("WAL sync failed: {e}"));
+                    if let Err(e) = &synced {
+                        tracing::error!(error = %e, "the ledger could not sync its WAL");
+                    }
+                    for task in tasks {
+                        task.answer(synced.as_ref().map(|_| ()).map_err(String::as_str));
+                    }
+                }
+            });
+        match started {
+            Ok(_) => Some(Self { waiting }),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the WAL sync thread; commits sync inline");
+                None
             }
-        }
-        if started == 0 {
-            tracing::warn!("no WAL sync thread; commits sync inline");
-            return None;
-        }
-        Some(Self { waiting })
-    }
-}
-
-/// Takes every group waiting, syncs the WAL, answers them: each was
-/// written to the WAL before it was queued, so before this sync began.
-fn sync_waiting(file: &File, queue: &std::sync::Mutex<mpsc::Receiver<Vec<Box<dyn GroupTask>>>>) {
-    loop {
-        let tasks = {
-            let queue = queue.lock().unwrap_or_else(|p| p.into_inner());
-            let Ok(mut tasks) = queue.recv() else {
-                return;
-            };
-            while let Ok(more) = queue.try_recv() {
-                tasks.extend(more);
-            }
-            tasks
-        };
-        let synced = file
-            .sync_data()
-            .map_err(|e| format!("WAL sync failed: {e}"));
-        if let Err(e) = &synced {
-            tracing::error!(error = %e, "the ledger could not sync its WAL");
-        }
-        for task in tasks {
-            task.answer(synced.as_ref().map(|_| ()).map_err(String::as_str));
         }
     }
 }
