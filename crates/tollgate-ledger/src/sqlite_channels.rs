@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use crate::channels::{
-    ChannelBook, ChannelRecord, ChannelStatus, IdempotencyBegin, InFlight, KeptCommit, OnChainFacts,
-    ReserveOutcome, StoredResponse, StoredVoucher, VoucherOutcome, VoucherRefusal,
+    ChannelBook, ChannelRecord, ChannelStatus, IdempotencyBegin, InFlight, KeptCommit,
+    OnChainFacts, ReserveOutcome, StoredResponse, StoredVoucher, VoucherOutcome, VoucherRefusal,
 };
 use crate::instance::{ChannelEvent, Hold, now_ms};
 use crate::sqlite::{SqliteLedger, now_unix};
@@ -610,8 +610,10 @@ impl ChannelBook for SqliteLedger {
                     params![held.channel_id, to_db(charged), shrink, units, now],
                     read_channel,
                 )?;
-            tx.prepare_cached("UPDATE session_reservations SET amount = amount - ?2 WHERE id = ?1")?
-                .execute(params![reservation_id, shrink])?;
+            tx.prepare_cached(
+                "UPDATE session_reservations SET amount = amount - ?2 WHERE id = ?1",
+            )?
+            .execute(params![reservation_id, shrink])?;
             Ok(KeptCommit {
                 channel,
                 charged,

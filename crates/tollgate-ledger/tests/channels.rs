@@ -135,7 +135,10 @@ async fn a_kept_commit_holds_its_charge_again_while_the_balance_allows(store: St
     let kept = ledger.commit_keeping(reservation, 120, 3).await.unwrap();
     assert_eq!((kept.charged, kept.refilled), (120, 120));
     let c = &kept.channel;
-    assert_eq!((c.spent, c.reserved, c.units, c.available()), (120, 200, 3, 180));
+    assert_eq!(
+        (c.spent, c.reserved, c.units, c.available()),
+        (120, 200, 3, 180)
+    );
     // Capped at what the reservation holds.
     let kept = ledger.commit_keeping(reservation, 10_000, 1).await.unwrap();
     assert_eq!((kept.charged, kept.refilled), (200, 180));
@@ -146,7 +149,10 @@ async fn a_kept_commit_holds_its_charge_again_while_the_balance_allows(store: St
     assert_eq!((kept.charged, kept.refilled), (100, 0));
     assert_eq!((kept.channel.spent, kept.channel.reserved), (420, 80));
     // A closing channel holds nothing again.
-    ledger.accept_voucher(CHANNEL, &voucher(1_000), 0).await.unwrap();
+    ledger
+        .accept_voucher(CHANNEL, &voucher(1_000), 0)
+        .await
+        .unwrap();
     ledger.mark_closing(CHANNEL).await.unwrap();
     let kept = ledger.commit_keeping(reservation, 30, 1).await.unwrap();
     assert_eq!((kept.charged, kept.refilled), (30, 0));
@@ -169,7 +175,8 @@ async fn concurrent_kept_commits_on_two_instances_charge_exactly(store: Store) {
     // runs out on the way.
     let mut holds = Vec::new();
     for ledger in &instances {
-        let ReserveOutcome::Reserved { reservation, .. } = ledger.reserve(CHANNEL, 50).await.unwrap()
+        let ReserveOutcome::Reserved { reservation, .. } =
+            ledger.reserve(CHANNEL, 50).await.unwrap()
         else {
             panic!("reserve failed")
         };
@@ -192,7 +199,10 @@ async fn concurrent_kept_commits_on_two_instances_charge_exactly(store: Store) {
     }
     // Every unit of the balance is charged or still held, none twice.
     let c = instances[1].channel(CHANNEL).await.unwrap().unwrap();
-    assert_eq!((c.spent, c.spent + c.reserved, c.units), (charged, 1_000, 200));
+    assert_eq!(
+        (c.spent, c.spent + c.reserved, c.units),
+        (charged, 1_000, 200)
+    );
     assert!(c.reserved <= 100, "{c:?}");
     for (ledger, reservation) in instances.iter().zip(&holds) {
         ledger.commit(*reservation, 0, 0).await.unwrap();

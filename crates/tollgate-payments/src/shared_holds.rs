@@ -244,7 +244,13 @@ mod tests {
     fn a_kept_commit_that_ends_last_hands_the_block_back() {
         let holds = SharedHolds::default();
         holds.created("c", 1, 5);
-        assert_eq!(holds.take("c", 5), Take::Grow { block: 1, shortfall: 5 });
+        assert_eq!(
+            holds.take("c", 5),
+            Take::Grow {
+                block: 1,
+                shortfall: 5
+            }
+        );
         holds.grown(1, 5);
         // Both commits start while the other is live: both keep.
         assert_eq!(holds.begin_commit(1), Commit::Keep);
@@ -259,7 +265,13 @@ mod tests {
     fn a_closing_channel_gets_no_new_shares_from_its_block() {
         let holds = SharedHolds::default();
         holds.created("c", 1, 5);
-        assert_eq!(holds.take("c", 5), Take::Grow { block: 1, shortfall: 5 });
+        assert_eq!(
+            holds.take("c", 5),
+            Take::Grow {
+                block: 1,
+                shortfall: 5
+            }
+        );
         holds.grown(1, 5);
         assert_eq!(holds.begin_commit(1), Commit::Keep);
         assert_eq!(holds.end_commit(1, 5, 5, 0, false), None);
@@ -271,7 +283,13 @@ mod tests {
         holds.created("c", 3, 1);
         assert_eq!(holds.begin_commit(3), Commit::Last);
         assert_eq!(holds.give_back(1, 5), Some(1));
-        assert_eq!(holds.take("c", 1), Take::Grow { block: 2, shortfall: 1 });
+        assert_eq!(
+            holds.take("c", 1),
+            Take::Grow {
+                block: 2,
+                shortfall: 1
+            }
+        );
         holds.retire(2);
         assert_eq!(holds.take("c", 1), Take::Create);
     }

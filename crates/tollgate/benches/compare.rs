@@ -200,11 +200,7 @@ async fn launch(h: &Harness, upstream: &str) -> (tokio::process::Child, String, 
         if let Ok(r) = h.http.get(format!("{url}/healthz")).send().await
             && r.status() == 200
         {
-            return (
-                child,
-                url,
-                format!("http://127.0.0.1:{admin_port}/metrics"),
-            );
+            return (child, url, format!("http://127.0.0.1:{admin_port}/metrics"));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -233,7 +229,12 @@ impl Gauge {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap();
         // Fields after the command's closing parenthesis; utime and stime
         // are the 12th and 13th, in clock ticks (100 per second here).
-        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
         let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
         let text = self
             .client
@@ -257,7 +258,10 @@ impl Gauge {
             if name.starts_with("tollgate_request_duration_seconds_count{") {
                 reading.requests += value;
             } else if name.starts_with("tollgate_phase_seconds_sum{")
-                && let Some(phase) = name.split("phase=\"").nth(1).and_then(|p| p.split('"').next())
+                && let Some(phase) = name
+                    .split("phase=\"")
+                    .nth(1)
+                    .and_then(|p| p.split('"').next())
             {
                 *reading.phases.entry(phase.to_owned()).or_default() += value;
             }
@@ -494,16 +498,13 @@ impl Table {
         // (warm-up included, all threads) and the mean of each phase its
         // metrics time (payment: admission; upstream: to the upstream's
         // headers; deliver: read, metered, committed, to our headers).
-        println!("\nInside the gateway, per request (means; its CPU from /proc, phases from its metrics):");
+        println!(
+            "\nInside the gateway, per request (means; its CPU from /proc, phases from its metrics):"
+        );
         println!("\n| target | CPU µs | payment µs | upstream µs | deliver µs |");
         println!("|---|---:|---:|---:|---:|");
         for (name, (cpu, phases)) in &self.inside {
-            let phase = |p: &str| {
-                phases
-                    .iter()
-                    .find(|(n, _)| n == p)
-                    .map_or(0.0, |(_, v)| *v)
-            };
+            let phase = |p: &str| phases.iter().find(|(n, _)| n == p).map_or(0.0, |(_, v)| *v);
             println!(
                 "| {name} | {cpu:.0} | {:.0} | {:.0} | {:.0} |",
                 phase("payment"),

@@ -11,8 +11,8 @@ use tokio_postgres::Row;
 
 use super::{PgLedger, VOUCHER_EVENTS, amount, num, optional_amount};
 use crate::channels::{
-    ChannelBook, ChannelRecord, ChannelStatus, IdempotencyBegin, InFlight, KeptCommit, OnChainFacts,
-    ReserveOutcome, StoredResponse, StoredVoucher, VoucherOutcome, VoucherRefusal,
+    ChannelBook, ChannelRecord, ChannelStatus, IdempotencyBegin, InFlight, KeptCommit,
+    OnChainFacts, ReserveOutcome, StoredResponse, StoredVoucher, VoucherOutcome, VoucherRefusal,
 };
 use crate::instance::Hold;
 use crate::sqlite::now_unix;
