@@ -145,16 +145,6 @@ pub enum ReserveOutcome {
     Unavailable(VoucherRefusal),
 }
 
-/// What [`ChannelBook::commit_keeping`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeptCommit {
-    pub channel: ChannelRecord,
-    /// Moved from the reservation to `spent`.
-    pub charged: u128,
-    /// Held again from the available balance (at most `charged`).
-    pub refilled: u128,
-}
-
 /// Chain facts refreshed from the escrow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OnChainFacts {
@@ -274,24 +264,6 @@ pub trait ChannelBook: Send + Sync {
         cost: u128,
         units: u64,
     ) -> Result<ChannelRecord, LedgerError>;
-
-    /// Charges `cost` (capped at what the reservation holds; checkpoints
-    /// are not counted) from a reservation that stays held, shared by
-    /// several requests: what was charged is held again from the available
-    /// balance while the channel serves, as much as it allows, so a shared
-    /// hold keeps its size with one write per request. `HoldLost` when the
-    /// reservation is not held.
-    async fn commit_keeping(
-        &self,
-        reservation: i64,
-        cost: u128,
-        units: u64,
-    ) -> Result<KeptCommit, LedgerError>;
-
-    /// Whether this handle may take holds now: its instance's lease runs.
-    /// A hold taken from memory (a shared reservation's free part) asks
-    /// this instead of the store.
-    fn may_hold(&self) -> Result<(), LedgerError>;
 
     /// Releases a reservation without charging. When the store is away the
     /// release is retried in the background.

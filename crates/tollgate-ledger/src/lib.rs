@@ -22,8 +22,8 @@ mod sqlite_report;
 mod sqlite_writer;
 
 pub use channels::{
-    ChannelBook, ChannelRecord, ChannelStatus, IdempotencyBegin, InFlight, KeptCommit,
-    OnChainFacts, ReserveOutcome, StoredResponse, StoredVoucher, VoucherOutcome, VoucherRefusal,
+    ChannelBook, ChannelRecord, ChannelStatus, IdempotencyBegin, InFlight, OnChainFacts,
+    ReserveOutcome, StoredResponse, StoredVoucher, VoucherOutcome, VoucherRefusal,
 };
 pub use error::LedgerError;
 pub use instance::{ChannelEvent, DEFAULT_LEASE, Hold, HoldsReleased, Instance};

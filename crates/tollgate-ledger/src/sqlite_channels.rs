@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use crate::channels::{
-    ChannelBook, ChannelRecord, ChannelStatus, IdempotencyBegin, InFlight, KeptCommit,
-    OnChainFacts, ReserveOutcome, StoredResponse, StoredVoucher, VoucherOutcome, VoucherRefusal,
+    ChannelBook, ChannelRecord, ChannelStatus, IdempotencyBegin, InFlight, OnChainFacts,
+    ReserveOutcome, StoredResponse, StoredVoucher, VoucherOutcome, VoucherRefusal,
 };
 use crate::instance::{ChannelEvent, Hold, now_ms};
 use crate::sqlite::{SqliteLedger, now_unix};
@@ -554,77 +554,6 @@ impl ChannelBook for SqliteLedger {
             self.release_soon(Hold::Reservation(reservation_id));
         }
         committed
-    }
-
-    async fn commit_keeping(
-        &self,
-        reservation_id: i64,
-        cost: u128,
-        units: u64,
-    ) -> Result<KeptCommit, LedgerError> {
-        let units = i64::try_from(units).unwrap_or(i64::MAX);
-        self.grouped(true, move |tx| {
-            let Some(held) = reservation(tx, reservation_id)? else {
-                return Err(LedgerError::HoldLost);
-            };
-            let charged = cost.min(held.amount);
-            let now = now_unix();
-            // The common case in one statement: a serving channel whose
-            // balance holds the charged part again (`reserved` unchanged).
-            let whole = tx
-                .prepare_cached(concat!(
-                    "UPDATE session_channels SET spent = spent + ?2, units = units + ?3,
-                       updated_at = ?4
-                     WHERE channel_id = ?1 AND status = 'open' AND close_requested_at = 0
-                       AND MAX(accepted - spent - reserved, 0) >= ?2
-                     RETURNING ",
-                    channel_columns!()
-                ))?
-                .query_row(
-                    params![held.channel_id, to_db(charged), units, now],
-                    read_channel,
-                )
-                .optional()?;
-            if let Some(channel) = whole {
-                return Ok(KeptCommit {
-                    channel,
-                    charged,
-                    refilled: charged,
-                });
-            }
-            let channel = load(tx, &held.channel_id)?
-                .ok_or(LedgerError::Worker("channel vanished".into()))?;
-            let refilled = match unavailable(&channel) {
-                None => charged.min(channel.available()),
-                Some(_) => 0,
-            };
-            let shrink = to_db(charged - refilled);
-            let channel = tx
-                .prepare_cached(concat!(
-                    "UPDATE session_channels SET spent = spent + ?2, reserved = reserved - ?3,
-                       units = units + ?4, updated_at = ?5
-                     WHERE channel_id = ?1 RETURNING ",
-                    channel_columns!()
-                ))?
-                .query_row(
-                    params![held.channel_id, to_db(charged), shrink, units, now],
-                    read_channel,
-                )?;
-            tx.prepare_cached(
-                "UPDATE session_reservations SET amount = amount - ?2 WHERE id = ?1",
-            )?
-            .execute(params![reservation_id, shrink])?;
-            Ok(KeptCommit {
-                channel,
-                charged,
-                refilled,
-            })
-        })
-        .await
-    }
-
-    fn may_hold(&self) -> Result<(), LedgerError> {
-        self.shared.lease.check()
     }
 
     async fn checkpoint_reservation(

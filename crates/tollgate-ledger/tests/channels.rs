@@ -15,8 +15,6 @@ use tollgate_ledger::{
 on_every_backend!(
     vouchers_are_monotonic_bounded_and_idempotent,
     reserve_commit_charges_at_most_what_was_held,
-    a_kept_commit_holds_its_charge_again_while_the_balance_allows,
-    concurrent_kept_commits_on_two_instances_charge_exactly,
     concurrent_reservations_never_exceed_the_balance,
     concurrent_reservations_on_three_instances_never_exceed_the_balance,
     vouchers_accepted_on_one_instance_count_on_all,
@@ -122,93 +120,6 @@ async fn reserve_commit_charges_at_most_what_was_held(store: Store) {
     ledger.release_reservation(reservation).await.unwrap();
     let c = ledger.channel(CHANNEL).await.unwrap().unwrap();
     assert_eq!((c.spent, c.reserved, c.available()), (170, 0, 330));
-}
-
-async fn a_kept_commit_holds_its_charge_again_while_the_balance_allows(store: Store) {
-    let ledger = store.open().await;
-    opened(&*ledger, 1_000, 500).await;
-    let ReserveOutcome::Reserved { reservation, .. } = ledger.reserve(CHANNEL, 200).await.unwrap()
-    else {
-        panic!("reserve failed")
-    };
-    // Charged and held again: the hold keeps its size.
-    let kept = ledger.commit_keeping(reservation, 120, 3).await.unwrap();
-    assert_eq!((kept.charged, kept.refilled), (120, 120));
-    let c = &kept.channel;
-    assert_eq!(
-        (c.spent, c.reserved, c.units, c.available()),
-        (120, 200, 3, 180)
-    );
-    // Capped at what the reservation holds.
-    let kept = ledger.commit_keeping(reservation, 10_000, 1).await.unwrap();
-    assert_eq!((kept.charged, kept.refilled), (200, 180));
-    let c = &kept.channel;
-    assert_eq!((c.spent, c.reserved, c.available()), (320, 180, 0));
-    // Nothing left to hold again: the hold shrinks by what it charged.
-    let kept = ledger.commit_keeping(reservation, 100, 1).await.unwrap();
-    assert_eq!((kept.charged, kept.refilled), (100, 0));
-    assert_eq!((kept.channel.spent, kept.channel.reserved), (420, 80));
-    // A closing channel holds nothing again.
-    ledger
-        .accept_voucher(CHANNEL, &voucher(1_000), 0)
-        .await
-        .unwrap();
-    ledger.mark_closing(CHANNEL).await.unwrap();
-    let kept = ledger.commit_keeping(reservation, 30, 1).await.unwrap();
-    assert_eq!((kept.charged, kept.refilled), (30, 0));
-    assert_eq!((kept.channel.spent, kept.channel.reserved), (450, 50));
-    // The final commit releases what is left; the reservation is gone.
-    let after = ledger.commit(reservation, 20, 1).await.unwrap();
-    assert_eq!((after.spent, after.reserved, after.units), (470, 0, 7));
-    assert!(matches!(
-        ledger.commit_keeping(reservation, 1, 1).await,
-        Err(tollgate_ledger::LedgerError::HoldLost)
-    ));
-    ledger.may_hold().unwrap();
-}
-
-async fn concurrent_kept_commits_on_two_instances_charge_exactly(store: Store) {
-    let instances = [store.open().await, store.open().await];
-    opened(&*instances[0], 100_000, 1_000).await;
-    // Each instance holds one shared reservation and charges through it
-    // from many tasks at once; the balance (1 000, against 200 × 7 asked)
-    // runs out on the way.
-    let mut holds = Vec::new();
-    for ledger in &instances {
-        let ReserveOutcome::Reserved { reservation, .. } =
-            ledger.reserve(CHANNEL, 50).await.unwrap()
-        else {
-            panic!("reserve failed")
-        };
-        holds.push(reservation);
-    }
-    let tasks: Vec<_> = (0..200)
-        .map(|i| {
-            let ledger = Arc::clone(&instances[i % 2]);
-            let reservation = holds[i % 2];
-            tokio::spawn(async move { ledger.commit_keeping(reservation, 7, 1).await.unwrap() })
-        })
-        .collect();
-    let mut charged = 0;
-    for task in tasks {
-        let kept = task.await.unwrap();
-        assert!(kept.refilled <= kept.charged && kept.charged <= 7);
-        let c = &kept.channel;
-        assert!(c.spent + c.reserved <= c.accepted, "{c:?}");
-        charged += kept.charged;
-    }
-    // Every unit of the balance is charged or still held, none twice.
-    let c = instances[1].channel(CHANNEL).await.unwrap().unwrap();
-    assert_eq!(
-        (c.spent, c.spent + c.reserved, c.units),
-        (charged, 1_000, 200)
-    );
-    assert!(c.reserved <= 100, "{c:?}");
-    for (ledger, reservation) in instances.iter().zip(&holds) {
-        ledger.commit(*reservation, 0, 0).await.unwrap();
-    }
-    let c = instances[0].channel(CHANNEL).await.unwrap().unwrap();
-    assert_eq!((c.spent, c.reserved), (charged, 0));
 }
 
 async fn concurrent_reservations_never_exceed_the_balance(store: Store) {

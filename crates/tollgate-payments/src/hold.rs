@@ -8,19 +8,10 @@ use std::sync::Arc;
 
 use tollgate_ledger::Ledger;
 
-use crate::shared_holds::SharedHolds;
-
 /// What a dropped hold gives back.
 enum Held {
     Reservation(i64),
     Claim(String),
-    /// A share of a block: given back in memory; the block is released
-    /// with its last share.
-    Share {
-        holds: Arc<SharedHolds>,
-        block: i64,
-        amount: u128,
-    },
 }
 
 /// Releases its hold in the background when dropped, unless disarmed.
@@ -44,24 +35,6 @@ impl ReleaseOnDrop {
         }
     }
 
-    pub(crate) fn share(
-        ledger: Arc<dyn Ledger>,
-        holds: Arc<SharedHolds>,
-        block: i64,
-        amount: u128,
-    ) -> Self {
-        Self {
-            armed: Some((
-                ledger,
-                Held::Share {
-                    holds,
-                    block,
-                    amount,
-                },
-            )),
-        }
-    }
-
     pub(crate) fn claim(ledger: Arc<dyn Ledger>, key: String) -> Self {
         Self {
             armed: Some((ledger, Held::Claim(key))),
@@ -76,25 +49,13 @@ impl ReleaseOnDrop {
 
 impl Drop for ReleaseOnDrop {
     fn drop(&mut self) {
-        let Some((ledger, mut held)) = self.armed.take() else {
+        let Some((ledger, held)) = self.armed.take() else {
             return;
         };
-        if let Held::Share {
-            holds,
-            block,
-            amount,
-        } = &held
-        {
-            match holds.give_back(*block, *amount) {
-                Some(last) => held = Held::Reservation(last),
-                None => return,
-            }
-        }
         let release = async move {
             let result = match &held {
                 Held::Reservation(id) => ledger.release_reservation(*id).await,
                 Held::Claim(key) => ledger.release_claim(key).await,
-                Held::Share { .. } => Ok(()),
             };
             if let Err(e) = result {
                 tracing::error!(error = %e, "could not release a dropped hold");

@@ -16,7 +16,6 @@ mod redact;
 mod refund;
 pub mod session;
 pub mod session_v2;
-mod shared_holds;
 mod store;
 
 use std::sync::Arc;

@@ -11,8 +11,8 @@ use tokio_postgres::Row;
 
 use super::{PgLedger, VOUCHER_EVENTS, amount, num, optional_amount};
 use crate::channels::{
-    ChannelBook, ChannelRecord, ChannelStatus, IdempotencyBegin, InFlight, KeptCommit,
-    OnChainFacts, ReserveOutcome, StoredResponse, StoredVoucher, VoucherOutcome, VoucherRefusal,
+    ChannelBook, ChannelRecord, ChannelStatus, IdempotencyBegin, InFlight, OnChainFacts,
+    ReserveOutcome, StoredResponse, StoredVoucher, VoucherOutcome, VoucherRefusal,
 };
 use crate::instance::Hold;
 use crate::sqlite::now_unix;
@@ -660,60 +660,6 @@ impl ChannelBook for PgLedger {
         charged: u128,
     ) -> Result<Option<u128>, LedgerError> {
         self.checkpoint_now(reservation, charged).await
-    }
-
-    async fn commit_keeping(
-        &self,
-        reservation: i64,
-        cost: u128,
-        units: u64,
-    ) -> Result<KeptCommit, LedgerError> {
-        let client = self.client().await?;
-        // One statement: the reservation and its channel locked (the
-        // channel read at its latest version), what is charged held again
-        // as far as a serving channel's balance allows, both rows moved.
-        let statement = client
-            .prepare_cached(&format!(
-                "WITH hold AS (
-                   SELECT channel_id, LEAST($2::text::numeric, amount) AS charged
-                   FROM session_reservations WHERE id = $1 FOR UPDATE),
-                 cur AS (
-                   SELECT c.channel_id, hold.charged,
-                     CASE WHEN c.status = 'open' AND c.close_requested_at = 0
-                          THEN LEAST(hold.charged, GREATEST(c.accepted - c.spent - c.reserved, 0))
-                          ELSE 0 END AS refilled
-                   FROM session_channels c JOIN hold ON c.channel_id = hold.channel_id
-                   FOR UPDATE OF c),
-                 kept AS (
-                   UPDATE session_reservations r SET amount = r.amount - cur.charged + cur.refilled
-                   FROM cur WHERE r.id = $1 RETURNING r.id),
-                 up AS (
-                   UPDATE session_channels c SET spent = c.spent + cur.charged,
-                     reserved = c.reserved - cur.charged + cur.refilled,
-                     units = c.units + $3, updated_at = $4
-                   FROM cur WHERE c.channel_id = cur.channel_id
-                   RETURNING c.*)
-                 SELECT {COLUMNS}, (SELECT charged::text FROM cur),
-                   (SELECT refilled::text FROM cur)
-                 FROM up"
-            ))
-            .await?;
-        let row = client
-            .query_opt(
-                &statement,
-                &[&reservation, &num(cost), &i64_of(units), &now_unix()],
-            )
-            .await?
-            .ok_or(LedgerError::HoldLost)?;
-        Ok(KeptCommit {
-            channel: read_channel(&row)?,
-            charged: amount(&row, 24)?,
-            refilled: amount(&row, 25)?,
-        })
-    }
-
-    fn may_hold(&self) -> Result<(), LedgerError> {
-        self.shared().lease.check()
     }
 
     async fn release_reservation(&self, reservation: i64) -> Result<(), LedgerError> {

@@ -68,9 +68,8 @@ impl VerifiedCache {
 /// descriptor, so a re-sent voucher costs no read. An entry may be behind
 /// the store (another instance, a request that has not answered yet): it
 /// only decides that a voucher at or below what was accepted needs no
-/// write. Every hold is still bounded by the store, which refuses a channel
-/// that closed or ran out (a share of a block is within what the store
-/// holds for the block; `crate::shared_holds`).
+/// write. Every hold is still taken by the store, which refuses a channel
+/// that closed or ran out.
 #[derive(Default)]
 pub(super) struct SeenChannels(Mutex<HashMap<B256, Arc<Known>>>);
 

@@ -106,8 +106,6 @@ impl SessionGate {
                 .map_err(store_failure)?;
         }
         self.ledger.mark_closing(&id).await.map_err(store_failure)?;
-        // A shared block's free part must not admit anyone either.
-        self.shared.retire_channel(&id);
         self.wait_for_in_flight(&id).await;
         let tx_hash = self.submit_settlement(&id, true).await?;
         let channel = self

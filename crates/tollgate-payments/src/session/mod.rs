@@ -132,8 +132,6 @@ pub struct SessionGate {
     verified: accept::VerifiedCache,
     /// Channels as this gate last saw them (a re-sent voucher reads nothing).
     seen: accept::SeenChannels,
-    /// The blocks whole-answer requests share (one write per request).
-    shared: Arc<crate::shared_holds::SharedHolds>,
 }
 
 /// What a stored channel's record says about how to handle it.
@@ -204,7 +202,6 @@ impl SessionGate {
             voucher_bells: Mutex::new(HashMap::new()),
             verified: accept::VerifiedCache::default(),
             seen: accept::SeenChannels::default(),
-            shared: Arc::default(),
         })
     }
 

@@ -209,15 +209,7 @@ pub async fn admit(
     } else {
         quote
     };
-    // A whole answer's hold is a share of the channel's block (no write
-    // before the upstream call when the block has room); a stream holds
-    // its own reservation, which grows and checkpoints.
-    let reserved = if meter.call().is_streamed() {
-        sessions.reserve(&channel.channel_id, to_hold).await
-    } else {
-        sessions.reserve_shared(&channel.channel_id, to_hold).await
-    };
-    let reservation = match reserved {
+    let reservation = match sessions.reserve(&channel.channel_id, to_hold).await {
         Ok(reservation) => reservation,
         Err(problem) => {
             // The payer proved the channel is theirs: the fresh challenge
