@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use common::session::{Payer, session_challenge, voucher_payload};
 use common::*;
-use reference::{Figure, Nginx, wrk};
+use reference::{Figure, Nginx, free_port, wrk};
 use serde_json::json;
 use tollgate_devnet::{ALPHA_USD, DEV_ACCOUNTS, PATH_USD};
 use tollgate_mock::MockOptions;
@@ -165,14 +165,6 @@ max_output_tokens = 256
 
 /// The operator token of the bench's admin listener (its metrics).
 const ADMIN_TOKEN: &str = "bench-admin-token-not-a-secret";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The release gateway as a child process: its URL and its metrics' URL.
 async fn launch(h: &Harness, upstream: &str) -> (tokio::process::Child, String, String) {

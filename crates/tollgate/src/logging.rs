@@ -94,8 +94,11 @@ impl Batched {
 }
 
 fn write_batches(batch: &Batch) {
+    // Two buffers trade places, so loggers append into one that already
+    // has its capacity instead of growing a new one every batch.
+    let mut taken = Vec::new();
     loop {
-        let (taken, closed) = {
+        let closed = {
             let mut lines = batch.lines.lock().unwrap_or_else(|p| p.into_inner());
             if lines.0.len() < BATCH_EAGER && !lines.1 {
                 lines = batch
@@ -104,11 +107,17 @@ fn write_batches(batch: &Batch) {
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
             }
-            (std::mem::take(&mut lines.0), lines.1)
+            taken.clear();
+            std::mem::swap(&mut taken, &mut lines.0);
+            lines.1
         };
         batch.drained.notify_all();
         if !taken.is_empty() {
             let _ = std::io::stderr().lock().write_all(&taken);
+        }
+        if taken.capacity() > BATCH_MAX {
+            // A burst's buffer is not kept.
+            taken = Vec::new();
         }
         if closed {
             return;
