@@ -16,6 +16,7 @@ mod refunds;
 mod report;
 mod sqlite;
 mod sqlite_channels;
+mod sqlite_checkpoint;
 mod sqlite_holds;
 mod sqlite_refunds;
 mod sqlite_report;

@@ -107,9 +107,7 @@ impl SqliteLedger {
             path: path.display().to_string(),
             source,
         })?;
-        let mut wal = path.as_os_str().to_owned();
-        wal.push("-wal");
-        let mut ledger = Self::init(conn, durability, instance, Some(Path::new(&wal)))?;
+        let mut ledger = Self::init(conn, durability, instance, Some(path))?;
         let read_only = || -> Result<Arc<Mutex<Connection>>, LedgerError> {
             let reader = Connection::open_with_flags(
                 path,
@@ -137,7 +135,7 @@ impl SqliteLedger {
         mut conn: Connection,
         durability: Durability,
         instance: Instance,
-        wal: Option<&Path>,
+        db: Option<&Path>,
     ) -> Result<Self, LedgerError> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -162,7 +160,7 @@ impl SqliteLedger {
         }
         shared.lease.renewed(started);
         Ok(Self {
-            writer: Arc::new(Writer::start(conn, durability, wal)?),
+            writer: Arc::new(Writer::start(conn, durability, db)?),
             reader: None,
             shared,
             usage: Arc::default(),

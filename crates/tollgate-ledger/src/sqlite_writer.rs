@@ -42,6 +42,7 @@ use tokio::sync::oneshot;
 
 use crate::LedgerError;
 use crate::sqlite::Durability;
+use crate::sqlite_checkpoint::Checkpoints;
 
 /// The most jobs one transaction takes.
 const MAX_GROUP: usize = 512;
@@ -150,21 +151,32 @@ fn stopped() -> LedgerError {
 }
 
 impl Writer {
-    /// Starts the thread on `conn`. `wal` is the database's WAL file, when
-    /// it has one: with full durability it is synced by a thread of its own.
+    /// Starts the thread on `conn`. `db` is the database's file, when it
+    /// has one: its WAL is then checkpointed by a thread of its own
+    /// (`sqlite_checkpoint`) and, with full durability, synced by another.
     pub(crate) fn start(
         conn: Connection,
         durability: Durability,
-        wal: Option<&Path>,
+        db: Option<&Path>,
     ) -> Result<Self, LedgerError> {
-        let syncer = match (durability, wal) {
+        let wal = db.map(|db| {
+            let mut wal = db.as_os_str().to_owned();
+            wal.push("-wal");
+            std::path::PathBuf::from(wal)
+        });
+        let syncer = match (durability, &wal) {
             (Durability::Full, Some(wal)) => Syncer::start(wal),
             _ => None,
+        };
+        let checkpoints = db.and_then(|db| Checkpoints::start(&conn, db, durability));
+        let after = AfterCommit {
+            syncer,
+            checkpoints,
         };
         let (jobs, queue) = mpsc::channel();
         std::thread::Builder::new()
             .name("tollgate-ledger-writer".into())
-            .spawn(move || run(conn, &queue, durability, syncer))
+            .spawn(move || run(conn, &queue, durability, after))
             .map_err(|e| LedgerError::Worker(format!("cannot start the ledger writer: {e}")))?;
         Ok(Self { jobs })
     }
@@ -312,11 +324,18 @@ struct Open {
     after_commit: Vec<Box<dyn GroupTask>>,
 }
 
+/// What follows a commit: the WAL's sync (full durability) and, later,
+/// its checkpoint.
+struct AfterCommit {
+    syncer: Option<Syncer>,
+    checkpoints: Option<Checkpoints>,
+}
+
 fn run(
     mut conn: Connection,
     queue: &mpsc::Receiver<Job>,
     durability: Durability,
-    syncer: Option<Syncer>,
+    after: AfterCommit,
 ) {
     let mut sync = SyncMode {
         durability,
@@ -342,7 +361,7 @@ fn run(
                     Some(job) => job,
                     None => {
                         if let Some(txn) = open.take() {
-                            finish(&conn, txn, syncer.as_ref());
+                            finish(&conn, txn, &after);
                         }
                         continue;
                     }
@@ -352,12 +371,15 @@ fn run(
         match job {
             Job::Alone(work) => {
                 if let Some(txn) = open.take() {
-                    finish(&conn, txn, syncer.as_ref());
+                    finish(&conn, txn, &after);
                 }
                 // Alone jobs commit their own transactions and expect them
                 // to be as durable as the store is configured.
                 sync.set(&conn, true);
                 work(&mut conn);
+                if let Some(checkpoints) = &after.checkpoints {
+                    checkpoints.committed();
+                }
             }
             Job::Grouped { durable, mut task } => {
                 let txn = match open.as_mut() {
@@ -365,7 +387,7 @@ fn run(
                     None => {
                         // With a syncer, SQLite commits without syncing and
                         // the syncer syncs; without one, durable commits sync.
-                        sync.set(&conn, syncer.is_none());
+                        sync.set(&conn, after.syncer.is_none());
                         if let Err(e) = conn
                             .prepare_cached("BEGIN IMMEDIATE")
                             .and_then(|mut s| s.execute([]))
@@ -411,19 +433,22 @@ fn run(
 
 /// Commits the open transaction and answers its durable jobs: at once when
 /// the commit synced (or durability is normal), else after the syncer's sync.
-fn finish(conn: &Connection, txn: Open, syncer: Option<&Syncer>) {
+fn finish(conn: &Connection, txn: Open, after: &AfterCommit) {
     let committed = conn
         .prepare_cached("COMMIT")
         .and_then(|mut s| s.execute([]))
         .map(|_| ())
         .map_err(|e| e.to_string());
+    if let (Ok(()), Some(checkpoints)) = (&committed, &after.checkpoints) {
+        checkpoints.committed();
+    }
     if let Err(e) = &committed {
         tracing::error!(error = %e, jobs = txn.jobs, "a ledger transaction failed to commit");
         if !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
     }
-    match (syncer, &committed) {
+    match (after.syncer.as_ref(), &committed) {
         (Some(syncer), Ok(())) if !txn.after_commit.is_empty() => {
             if let Err(mpsc::SendError(tasks)) = syncer.waiting.send(txn.after_commit) {
                 for task in tasks {

@@ -171,7 +171,10 @@ async fn launch(h: &Harness, upstream: &str) -> (tokio::process::Child, String, 
     let (port, admin_port) = (free_port(), free_port());
     let path = h.dir.path().join("bench.toml");
     std::fs::write(&path, config(h, port, admin_port, upstream)).unwrap();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+    // `BENCH_GATEWAY=path` runs another build (A/B runs of two binaries).
+    let binary = std::env::var("BENCH_GATEWAY")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_tollgate").to_owned());
+    let child = tokio::process::Command::new(binary)
         .args(["serve", "--config"])
         .arg(&path)
         .env("BENCH_SECRET", SECRET)
@@ -205,6 +208,8 @@ async fn launch(h: &Harness, upstream: &str) -> (tokio::process::Child, String, 
 #[derive(Debug, Default, Clone)]
 struct Reading {
     cpu: Duration,
+    /// Context switches of all its threads (voluntary and not).
+    switches: u64,
     requests: f64,
     /// phase → seconds in all.
     phases: std::collections::BTreeMap<String, f64>,
@@ -240,6 +245,7 @@ impl Gauge {
             .unwrap();
         let mut reading = Reading {
             cpu: Duration::from_millis(ticks * 10),
+            switches: context_switches(self.pid),
             ..Reading::default()
         };
         for line in text.lines() {
@@ -262,10 +268,31 @@ impl Gauge {
     }
 }
 
-/// Per request of a row: gateway CPU µs, and the mean µs of each phase.
-fn per_request(before: &Reading, after: &Reading) -> (f64, Vec<(String, f64)>) {
+/// The context switches of every thread `pid` has now: a steadier measure
+/// of hand-offs than time on a shared machine.
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+/// Per request of a row: gateway CPU µs, context switches, and the mean µs
+/// of each phase.
+fn per_request(before: &Reading, after: &Reading) -> Inside {
     let requests = (after.requests - before.requests).max(1.0);
     let cpu = (after.cpu.saturating_sub(before.cpu)).as_secs_f64() * 1e6 / requests;
+    let switches = after.switches.saturating_sub(before.switches) as f64 / requests;
     let phases = after
         .phases
         .iter()
@@ -274,7 +301,7 @@ fn per_request(before: &Reading, after: &Reading) -> (f64, Vec<(String, f64)>) {
             (phase.clone(), spent * 1e6 / requests)
         })
         .collect();
-    (cpu, phases)
+    (cpu, switches, phases)
 }
 
 fn rss_mib(pid: u32) -> f64 {
@@ -436,7 +463,8 @@ async fn voucher_accepts(h: &Harness, url: &str, connections: usize, per: usize)
 }
 
 /// A row's gateway CPU µs per request and its phases' mean µs.
-type Inside = (f64, Vec<(String, f64)>);
+/// CPU µs, context switches, and phase → mean µs, per request.
+type Inside = (f64, f64, Vec<(String, f64)>);
 
 struct Table {
     rows: Vec<(String, Figure)>,
@@ -493,12 +521,14 @@ impl Table {
         println!(
             "\nInside the gateway, per request (means; its CPU from /proc, phases from its metrics):"
         );
-        println!("\n| target | CPU µs | payment µs | upstream µs | deliver µs |");
-        println!("|---|---:|---:|---:|---:|");
-        for (name, (cpu, phases)) in &self.inside {
+        println!(
+            "\n| target | CPU µs | context switches | payment µs | upstream µs | deliver µs |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|");
+        for (name, (cpu, switches, phases)) in &self.inside {
             let phase = |p: &str| phases.iter().find(|(n, _)| n == p).map_or(0.0, |(_, v)| *v);
             println!(
-                "| {name} | {cpu:.0} | {:.0} | {:.0} | {:.0} |",
+                "| {name} | {cpu:.0} | {switches:.2} | {:.0} | {:.0} | {:.0} |",
                 phase("payment"),
                 phase("upstream"),
                 phase("deliver")
