@@ -137,7 +137,7 @@ impl SqliteLedger {
         instance: Instance,
         db: Option<&Path>,
     ) -> Result<Self, LedgerError> {
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.busy_timeout(crate::sqlite_writer::BUSY_TIMEOUT)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         let sync = match durability {
             Durability::Full => "FULL",
@@ -179,7 +179,8 @@ impl SqliteLedger {
         }
     }
 
-    /// Runs a read-only `f` for the payment path, as a job on the writer:
+    /// Runs a read-only `f` for the payment path on the write connection
+    /// (on the caller's thread when it is free, else queued to the writer):
     /// it sees every write answered before it (holds included), and it
     /// waits for no commit.
     pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, LedgerError>
