@@ -38,6 +38,16 @@ pub enum Durability {
     Normal,
 }
 
+impl Durability {
+    /// The `synchronous` setting that gives it.
+    pub(crate) fn synchronous(self) -> &'static str {
+        match self {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        }
+    }
+}
+
 /// SQLite backend. Several processes may share one file (each its own
 /// instance); channel events then reach this process only.
 #[derive(Clone)]
@@ -114,7 +124,7 @@ impl SqliteLedger {
                 rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
                     | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?;
-            reader.busy_timeout(std::time::Duration::from_secs(5))?;
+            reader.busy_timeout(crate::sqlite_writer::BUSY_TIMEOUT)?;
             Ok(Arc::new(Mutex::new(reader)))
         };
         ledger.reader = Some(read_only()?);
@@ -139,11 +149,7 @@ impl SqliteLedger {
     ) -> Result<Self, LedgerError> {
         conn.busy_timeout(crate::sqlite_writer::BUSY_TIMEOUT)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        let sync = match durability {
-            Durability::Full => "FULL",
-            Durability::Normal => "NORMAL",
-        };
-        conn.pragma_update(None, "synchronous", sync)?;
+        conn.pragma_update(None, "synchronous", durability.synchronous())?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         // Each grouped job runs in a savepoint: keep its sub-journal in
         // memory rather than in a temporary file.

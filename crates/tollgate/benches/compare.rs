@@ -462,8 +462,7 @@ async fn voucher_accepts(h: &Harness, url: &str, connections: usize, per: usize)
     }
 }
 
-/// A row's gateway CPU µs per request and its phases' mean µs.
-/// CPU µs, context switches, and phase → mean µs, per request.
+/// A row's gateway CPU µs, context switches and phases' mean µs, per request.
 type Inside = (f64, f64, Vec<(String, f64)>);
 
 struct Table {
