@@ -10,11 +10,13 @@
 //! Jobs say whether they are durable. A durable job (a voucher, a charge, a
 //! checkpoint, a claim, a usage record, a release) is answered only once
 //! its transaction committed and, with full durability, the WAL was synced.
-//! The sync runs on a second thread while the writer already gathers the
-//! next transaction, and one sync covers every commit before it. The WAL
-//! holds the transactions in order, so what survives a power loss is always
-//! a prefix. (SQLite syncs the WAL before it checkpoints it into the
-//! database, so frames a checkpoint moved were synced too.)
+//! The writer syncs the WAL itself after the commit, with the connection
+//! free (holds and reads go on inline meanwhile), and the jobs queued
+//! during the sync form the next group: one sync covers a whole group, and
+//! no other thread is woken for it. The WAL holds the transactions in
+//! order, so what survives a power loss is always a prefix. (SQLite syncs
+//! the WAL before it checkpoints it into the database, so frames a
+//! checkpoint moved were synced too.)
 //!
 //! The other jobs (taking a hold, reading) are answered as soon as they ran:
 //! every later job on the connection sees their effect, and they commit with
@@ -163,7 +165,8 @@ fn stopped() -> LedgerError {
 impl Writer {
     /// Starts the thread on `conn`. `db` is the database's file, when it
     /// has one: its WAL is then checkpointed by a thread of its own
-    /// (`sqlite_checkpoint`) and, with full durability, synced by another.
+    /// (`sqlite_checkpoint`) and, with full durability, synced by the
+    /// writer after each commit.
     pub(crate) fn start(
         conn: Connection,
         durability: Durability,
@@ -174,13 +177,13 @@ impl Writer {
             wal.push("-wal");
             std::path::PathBuf::from(wal)
         });
-        let syncer = match (durability, &wal) {
-            (Durability::Full, Some(wal)) => Syncer::start(wal),
+        let wal_sync = match (durability, &wal) {
+            (Durability::Full, Some(wal)) => WalSync::open(wal),
             _ => None,
         };
         let checkpoints = db.and_then(|db| Checkpoints::start(&conn, db, durability));
         let after = AfterCommit {
-            syncer,
+            wal_sync,
             checkpoints,
         };
         let inner = Arc::new(Mutex::new(Inner {
@@ -190,7 +193,7 @@ impl Writer {
                 durability,
                 full_now: durability == Durability::Full,
             },
-            commits_sync: after.syncer.is_none(),
+            commits_sync: after.wal_sync.is_none(),
         }));
         let (jobs, queue) = mpsc::channel();
         let thread_inner = Arc::clone(&inner);
@@ -335,55 +338,45 @@ impl SyncMode {
     }
 }
 
-/// Durable jobs waiting for the WAL sync, and the thread that does it.
-struct Syncer {
-    waiting: mpsc::Sender<Vec<Box<dyn GroupTask>>>,
+/// The WAL file, synced by the writer itself after a commit, with the
+/// connection's mutex released (holds and reads go on meanwhile, and the
+/// jobs queued during the sync form the next group).
+struct WalSync {
+    file: File,
 }
 
-impl Syncer {
+impl WalSync {
     /// `None` (SQLite then syncs each durable commit itself) when the WAL
     /// cannot be opened.
-    fn start(wal: &Path) -> Option<Self> {
-        let file = match File::options().read(true).write(true).open(wal) {
-            Ok(file) => file,
+    fn open(wal: &Path) -> Option<Self> {
+        match File::options().read(true).write(true).open(wal) {
+            Ok(file) => Some(Self { file }),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot open the WAL to sync it; commits sync inline");
-                return None;
-            }
-        };
-        let (waiting, queue) = mpsc::channel::<Vec<Box<dyn GroupTask>>>();
-        let started = std::thread::Builder::new()
-            .name("tollgate-ledger-sync".into())
-            .spawn(move || {
-                while let Ok(mut tasks) = queue.recv() {
-                    while let Ok(more) = queue.try_recv() {
-                        tasks.extend(more);
-                    }
-                    let synced = file
-                        .sync_data()
-                        .map_err(|e| format!("WAL sync failed: {e}"));
-                    if let Err(e) = &synced {
-                        tracing::error!(error = %e, "the ledger could not sync its WAL");
-                    }
-                    for task in tasks {
-                        task.answer(synced.as_ref().map(|_| ()).map_err(String::as_str));
-                    }
-                }
-            });
-        match started {
-            Ok(_) => Some(Self { waiting }),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot start the WAL sync thread; commits sync inline");
                 None
             }
+        }
+    }
+
+    /// Syncs the WAL, then answers `tasks` (committed before the sync).
+    fn sync_and_answer(&self, tasks: Vec<Box<dyn GroupTask>>) {
+        let synced = self
+            .file
+            .sync_data()
+            .map_err(|e| format!("WAL sync failed: {e}"));
+        if let Err(e) = &synced {
+            tracing::error!(error = %e, "the ledger could not sync its WAL");
+        }
+        for task in tasks {
+            task.answer(synced.as_ref().map(|_| ()).map_err(String::as_str));
         }
     }
 }
 
 /// How long an open transaction gathers jobs before it commits: several
 /// requests' writes then share one commit and one WAL append. Short,
-/// because the syncer batches too (one sync answers every commit queued
-/// while the last one ran).
+/// because the sync batches too (the jobs queued while it runs form the
+/// next group).
 const GATHER: Duration = Duration::from_micros(100);
 
 /// The transaction the writer has open, and the durable jobs in it.
@@ -396,7 +389,7 @@ struct Open {
 /// What follows a commit: the WAL's sync (full durability) and, later,
 /// its checkpoint.
 struct AfterCommit {
-    syncer: Option<Syncer>,
+    wal_sync: Option<WalSync>,
     checkpoints: Option<Checkpoints>,
 }
 
@@ -406,7 +399,8 @@ struct Inner {
     conn: Connection,
     open: Option<Open>,
     sync: SyncMode,
-    /// Whether group commits sync themselves (there is no syncer thread).
+    /// Whether SQLite syncs group commits itself (the WAL could not be
+    /// opened for the writer to sync it).
     commits_sync: bool,
 }
 
@@ -425,7 +419,7 @@ impl Inner {
         if self.open.is_some() {
             return Ok(Began::Joined);
         }
-        // With a syncer, SQLite commits without syncing and the syncer
+        // With the WAL open, SQLite commits without syncing and the writer
         // syncs; without one, durable commits sync.
         self.sync.set(&self.conn, self.commits_sync);
         if !wait {
@@ -516,17 +510,17 @@ fn run(inner: &Mutex<Inner>, queue: &mpsc::Receiver<Job>, after: AfterCommit) {
         };
         let mut guard = lock(inner);
         let inner = &mut *guard;
-        match next {
-            None => {
-                if let Some(txn) = inner.open.take() {
-                    finish(&inner.conn, txn, &after);
-                }
-            }
+        let to_sync = match next {
+            None => match inner.open.take() {
+                Some(txn) => finish(&inner.conn, txn, &after),
+                None => Vec::new(),
+            },
             // A caller opened the transaction: its window runs from then.
-            Some(Job::Opened) => {}
+            Some(Job::Opened) => Vec::new(),
             Some(Job::Alone(work)) => {
                 if let Some(txn) = inner.open.take() {
-                    finish(&inner.conn, txn, &after);
+                    let committed = finish(&inner.conn, txn, &after);
+                    sync_and_answer(&after, committed);
                 }
                 // Alone jobs commit their own transactions and expect them
                 // to be as durable as the store is configured.
@@ -535,15 +529,36 @@ fn run(inner: &Mutex<Inner>, queue: &mpsc::Receiver<Job>, after: AfterCommit) {
                 if let Some(checkpoints) = &after.checkpoints {
                     checkpoints.committed();
                 }
+                Vec::new()
             }
-            Some(Job::Grouped { durable, task }) => inner.run_queued(durable, task),
-        }
+            Some(Job::Grouped { durable, task }) => {
+                inner.run_queued(durable, task);
+                Vec::new()
+            }
+        };
+        // The sync runs with the connection free: holds and reads go on
+        // inline, and what is queued meanwhile forms the next group.
+        drop(guard);
+        sync_and_answer(&after, to_sync);
+    }
+}
+
+/// Syncs the WAL for `tasks` (committed, waiting for the sync) and
+/// answers them.
+fn sync_and_answer(after: &AfterCommit, tasks: Vec<Box<dyn GroupTask>>) {
+    if tasks.is_empty() {
+        return;
+    }
+    if let Some(wal) = &after.wal_sync {
+        wal.sync_and_answer(tasks);
     }
 }
 
 /// Commits the open transaction and answers its durable jobs: at once when
-/// the commit synced (or durability is normal), else after the syncer's sync.
-fn finish(conn: &Connection, txn: Open, after: &AfterCommit) {
+/// the commit synced (or durability is normal); else they are returned, for
+/// [`sync_and_answer`] once the connection is released.
+#[must_use]
+fn finish(conn: &Connection, txn: Open, after: &AfterCommit) -> Vec<Box<dyn GroupTask>> {
     let committed = conn
         .prepare_cached("COMMIT")
         .and_then(|mut s| s.execute([]))
@@ -558,20 +573,13 @@ fn finish(conn: &Connection, txn: Open, after: &AfterCommit) {
             let _ = conn.execute_batch("ROLLBACK");
         }
     }
-    match (after.syncer.as_ref(), &committed) {
-        (Some(syncer), Ok(())) if !txn.after_commit.is_empty() => {
-            if let Err(mpsc::SendError(tasks)) = syncer.waiting.send(txn.after_commit) {
-                for task in tasks {
-                    task.answer(Err("the WAL sync thread stopped"));
-                }
-            }
-        }
-        _ => {
-            for task in txn.after_commit {
-                task.answer(committed.as_ref().map(|_| ()).map_err(String::as_str));
-            }
-        }
+    if after.wal_sync.is_some() && committed.is_ok() {
+        return txn.after_commit;
     }
+    for task in txn.after_commit {
+        task.answer(committed.as_ref().map(|_| ()).map_err(String::as_str));
+    }
+    Vec::new()
 }
 
 #[cfg(test)]
@@ -727,13 +735,31 @@ mod tests {
 
     #[tokio::test]
     async fn jobs_answer_after_their_writes_are_visible_to_other_connections() {
+        durable_jobs_answer_after_their_commit(false).await;
+    }
+
+    #[tokio::test]
+    async fn with_the_writer_syncing_the_wal_jobs_answer_after_their_commit() {
+        durable_jobs_answer_after_their_commit(true).await;
+    }
+
+    /// `wal_sync`: the writer syncs the WAL itself (the database's path is
+    /// given), else SQLite syncs each commit.
+    async fn durable_jobs_answer_after_their_commit(wal_sync: bool) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.db");
         let conn = Connection::open(&path).unwrap();
         conn.pragma_update(None, "journal_mode", "WAL").unwrap();
         conn.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")
             .unwrap();
-        let writer = std::sync::Arc::new(Writer::start(conn, Durability::Full, None).unwrap());
+        let db = wal_sync.then_some(path.as_path());
+        let writer = Writer::start(conn, Durability::Full, db).unwrap();
+        assert_eq!(
+            writer.inner.lock().unwrap().commits_sync,
+            !wal_sync,
+            "who syncs the commits"
+        );
+        let writer = std::sync::Arc::new(writer);
         let reader = Connection::open(&path).unwrap();
         let tasks: Vec<_> = (0..64)
             .map(|n| {
