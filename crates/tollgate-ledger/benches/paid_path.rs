@@ -11,43 +11,19 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tollgate_ledger::{
-    ChannelBook, ChannelRecord, ChannelStatus, Durability, Ledger, ReserveOutcome, SqliteLedger,
-    StoredVoucher, UsageRecord,
-};
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "../../tollgate-e2e/benches/support/process.rs"]
+mod process;
+
+use common::CHANNEL;
+use tollgate_ledger::{ChannelBook, Durability, Ledger, ReserveOutcome, SqliteLedger, UsageRecord};
 
 const CLIENTS: usize = 16;
 const PER_CLIENT: usize = 2_000;
 const ROUNDS: usize = 3;
 /// Deposit and voucher: enough for every round.
 const BALANCE: u128 = 1_000_000_000_000;
-const CHANNEL: &str = "0x00000000000000000000000000000000000000000000000000000000000000c1";
-
-fn channel() -> ChannelRecord {
-    ChannelRecord {
-        channel_id: CHANNEL.into(),
-        protocol: "v1".into(),
-        escrow: format!("0x{}", "e5".repeat(20)),
-        chain_id: 42431,
-        payer: format!("0x{}", "aa".repeat(20)),
-        payee: format!("0x{}", "bb".repeat(20)),
-        token: format!("0x{}", "20".repeat(20)),
-        authorized_signer: format!("0x{}", "aa".repeat(20)),
-        descriptor: None,
-        deposit: BALANCE,
-        accepted: 0,
-        spent: 0,
-        reserved: 0,
-        settled: 0,
-        units: 0,
-        close_requested_at: 0,
-        status: ChannelStatus::Open,
-        opened_at: 0,
-        updated_at: 0,
-        last_settled_at: None,
-        inflight: None,
-    }
-}
 
 fn usage() -> UsageRecord {
     UsageRecord {
@@ -64,45 +40,9 @@ fn usage() -> UsageRecord {
     }
 }
 
-/// CPU ticks (user + system) of this process, and its threads' context
-/// switches (voluntary, involuntary).
-fn process_counters() -> (u64, u64, u64) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let cpu = ticks(11) + ticks(12);
-    let (mut voluntary, mut involuntary) = (0, 0);
-    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
-        for task in tasks.flatten() {
-            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
-            for line in status.lines() {
-                let value = |l: &str| {
-                    l.split_whitespace()
-                        .nth(1)
-                        .and_then(|v| v.parse::<u64>().ok())
-                };
-                if line.starts_with("voluntary_ctxt_switches") {
-                    voluntary += value(line).unwrap_or(0);
-                } else if line.starts_with("nonvoluntary_ctxt_switches") {
-                    involuntary += value(line).unwrap_or(0);
-                }
-            }
-        }
-    }
-    (cpu, voluntary, involuntary)
-}
-
 async fn round(ledger: &Arc<SqliteLedger>, name: &str) {
-    let (cpu0, vol0, invol0) = process_counters();
+    let pid = std::process::id();
+    let (cpu0, switches0) = (process::cpu(pid), process::context_switches(pid));
     let started = Instant::now();
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| {
@@ -123,16 +63,15 @@ async fn round(ledger: &Arc<SqliteLedger>, name: &str) {
         client.await.unwrap();
     }
     let wall = started.elapsed();
-    let (cpu1, vol1, invol1) = process_counters();
+    let (cpu1, switches1) = (process::cpu(pid), process::context_switches(pid));
     let requests = (CLIENTS * PER_CLIENT) as f64;
-    // Clock ticks are 10 ms (USER_HZ 100).
-    let cpu_us = (cpu1 - cpu0) as f64 * 10_000.0 / requests;
+    let cpu_us = (cpu1 - cpu0).as_secs_f64() * 1e6 / requests;
     println!(
         "{name:<28} {:>8.0} req/s  cpu {:>6.1} µs/req  context switches {:>5.2} vol + {:>5.2} invol per req",
         requests / wall.as_secs_f64(),
         cpu_us,
-        (vol1 - vol0) as f64 / requests,
-        (invol1 - invol0) as f64 / requests,
+        (switches1.voluntary - switches0.voluntary) as f64 / requests,
+        (switches1.involuntary - switches0.involuntary) as f64 / requests,
     );
 }
 
@@ -142,12 +81,14 @@ async fn main() {
     let ledger =
         Arc::new(SqliteLedger::open(&dir.path().join("ledger.db"), Durability::Full).unwrap());
     let _keeper = tollgate_ledger::spawn_keeper(&(Arc::clone(&ledger) as Arc<dyn Ledger>));
-    ledger.open_channel(&channel(), None).await.unwrap();
-    let voucher = StoredVoucher {
-        cumulative: BALANCE,
-        signature: format!("0x{}", "11".repeat(65)),
-    };
-    let accepted = ledger.accept_voucher(CHANNEL, &voucher, 0).await.unwrap();
+    ledger
+        .open_channel(&common::channel(BALANCE), None)
+        .await
+        .unwrap();
+    let accepted = ledger
+        .accept_voucher(CHANNEL, &common::voucher(BALANCE), 0)
+        .await
+        .unwrap();
     assert!(
         matches!(accepted, tollgate_ledger::VoucherOutcome::Accepted(_)),
         "{accepted:?}"

@@ -38,6 +38,8 @@
 mod common;
 #[path = "../../tollgate-e2e/benches/support/load.rs"]
 mod load;
+#[path = "../../tollgate-e2e/benches/support/process.rs"]
+mod process;
 #[path = "support/reference.rs"]
 mod reference;
 
@@ -223,16 +225,6 @@ struct Gauge {
 
 impl Gauge {
     async fn read(&self) -> Reading {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap();
-        // Fields after the command's closing parenthesis; utime and stime
-        // are the 12th and 13th, in clock ticks (100 per second here).
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .unwrap()
-            .1
-            .split_whitespace()
-            .collect();
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
         let text = self
             .client
             .get(&self.metrics)
@@ -244,8 +236,8 @@ impl Gauge {
             .await
             .unwrap();
         let mut reading = Reading {
-            cpu: Duration::from_millis(ticks * 10),
-            switches: context_switches(self.pid),
+            cpu: process::cpu(self.pid),
+            switches: process::context_switches(self.pid).total(),
             ..Reading::default()
         };
         for line in text.lines() {
@@ -266,25 +258,6 @@ impl Gauge {
         }
         reading
     }
-}
-
-/// The context switches of every thread `pid` has now: a steadier measure
-/// of hand-offs than time on a shared machine.
-fn context_switches(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
-        .flat_map(|status| {
-            status
-                .lines()
-                .filter(|l| l.contains("ctxt_switches:"))
-                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .collect::<Vec<_>>()
-        })
-        .sum()
 }
 
 /// Per request of a row: gateway CPU µs, context switches, and the mean µs
