@@ -10,13 +10,26 @@
 //! has caught up, the next transaction starts the WAL over, which keeps
 //! it about one interval's writes long.
 //!
+//! Under steady load that start-over never comes by itself: SQLite starts
+//! the WAL over only in a transaction that began with every frame copied,
+//! and the writer opens its next transaction right after each commit, so
+//! there is always a commit the thread has not copied yet. The WAL then
+//! grows for as long as the load lasts (30 MB/s in the gateway bench), and
+//! every append lands past the end of the file: new blocks, zeroed pages
+//! and file-size updates for each sync to journal. So once the WAL is
+//! longer than [`RESTART_FRAMES`], the thread asks the writer
+//! ([`Checkpoints::restart_due`]) to checkpoint once itself, right after a
+//! commit while no transaction is open ([`checkpoint`]): only the frames
+//! since the thread's last pass are left to copy, and the writer's next
+//! transaction starts the WAL over.
+//!
 //! Safety is SQLite's: a checkpoint copies only committed frames, syncs
 //! the WAL before it copies and the database after (the connection's
 //! `synchronous` is `NORMAL` or `FULL`, never `OFF`).
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -29,10 +42,16 @@ use crate::sqlite_writer::BUSY_TIMEOUT;
 /// How often the WAL is checkpointed while commits come in.
 const INTERVAL: Duration = Duration::from_millis(50);
 
+/// A WAL longer than this (frames of one page, 4 KiB each) is started over
+/// by the writer's own checkpoint: about SQLite's own automatic threshold.
+const RESTART_FRAMES: i64 = 1_000;
+
 /// The writer's side: count a commit; the thread stops when this is
 /// dropped (with the writer).
 pub(crate) struct Checkpoints {
     commits: Arc<AtomicU64>,
+    /// Set by the thread when the WAL it checkpointed was long.
+    restart: Arc<AtomicBool>,
     _stop: mpsc::Sender<()>,
 }
 
@@ -49,11 +68,13 @@ impl Checkpoints {
             }
         };
         let commits = Arc::new(AtomicU64::new(0));
+        let restart = Arc::new(AtomicBool::new(false));
         let (stop, stopped) = mpsc::channel::<()>();
         let seen = Arc::clone(&commits);
+        let long = Arc::clone(&restart);
         let started = std::thread::Builder::new()
             .name("tollgate-ledger-checkpoint".into())
-            .spawn(move || run(&conn, &seen, &stopped));
+            .spawn(move || run(&conn, &seen, &long, &stopped));
         if let Err(e) = started {
             tracing::warn!(error = %e, "cannot start the checkpoint thread; the writer checkpoints");
             return None;
@@ -63,12 +84,20 @@ impl Checkpoints {
         }
         Some(Self {
             commits,
+            restart,
             _stop: stop,
         })
     }
 
     pub(crate) fn committed(&self) {
         self.commits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether the writer should checkpoint once itself now, between two
+    /// transactions, so that the WAL starts over (asked once per long WAL
+    /// the thread saw).
+    pub(crate) fn restart_due(&self) -> bool {
+        self.restart.swap(false, Ordering::Relaxed)
     }
 }
 
@@ -79,7 +108,7 @@ fn open(db: &Path, durability: Durability) -> Result<Connection, LedgerError> {
     Ok(conn)
 }
 
-fn run(conn: &Connection, commits: &AtomicU64, stop: &mpsc::Receiver<()>) {
+fn run(conn: &Connection, commits: &AtomicU64, restart: &AtomicBool, stop: &mpsc::Receiver<()>) {
     let mut done = 0;
     loop {
         match stop.recv_timeout(INTERVAL) {
@@ -93,16 +122,23 @@ fn run(conn: &Connection, commits: &AtomicU64, stop: &mpsc::Receiver<()>) {
         let now = commits.load(Ordering::Relaxed);
         if now != done {
             done = now;
-            checkpoint(conn);
+            if checkpoint(conn).is_some_and(|frames| frames > RESTART_FRAMES) {
+                restart.store(true, Ordering::Relaxed);
+            }
         }
     }
 }
 
 /// One `PASSIVE` checkpoint: copies what no reader still needs, never waits
 /// for the writer. A busy or partial one is simply tried again next time.
-fn checkpoint(conn: &Connection) {
-    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-        tracing::warn!(error = %e, "a WAL checkpoint failed; it is tried again");
+/// Returns how many frames the WAL holds.
+pub(crate) fn checkpoint(conn: &Connection) -> Option<i64> {
+    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
+        Ok(frames) => Some(frames),
+        Err(e) => {
+            tracing::warn!(error = %e, "a WAL checkpoint failed; it is tried again");
+            None
+        }
     }
 }
 
