@@ -67,6 +67,13 @@ pub struct Upstream {
     kind: UpstreamKind,
     protocol: Protocol,
     base_url: String,
+    /// `base_url` parsed once: a request only sets its path and query
+    /// (parsing the whole URL, host and IDNA included, cost more per
+    /// request than the rest of the call's set-up).
+    base: Option<reqwest::Url>,
+    /// `base_url`'s own path, without its trailing slash ("" for none):
+    /// request paths are appended to it.
+    base_path: String,
     api_key: Option<HeaderValue>,
     client: reqwest::Client,
     in_process: Option<axum::Router>,
@@ -107,15 +114,29 @@ impl Upstream {
         let client = reqwest::Client::builder()
             .connect_timeout(timeouts.connect)
             .read_timeout(timeouts.idle)
+            .tcp_nodelay(true)
+            // An upstream's redirect goes back to the client as it came: a
+            // paid call is not re-sent somewhere else.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ForwardError::InvalidRequest(e.to_string()))?;
+        let base_url = base_url.trim_end_matches('/').to_owned();
+        let base = reqwest::Url::parse(&base_url)
+            .map_err(|e| ForwardError::InvalidRequest(format!("upstream URL: {e}")))?;
+        if base.cannot_be_a_base() || base.query().is_some() || base.fragment().is_some() {
+            return Err(ForwardError::InvalidRequest(
+                "upstream URL must be an http(s) base without query or fragment".into(),
+            ));
+        }
         Ok(Self {
             kind,
             protocol: match kind {
                 UpstreamKind::Anthropic => Protocol::Anthropic,
                 _ => Protocol::OpenAi,
             },
-            base_url: base_url.trim_end_matches('/').to_owned(),
+            base_path: base.path().trim_end_matches('/').to_owned(),
+            base: Some(base),
+            base_url,
             api_key,
             client,
             in_process: None,
@@ -130,6 +151,8 @@ impl Upstream {
             kind: UpstreamKind::Mock,
             protocol: Protocol::OpenAi,
             base_url: String::new(),
+            base: None,
+            base_path: String::new(),
             api_key: None,
             client: reqwest::Client::new(),
             in_process: Some(router),
@@ -194,7 +217,7 @@ impl Upstream {
             *response.headers_mut() = returnable(response.headers());
             return Ok(response);
         }
-        let url = format!("{}{}", self.base_url, path_and_query);
+        let url = self.url(path_and_query)?;
         let response = self
             .client
             .request(method, url)
@@ -204,6 +227,27 @@ impl Upstream {
             .await
             .map_err(classify)?;
         Ok(into_streaming_response(response))
+    }
+}
+
+impl Upstream {
+    /// The base URL with `path_and_query` appended to its path.
+    fn url(&self, path_and_query: &str) -> Result<reqwest::Url, ForwardError> {
+        let Some(base) = &self.base else {
+            return Err(ForwardError::InvalidRequest("upstream has no URL".into()));
+        };
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (path_and_query, None),
+        };
+        let mut url = base.clone();
+        if self.base_path.is_empty() {
+            url.set_path(path);
+        } else {
+            url.set_path(&[self.base_path.as_str(), path].concat());
+        }
+        url.set_query(query);
+        Ok(url)
     }
 }
 
@@ -264,6 +308,36 @@ mod tests {
             std::str::from_utf8(&bytes).unwrap(),
             format!("tollgate-mock {DEFAULT_ANTHROPIC_VERSION}")
         );
+    }
+
+    #[test]
+    fn request_paths_are_appended_to_the_base_urls_path() {
+        let timeouts = UpstreamTimeouts::default();
+        let url = |base: &str, path: &str| {
+            Upstream::http(UpstreamKind::OpenAiCompatible, base, None, timeouts)
+                .unwrap()
+                .url(path)
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            url("https://api.openai.com", "/v1/chat/completions"),
+            "https://api.openai.com/v1/chat/completions"
+        );
+        assert_eq!(
+            url("http://127.0.0.1:8080/openai/", "/v1/models?limit=2&after=m"),
+            "http://127.0.0.1:8080/openai/v1/models?limit=2&after=m"
+        );
+        assert_eq!(
+            url("http://[::1]:9/a/b", "/v1/files/f%2F1"),
+            "http://[::1]:9/a/b/v1/files/f%2F1"
+        );
+        for bad in ["not a url", "http://h/x?q=1", "mailto:a@b"] {
+            assert!(
+                Upstream::http(UpstreamKind::OpenAiCompatible, bad, None, timeouts).is_err(),
+                "{bad} accepted"
+            );
+        }
     }
 
     #[tokio::test]
