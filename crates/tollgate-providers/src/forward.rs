@@ -325,7 +325,10 @@ mod tests {
             "https://api.openai.com/v1/chat/completions"
         );
         assert_eq!(
-            url("http://127.0.0.1:8080/openai/", "/v1/models?limit=2&after=m"),
+            url(
+                "http://127.0.0.1:8080/openai/",
+                "/v1/models?limit=2&after=m"
+            ),
             "http://127.0.0.1:8080/openai/v1/models?limit=2&after=m"
         );
         assert_eq!(
