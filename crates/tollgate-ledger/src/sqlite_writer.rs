@@ -604,6 +604,17 @@ mod tests {
         Writer::start(conn, Durability::Full, None).unwrap()
     }
 
+    /// A database file in WAL mode with `schema`, in a directory removed
+    /// with the returned guard.
+    fn wal_db(schema: &str) -> (tempfile::TempDir, std::path::PathBuf, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.execute_batch(schema).unwrap();
+        (dir, path, conn)
+    }
+
     fn insert(conn: &Connection, n: i64) -> Result<(), LedgerError> {
         conn.execute("INSERT INTO t (n) VALUES (?1)", [n])?;
         Ok(())
@@ -665,12 +676,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hold_runs_inline_in_the_open_transaction_and_commits_with_its_group() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.db");
-        let conn = Connection::open(&path).unwrap();
-        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-        conn.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")
-            .unwrap();
+        let (_dir, path, conn) = wal_db("CREATE TABLE t (n INTEGER PRIMARY KEY)");
         let writer = Writer::start(conn, Durability::Full, Some(&path)).unwrap();
         let caller = std::thread::current().id();
         let ran_on = writer
@@ -716,12 +722,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hold_is_queued_while_another_process_holds_the_write_lock() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.db");
-        let conn = Connection::open(&path).unwrap();
-        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-        conn.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")
-            .unwrap();
+        let (_dir, path, conn) = wal_db("CREATE TABLE t (n INTEGER PRIMARY KEY)");
         let writer = Writer::start(conn, Durability::Full, Some(&path)).unwrap();
         let other = Connection::open(&path).unwrap();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
@@ -749,12 +750,7 @@ mod tests {
     /// start the WAL over: it grew by the whole load.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn under_steady_load_the_wal_starts_over_instead_of_growing() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.db");
-        let conn = Connection::open(&path).unwrap();
-        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-        conn.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY, pad BLOB)")
-            .unwrap();
+        let (dir, path, conn) = wal_db("CREATE TABLE t (n INTEGER PRIMARY KEY, pad BLOB)");
         let writer =
             std::sync::Arc::new(Writer::start(conn, Durability::Full, Some(&path)).unwrap());
         let written = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
@@ -820,12 +816,7 @@ mod tests {
     /// `wal_sync`: the writer syncs the WAL itself (the database's path is
     /// given), else SQLite syncs each commit.
     async fn durable_jobs_answer_after_their_commit(wal_sync: bool) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.db");
-        let conn = Connection::open(&path).unwrap();
-        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-        conn.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")
-            .unwrap();
+        let (_dir, path, conn) = wal_db("CREATE TABLE t (n INTEGER PRIMARY KEY)");
         let db = wal_sync.then_some(path.as_path());
         let writer = Writer::start(conn, Durability::Full, db).unwrap();
         assert_eq!(

@@ -66,14 +66,10 @@ pub enum ForwardError {
 pub struct Upstream {
     kind: UpstreamKind,
     protocol: Protocol,
-    base_url: String,
-    /// `base_url` parsed once: a request only sets its path and query
+    /// The base URL, parsed once: a request only sets its path and query
     /// (parsing the whole URL, host and IDNA included, cost more per
-    /// request than the rest of the call's set-up).
+    /// request than the rest of the call's set-up). `None` in-process.
     base: Option<reqwest::Url>,
-    /// `base_url`'s own path, without its trailing slash ("" for none):
-    /// request paths are appended to it.
-    base_path: String,
     api_key: Option<HeaderValue>,
     client: reqwest::Client,
     in_process: Option<axum::Router>,
@@ -84,7 +80,7 @@ impl std::fmt::Debug for Upstream {
         // The API key is deliberately absent.
         f.debug_struct("Upstream")
             .field("kind", &self.kind)
-            .field("base_url", &self.base_url)
+            .field("base_url", &self.base.as_ref().map(reqwest::Url::as_str))
             .finish_non_exhaustive()
     }
 }
@@ -120,8 +116,7 @@ impl Upstream {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ForwardError::InvalidRequest(e.to_string()))?;
-        let base_url = base_url.trim_end_matches('/').to_owned();
-        let base = reqwest::Url::parse(&base_url)
+        let base = reqwest::Url::parse(base_url)
             .map_err(|e| ForwardError::InvalidRequest(format!("upstream URL: {e}")))?;
         if base.cannot_be_a_base() || base.query().is_some() || base.fragment().is_some() {
             return Err(ForwardError::InvalidRequest(
@@ -134,9 +129,7 @@ impl Upstream {
                 UpstreamKind::Anthropic => Protocol::Anthropic,
                 _ => Protocol::OpenAi,
             },
-            base_path: base.path().trim_end_matches('/').to_owned(),
             base: Some(base),
-            base_url,
             api_key,
             client,
             in_process: None,
@@ -150,9 +143,7 @@ impl Upstream {
         Self {
             kind: UpstreamKind::Mock,
             protocol: Protocol::OpenAi,
-            base_url: String::new(),
             base: None,
-            base_path: String::new(),
             api_key: None,
             client: reqwest::Client::new(),
             in_process: Some(router),
@@ -228,9 +219,7 @@ impl Upstream {
             .map_err(classify)?;
         Ok(into_streaming_response(response))
     }
-}
 
-impl Upstream {
     /// The base URL with `path_and_query` appended to its path.
     fn url(&self, path_and_query: &str) -> Result<reqwest::Url, ForwardError> {
         let Some(base) = &self.base else {
@@ -241,10 +230,13 @@ impl Upstream {
             None => (path_and_query, None),
         };
         let mut url = base.clone();
-        if self.base_path.is_empty() {
+        // The base's own path (without its trailing slash) prefixes the
+        // request's.
+        let prefix = base.path().trim_end_matches('/');
+        if prefix.is_empty() {
             url.set_path(path);
         } else {
-            url.set_path(&[self.base_path.as_str(), path].concat());
+            url.set_path(&[prefix, path].concat());
         }
         url.set_query(query);
         Ok(url)
