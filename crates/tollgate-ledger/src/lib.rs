@@ -14,6 +14,7 @@ mod keeper;
 mod postgres;
 mod refunds;
 mod report;
+mod reservation_ids;
 mod sqlite;
 mod sqlite_channels;
 mod sqlite_checkpoint;

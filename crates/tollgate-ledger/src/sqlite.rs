@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_refunds_checkpoints.sql"),
     include_str!("../migrations/0005_instances.sql"),
     include_str!("../migrations/0006_lean_reservations.sql"),
+    include_str!("../migrations/0007_no_autoincrement.sql"),
 ];
 
 /// How hard SQLite pushes each commit to disk.
@@ -541,5 +542,84 @@ impl Ledger for SqliteLedger {
             Ok(true)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(conn: &Connection, sql: &str) -> i64 {
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// A file written before migration 7 (AUTOINCREMENT ids) keeps its usage
+    /// records and reservations, ids included, and its usage ids go on
+    /// growing from the old ones.
+    #[test]
+    fn the_rebuilt_tables_keep_their_rows_and_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..6] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 6).unwrap();
+            conn.execute_batch(
+                "INSERT INTO session_channels (channel_id, protocol, escrow, chain_id, payer,
+                   payee, token, authorized_signer, deposit, accepted, reserved, opened_at,
+                   updated_at)
+                 VALUES ('0xc', 'v1', '0xe', 1, '0xp', '0xq', '0xt', '0xs', 100, 100, 30, 0, 0);
+                 INSERT INTO session_reservations (id, channel_id, amount, created_at, charged, owner)
+                 VALUES (41, '0xc', 30, 0, 5, 'gw-old');
+                 INSERT INTO usage_records (id, challenge_id, route, model, quoted, input_tokens,
+                   cached_tokens, output_tokens, actual_cost, usage_reported, recorded_at)
+                 VALUES (7, 'ch', 'r', 'm', '10', 1, 0, 2, '9', 1, 0);",
+            )
+            .unwrap();
+            assert!(count(&conn, "SELECT COUNT(*) FROM sqlite_sequence") > 0);
+        }
+        drop(SqliteLedger::open(&path, Durability::Full).unwrap());
+
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(count(&conn, "PRAGMA user_version"), MIGRATIONS.len() as i64);
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT COUNT(*) FROM sqlite_schema WHERE sql LIKE '%AUTOINCREMENT%'"
+            ),
+            0
+        );
+        let held: (i64, String, i64, i64, String) = conn
+            .query_row(
+                "SELECT id, channel_id, amount, charged, owner FROM session_reservations",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .unwrap();
+        assert_eq!(held, (41, "0xc".into(), 30, 5, "gw-old".into()));
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT id FROM usage_records WHERE challenge_id = 'ch'"
+            ),
+            7
+        );
+        conn.execute(
+            "INSERT INTO usage_records (challenge_id, route, model, quoted, input_tokens,
+               cached_tokens, output_tokens, actual_cost, usage_reported, recorded_at)
+             VALUES ('ch', 'r', 'm', '10', 1, 0, 2, '9', 1, 1)",
+            [],
+        )
+        .unwrap();
+        assert_eq!(count(&conn, "SELECT MAX(id) FROM usage_records"), 8);
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'usage_records_challenge'"
+            ),
+            1
+        );
     }
 }

@@ -189,12 +189,19 @@ fn hold_reservation(
             id
         }
         None => {
-            conn.prepare_cached(
-                "INSERT INTO session_reservations (channel_id, amount, owner, created_at)
-                 VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![channel_id, to_db(amount), owner, now])?;
-            conn.last_insert_rowid()
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO session_reservations (id, channel_id, amount, owner, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING",
+            )?;
+            // An id another process drew already (odds ~2^-63 per live
+            // row) is skipped for the next one.
+            for _ in 0..8 {
+                let id = crate::reservation_ids::next();
+                if insert.execute(params![id, channel_id, to_db(amount), owner, now])? == 1 {
+                    return Ok(id);
+                }
+            }
+            return Err(LedgerError::Worker("no free reservation id".into()));
         }
     })
 }

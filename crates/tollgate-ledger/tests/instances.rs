@@ -20,6 +20,7 @@ on_every_backend!(
     holds_of_an_instance_whose_lease_ran_out_are_free,
     a_renewed_lease_keeps_holds_alive,
     an_instance_whose_lease_lapsed_takes_no_new_holds,
+    a_hold_released_with_its_lease_is_never_another_holds,
     exactly_one_settlement_leader_and_a_successor,
     accepted_vouchers_are_announced,
     releases_handed_over_are_done_soon,
@@ -181,6 +182,41 @@ async fn an_instance_whose_lease_lapsed_takes_no_new_holds(store: Store) {
     assert!(LedgerError::LeaseLost.is_unavailable());
     stale.renew_lease().await.unwrap();
     assert!(reserved(&reserve(&*stale, 10).await));
+}
+
+async fn a_hold_released_with_its_lease_is_never_another_holds(store: Store) {
+    // An instance stalls past its lease while it holds a reservation; a live
+    // one frees it and holds the balance anew. When the stalled one wakes
+    // and commits, it must find its hold gone, not charge a newer one that
+    // took its id.
+    let stalled = store.open_named("gw-stalled", SHORT).await;
+    let live = store.open_named("gw-live", LONG).await;
+    opened(&*live, 1_000, 1_000).await;
+    let ReserveOutcome::Reserved {
+        reservation: old, ..
+    } = reserve(&*stalled, 1_000).await
+    else {
+        panic!("reserve failed")
+    };
+    tokio::time::sleep(SHORT + Duration::from_millis(300)).await;
+    let mut newer = Vec::new();
+    for amount in [600, 400] {
+        let ReserveOutcome::Reserved { reservation, .. } = reserve(&*live, amount).await else {
+            panic!("the expired hold still counts")
+        };
+        newer.push(reservation);
+    }
+    assert!(
+        !newer.contains(&old),
+        "an id was reused: {old} in {newer:?}"
+    );
+
+    assert!(stalled.commit(old, 1_000, 1).await.is_err());
+    let c = live.channel(CHANNEL).await.unwrap().unwrap();
+    assert_eq!((c.spent, c.reserved), (0, 1_000), "nothing charged");
+    live.commit(newer[0], 500, 1).await.unwrap();
+    let c = live.commit(newer[1], 400, 1).await.unwrap();
+    assert_eq!((c.spent, c.reserved), (900, 0));
 }
 
 async fn exactly_one_settlement_leader_and_a_successor(store: Store) {
