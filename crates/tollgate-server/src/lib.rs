@@ -7,7 +7,7 @@
 // stream delivery; the products (routes, plans, discovery); the operator's
 // listener (metrics, dashboard); the app that wires them. `observe` (what a
 // response is about, for the metrics) sits with the shared state.
-mod access_log;
+pub mod access_log;
 // Connections and their deadlines, below everything that serves them.
 pub mod config;
 mod error_shape;

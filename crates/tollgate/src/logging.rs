@@ -186,7 +186,10 @@ pub fn init(batched: bool) -> Guard {
     #[cfg(feature = "otlp")]
     {
         let (layer, provider) = match otlp::layer() {
-            Some((layer, provider)) => (Some(layer), Some(provider)),
+            Some((layer, provider)) => {
+                tollgate_server::access_log::trace_requests();
+                (Some(layer), Some(provider))
+            }
             None => (None, None),
         };
         registry.with(layer).init();
