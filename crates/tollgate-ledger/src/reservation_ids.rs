@@ -5,7 +5,7 @@
 //! later, and must then find nothing, not somebody else's newer hold.
 //! `AUTOINCREMENT` gave that through `sqlite_sequence`: one more lookup and
 //! update per insert, and one more page in every group's WAL frames (with
-//! the usage records' sequence, ~14 % of the ledger's CPU per paid request in
+//! the usage records' sequence, ~9 % of the ledger's CPU per paid request in
 //! `benches/paid_path.rs`). Instead each process walks the positive 63-bit
 //! integers in a full-period sequence — a random start and a random odd
 //! step — so it never draws an id twice, and meets an id another process

@@ -188,22 +188,30 @@ fn hold_reservation(
             .execute(params![id, to_db(amount)])?;
             id
         }
-        None => {
-            let mut insert = conn.prepare_cached(
-                "INSERT INTO session_reservations (id, channel_id, amount, owner, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING",
-            )?;
-            // An id another process drew already (odds ~2^-63 per live
-            // row) is skipped for the next one.
-            for _ in 0..8 {
-                let id = crate::reservation_ids::next();
-                if insert.execute(params![id, channel_id, to_db(amount), owner, now])? == 1 {
-                    return Ok(id);
-                }
-            }
-            return Err(LedgerError::Worker("no free reservation id".into()));
-        }
+        None => insert_reservation(conn, channel_id, amount, owner, now)?,
     })
+}
+
+/// Records a new reservation under the process's next id. An id another
+/// process drew already (odds ~2^-63 per live row) is skipped for the next.
+fn insert_reservation(
+    conn: &Connection,
+    channel_id: &str,
+    amount: u128,
+    owner: &str,
+    now: i64,
+) -> Result<i64, LedgerError> {
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO session_reservations (id, channel_id, amount, owner, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING",
+    )?;
+    for _ in 0..8 {
+        let id = crate::reservation_ids::next();
+        if insert.execute(params![id, channel_id, to_db(amount), owner, now])? == 1 {
+            return Ok(id);
+        }
+    }
+    Err(LedgerError::Worker("no free reservation id".into()))
 }
 
 /// The one voucher `sql` selects for (channel, amount).

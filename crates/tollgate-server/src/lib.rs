@@ -7,7 +7,7 @@
 // stream delivery; the products (routes, plans, discovery); the operator's
 // listener (metrics, dashboard); the app that wires them. `observe` (what a
 // response is about, for the metrics) sits with the shared state.
-pub mod access_log;
+mod access_log;
 // Connections and their deadlines, below everything that serves them.
 pub mod config;
 mod error_shape;
@@ -44,6 +44,7 @@ mod app;
 mod refund_worker;
 pub mod settlement;
 
+pub use access_log::trace_requests;
 pub use app::{
     App, BuildError, BuildOptions, MockFactory, MockSettings, build, build_app, build_with,
     build_with_ledger, open_store, session_gate,

@@ -187,7 +187,7 @@ pub fn init(batched: bool) -> Guard {
     {
         let (layer, provider) = match otlp::layer() {
             Some((layer, provider)) => {
-                tollgate_server::access_log::trace_requests();
+                tollgate_server::trace_requests();
                 (Some(layer), Some(provider))
             }
             None => (None, None),
