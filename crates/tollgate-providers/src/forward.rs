@@ -370,31 +370,27 @@ impl IdleTimeout {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-enum BodyError {
-    #[error("upstream went silent mid-answer")]
-    Idle,
-    #[error("upstream answer broke off")]
-    Broken(#[source] hyper::Error),
-}
-
 impl http_body::Body for IdleTimeout {
     type Data = Bytes;
-    type Error = BodyError;
+    /// A stall is `TimedOut`, the kind the server tells a stall from a cut by.
+    type Error = std::io::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BodyError>>> {
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 let deadline = tokio::time::Instant::now() + this.idle;
                 this.deadline.as_mut().reset(deadline);
-                Poll::Ready(frame.map(|frame| frame.map_err(BodyError::Broken)))
+                Poll::Ready(frame.map(|frame| frame.map_err(std::io::Error::other)))
             }
             Poll::Pending => match this.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Idle))),
+                Poll::Ready(()) => Poll::Ready(Some(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "upstream went silent mid-answer",
+                )))),
                 Poll::Pending => Poll::Pending,
             },
         }
@@ -479,6 +475,51 @@ mod tests {
                 "{bad} accepted"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_stalls_midway_fails_as_timed_out() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await.unwrap();
+            socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        let timeouts = UpstreamTimeouts {
+            connect: Duration::from_secs(5),
+            idle: Duration::from_millis(200),
+        };
+        let upstream =
+            Upstream::http(UpstreamKind::OpenAiCompatible, &url, None, timeouts).unwrap();
+        let response = upstream
+            .forward(
+                Method::POST,
+                "/v1/chat/completions",
+                &HeaderMap::new(),
+                Bytes::from_static(b"{}"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let error = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap_err();
+        let mut source = std::error::Error::source(&error);
+        let mut kind = None;
+        while let Some(cause) = source {
+            kind = kind.or(cause
+                .downcast_ref::<std::io::Error>()
+                .map(std::io::Error::kind));
+            source = cause.source();
+        }
+        assert_eq!(kind, Some(std::io::ErrorKind::TimedOut), "{error:?}");
     }
 
     #[tokio::test]

@@ -176,11 +176,6 @@ pub fn body_failure(error: &axum::Error, limit: Option<usize>) -> Problem {
         {
             return fault::stalled();
         }
-        if let Some(http) = e.downcast_ref::<reqwest::Error>()
-            && http.is_timeout()
-        {
-            return fault::stalled();
-        }
         source = e.source();
     }
     fault::cut()
