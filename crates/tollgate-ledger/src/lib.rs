@@ -19,8 +19,10 @@ mod sqlite;
 mod sqlite_channels;
 mod sqlite_checkpoint;
 mod sqlite_holds;
+mod sqlite_hot;
 mod sqlite_refunds;
 mod sqlite_report;
+mod sqlite_rows;
 mod sqlite_writer;
 
 pub use channels::{

@@ -3,14 +3,15 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::instance::{Instance, Shared, now_ms};
-use crate::sqlite_holds::live;
-use crate::sqlite_writer::Writer;
+use crate::sqlite_hot::HotChannels;
+use crate::sqlite_rows::live;
+pub(crate) use crate::sqlite_rows::now_unix;
+use crate::sqlite_writer::{HotOutcome, Writer};
 use crate::{
     ChargeRecord, ClaimOutcome, DEFAULT_LEASE, Hold, Ledger, LedgerError, RevenueQuery, RevenueRow,
     UsageRecord,
@@ -167,7 +168,12 @@ impl SqliteLedger {
         }
         shared.lease.renewed(started);
         Ok(Self {
-            writer: Arc::new(Writer::start(conn, durability, db)?),
+            writer: Arc::new(Writer::start(
+                conn,
+                durability,
+                db,
+                shared.instance().id.clone(),
+            )?),
             reader: None,
             shared,
             usage: Arc::default(),
@@ -210,6 +216,17 @@ impl SqliteLedger {
         F: FnOnce(&mut Connection) -> Result<T, LedgerError> + Send + 'static,
     {
         self.writer.alone(f).await
+    }
+
+    /// Runs `f` on the session holds kept in memory beside the write
+    /// connection ([`HotChannels`]), in the writer's open transaction.
+    /// `durable` as for [`Self::grouped`].
+    pub(crate) async fn hot<T, F>(&self, durable: bool, f: F) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut HotChannels, &Connection) -> HotOutcome<T> + Send + 'static,
+    {
+        self.writer.hot(durable, f).await
     }
 
     /// Runs `f` in the writer's open transaction (its own savepoint). A
@@ -272,13 +289,6 @@ fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
         tx.commit()?;
         tracing::info!(migration = applied + 1, "applied database migration");
     }
-}
-
-pub(crate) fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 fn settle_claims_in(conn: &Connection, keys: &[String], now: i64) -> Result<(), LedgerError> {

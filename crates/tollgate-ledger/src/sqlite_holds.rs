@@ -4,22 +4,17 @@
 //! write lock (`IMMEDIATE`), which serializes them.
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::broadcast;
 
 use crate::channels::{IdempotencyBegin, StoredResponse};
 use crate::instance::{ChannelEvent, Hold, HoldsReleased, Instance, now_ms};
 use crate::sqlite::{SqliteLedger, now_unix};
+use crate::sqlite_rows::{Whose, live, release_holds};
 use crate::{Instances, LedgerError};
 
 /// Dead instance rows are forgotten after a day (their holds long gone).
 const FORGET_INSTANCES_AFTER_MS: i64 = 86_400_000;
-
-/// SQL that is true when `owner` (a column) is an instance whose lease runs
-/// at `now` (a parameter, unix milliseconds).
-pub(crate) fn live(owner: &str, now: &str) -> String {
-    format!("EXISTS (SELECT 1 FROM instances i WHERE i.id = {owner} AND i.lease_until >= {now})")
-}
 
 /// Registers `instance` (or renews its lease); returns the lease it had.
 pub(crate) fn register(
@@ -41,68 +36,6 @@ pub(crate) fn register(
         now
     ])?;
     Ok(previous)
-}
-
-/// Whose holds a release covers.
-pub(crate) enum Whose<'a> {
-    /// Everything this instance id holds (its previous life's).
-    Owner(&'a str),
-    /// Every hold whose owner's lease has run out by `now`.
-    Expired { now: i64 },
-    /// Expired reservations on one channel (a reserve that came up short).
-    ExpiredOn { channel: &'a str, now: i64 },
-}
-
-/// Deletes the holds `whose` selects, giving reserved balances back. Runs
-/// inside the caller's transaction.
-pub(crate) fn release_holds(
-    conn: &Connection,
-    whose: &Whose<'_>,
-) -> Result<HoldsReleased, LedgerError> {
-    let (filter, values): (String, Vec<rusqlite::types::Value>) = match whose {
-        Whose::Owner(id) => ("h.owner = ?1".into(), vec![(*id).to_owned().into()]),
-        Whose::Expired { now } => (
-            format!("NOT {}", live("h.owner", "?1")),
-            vec![(*now).into()],
-        ),
-        Whose::ExpiredOn { channel, now } => (
-            format!("h.channel_id = ?2 AND NOT {}", live("h.owner", "?1")),
-            vec![(*now).into(), (*channel).to_owned().into()],
-        ),
-    };
-    conn.prepare_cached(&format!(
-        "UPDATE session_channels SET reserved = MAX(reserved - (
-             SELECT COALESCE(SUM(h.amount), 0) FROM session_reservations h
-             WHERE h.channel_id = session_channels.channel_id AND {filter}), 0)
-         WHERE channel_id IN (SELECT h.channel_id FROM session_reservations h WHERE {filter})"
-    ))?
-    .execute(params_from_iter(values.iter()))?;
-    let reservations = conn
-        .prepare_cached(&format!(
-            "DELETE FROM session_reservations AS h WHERE {filter}"
-        ))?
-        .execute(params_from_iter(values.iter()))? as u64;
-    if matches!(whose, Whose::ExpiredOn { .. }) {
-        return Ok(HoldsReleased {
-            reservations,
-            ..HoldsReleased::default()
-        });
-    }
-    let claims = conn
-        .prepare_cached(&format!(
-            "DELETE FROM payment_claims AS h WHERE h.state = 'pending' AND {filter}"
-        ))?
-        .execute(params_from_iter(values.iter()))? as u64;
-    let idempotency_keys = conn
-        .prepare_cached(&format!(
-            "DELETE FROM idempotent_responses AS h WHERE h.state = 'pending' AND {filter}"
-        ))?
-        .execute(params_from_iter(values.iter()))? as u64;
-    Ok(HoldsReleased {
-        reservations,
-        claims,
-        idempotency_keys,
-    })
 }
 
 #[async_trait]

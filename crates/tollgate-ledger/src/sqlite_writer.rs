@@ -52,6 +52,7 @@ use tokio::sync::oneshot;
 use crate::LedgerError;
 use crate::sqlite::Durability;
 use crate::sqlite_checkpoint::Checkpoints;
+use crate::sqlite_hot::HotChannels;
 
 /// The most jobs one transaction takes.
 const MAX_GROUP: usize = 512;
@@ -69,9 +70,10 @@ enum Job {
 /// A job run inside the writer's open transaction; answered as soon as it
 /// ran, or (durable) once its transaction committed and synced.
 trait GroupTask: Send {
-    /// Runs the job in its own savepoint. `Err` means the savepoint itself
-    /// broke: the whole transaction is rolled back.
-    fn run(&mut self, conn: &Connection) -> Result<(), rusqlite::Error>;
+    /// Runs the job (SQL in its own savepoint, after the in-memory holds'
+    /// changes are written). `Err` means the transaction itself broke: it
+    /// is rolled back.
+    fn run(&mut self, conn: &Connection, hot: &mut HotChannels) -> Result<(), rusqlite::Error>;
     fn answer(self: Box<Self>, committed: Result<(), &str>);
 }
 
@@ -86,11 +88,66 @@ where
     T: Send,
     F: FnOnce(&Connection) -> Result<T, LedgerError> + Send,
 {
-    fn run(&mut self, conn: &Connection) -> Result<(), rusqlite::Error> {
+    fn run(&mut self, conn: &Connection, hot: &mut HotChannels) -> Result<(), rusqlite::Error> {
         let Some(work) = self.work.take() else {
             return Ok(());
         };
-        self.outcome = Some(in_savepoint(conn, work)?);
+        self.outcome = Some(sql_job(conn, hot, work)?);
+        Ok(())
+    }
+
+    fn answer(self: Box<Self>, committed: Result<(), &str>) {
+        let outcome = match committed {
+            Ok(()) => self
+                .outcome
+                .unwrap_or_else(|| Err(LedgerError::Worker("job did not run".into()))),
+            Err(message) => Err(LedgerError::Worker(format!(
+                "the group's transaction failed: {message}"
+            ))),
+        };
+        let _ = self.reply.send(outcome);
+    }
+}
+
+/// Runs a job's SQL: the in-memory holds' changes are written first, so it
+/// sees them, and their copies are read again after it, since it may have
+/// changed their rows.
+fn sql_job<T>(
+    conn: &Connection,
+    hot: &mut HotChannels,
+    work: impl FnOnce(&Connection) -> Result<T, LedgerError>,
+) -> Result<Result<T, LedgerError>, rusqlite::Error> {
+    hot.flush(conn)?;
+    let outcome = in_savepoint(conn, work);
+    hot.forget();
+    outcome
+}
+
+/// A job on the in-memory holds ([`HotChannels`]); no savepoint (it writes
+/// SQL only when it finds the store changed, and a failed statement
+/// breaks the transaction).
+struct HotJob<T, F> {
+    work: Option<F>,
+    outcome: Option<Result<T, LedgerError>>,
+    reply: oneshot::Sender<Result<T, LedgerError>>,
+}
+
+/// What a job on the in-memory holds does: the outer `Err` breaks the
+/// transaction.
+pub(crate) type HotOutcome<T> = Result<Result<T, LedgerError>, rusqlite::Error>;
+
+impl<T, F> GroupTask for HotJob<T, F>
+where
+    T: Send,
+    F: FnOnce(&mut HotChannels, &Connection) -> HotOutcome<T> + Send,
+{
+    fn run(&mut self, conn: &Connection, hot: &mut HotChannels) -> Result<(), rusqlite::Error> {
+        let Some(work) = self.work.take() else {
+            return Ok(());
+        };
+        let outcome = catch_unwind(AssertUnwindSafe(|| work(hot, conn)))
+            .unwrap_or_else(|_| Ok(Err(LedgerError::Worker("a ledger job panicked".into()))))?;
+        self.outcome = Some(outcome);
         Ok(())
     }
 
@@ -134,10 +191,11 @@ impl<F> GroupTask for Detached<F>
 where
     F: FnOnce(&Connection) -> Result<(), LedgerError> + Send,
 {
-    fn run(&mut self, conn: &Connection) -> Result<(), rusqlite::Error> {
+    fn run(&mut self, conn: &Connection, _hot: &mut HotChannels) -> Result<(), rusqlite::Error> {
         let Some(work) = self.work.take() else {
             return Ok(());
         };
+        // Usage records touch no channel: the holds' changes may wait.
         if let Err(e) = in_savepoint(conn, work)? {
             tracing::error!(error = %e, what = self.what, "a ledger write failed");
         }
@@ -171,6 +229,7 @@ impl Writer {
         conn: Connection,
         durability: Durability,
         db: Option<&Path>,
+        owner: String,
     ) -> Result<Self, LedgerError> {
         let wal = db.map(|db| {
             let mut wal = db.as_os_str().to_owned();
@@ -194,6 +253,8 @@ impl Writer {
                 full_now: durability == Durability::Full,
             },
             commits_sync: after.wal_sync.is_none(),
+            hot: HotChannels::new(owner),
+            data_version: None,
         }));
         let (jobs, queue) = mpsc::channel();
         let thread_inner = Arc::clone(&inner);
@@ -215,7 +276,7 @@ impl Writer {
         let work = if durable {
             work
         } else {
-            match self.inline(work) {
+            match self.inline(work, |work, conn, hot| sql_job(conn, hot, work)) {
                 Ok(outcome) => return outcome,
                 Err(work) => work,
             }
@@ -242,10 +303,23 @@ impl Writer {
     /// the database's write lock: the queue then waits for it, not a tokio
     /// worker. (Durable jobs stay queued: run inline they measured more
     /// context switches, not fewer.)
-    fn inline<T, F>(&self, work: F) -> Result<Result<T, LedgerError>, F>
-    where
-        F: FnOnce(&Connection) -> Result<T, LedgerError>,
-    {
+    fn inline<T, W>(
+        &self,
+        work: W,
+        run: impl FnOnce(W, &Connection, &mut HotChannels) -> HotOutcome<T>,
+    ) -> Result<Result<T, LedgerError>, W> {
+        self.inline_then(work, run, |outcome| (outcome, None))
+            .map(|ran| ran.and_then(|outcome| outcome))
+    }
+
+    /// [`Self::inline`], with `settle` deciding under the lock what the
+    /// caller gets (a durable job parks its outcome for the commit).
+    fn inline_then<T, W, R>(
+        &self,
+        work: W,
+        run: impl FnOnce(W, &Connection, &mut HotChannels) -> HotOutcome<T>,
+        settle: impl FnOnce(Result<T, LedgerError>) -> (R, Option<Box<dyn GroupTask>>),
+    ) -> Result<Result<R, LedgerError>, W> {
         let mut guard = match self.inner.try_lock() {
             Ok(guard) => guard,
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
@@ -256,7 +330,9 @@ impl Writer {
             Ok(began) => began,
             Err(_) => return Err(work),
         };
-        let outcome = match in_savepoint(&inner.conn, work) {
+        let ran = catch_unwind(AssertUnwindSafe(|| run(work, &inner.conn, &mut inner.hot)))
+            .unwrap_or_else(|_| Ok(Err(LedgerError::Worker("a ledger job panicked".into()))));
+        let outcome = match ran {
             Ok(outcome) => outcome,
             Err(e) => {
                 let message = e.to_string();
@@ -266,14 +342,66 @@ impl Writer {
                 ))));
             }
         };
+        let (settled, parked) = settle(outcome);
         if let Some(txn) = inner.open.as_mut() {
             txn.jobs += 1;
+            if let Some(task) = parked {
+                txn.after_commit.push(task);
+            }
         }
         drop(guard);
         if matches!(began, Began::Opened) && self.jobs.send(Job::Opened).is_err() {
             return Ok(Err(stopped()));
         }
-        Ok(outcome)
+        Ok(Ok(settled))
+    }
+
+    /// Runs `work` on the in-memory holds in the writer's open transaction:
+    /// on the caller's thread when the connection is free, else queued.
+    /// Answers as soon as it ran, or, when `durable`, once the transaction
+    /// committed (and, with full durability, the WAL synced).
+    pub(crate) async fn hot<T, F>(&self, durable: bool, work: F) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut HotChannels, &Connection) -> HotOutcome<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let mut reply = Some(reply);
+        let inline = self.inline_then(
+            work,
+            |work, conn, hot| work(hot, conn),
+            |outcome| match reply.take() {
+                // Answered once the group is committed and synced.
+                Some(reply) if durable => {
+                    let task: Box<dyn GroupTask> = Box::new(HotJob::<T, F> {
+                        work: None,
+                        outcome: Some(outcome),
+                        reply,
+                    });
+                    (None, Some(task))
+                }
+                _ => (Some(outcome), None),
+            },
+        );
+        let work = match inline {
+            Ok(Ok(Some(outcome))) => return outcome,
+            Ok(Ok(None)) => return answer.await.map_err(|_| stopped())?,
+            Ok(Err(e)) => return Err(e),
+            Err(work) => work,
+        };
+        let reply = reply.ok_or_else(stopped)?;
+        let task = HotJob {
+            work: Some(work),
+            outcome: None,
+            reply,
+        };
+        self.jobs
+            .send(Job::Grouped {
+                durable,
+                task: Box::new(task),
+            })
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     /// Queues `work` for the open transaction without waiting for it: it
@@ -402,6 +530,11 @@ struct Inner {
     /// Whether SQLite syncs group commits itself (the WAL could not be
     /// opened for the writer to sync it).
     commits_sync: bool,
+    /// Session holds in memory, written with each group.
+    hot: HotChannels,
+    /// `PRAGMA data_version` when the last transaction began: it changes
+    /// when another connection commits.
+    data_version: Option<i64>,
 }
 
 /// What a grouped job found when it started.
@@ -433,6 +566,15 @@ impl Inner {
             self.conn.busy_timeout(BUSY_TIMEOUT)?;
         }
         begun?;
+        let version = self
+            .conn
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
+            .ok();
+        if version.is_none() || std::mem::replace(&mut self.data_version, version) != version {
+            // Another process committed: the holds' copies are stale.
+            self.hot.forget();
+        }
         self.open = Some(Open {
             since: Instant::now(),
             jobs: 0,
@@ -446,6 +588,7 @@ impl Inner {
     fn abandon(&mut self, message: &str) {
         tracing::error!(error = %message, "a ledger transaction failed");
         let _ = self.conn.execute_batch("ROLLBACK");
+        self.hot.rolled_back();
         if let Some(txn) = self.open.take() {
             for task in txn.after_commit {
                 task.answer(Err(message));
@@ -459,7 +602,7 @@ impl Inner {
             task.answer(Err(&e.to_string()));
             return;
         }
-        match task.run(&self.conn) {
+        match task.run(&self.conn, &mut self.hot) {
             Ok(()) => {
                 let Some(txn) = self.open.as_mut() else {
                     return;
@@ -516,20 +659,22 @@ fn run(inner: &Mutex<Inner>, queue: &mpsc::Receiver<Job>, after: AfterCommit) {
         let inner = &mut *guard;
         let to_sync = match next {
             None => match inner.open.take() {
-                Some(txn) => finish(&inner.conn, txn, &after),
+                Some(txn) => finish(&inner.conn, &mut inner.hot, txn, &after),
                 None => Vec::new(),
             },
             // A caller opened the transaction: its window runs from then.
             Some(Job::Opened) => Vec::new(),
             Some(Job::Alone(work)) => {
                 if let Some(txn) = inner.open.take() {
-                    let committed = finish(&inner.conn, txn, &after);
+                    let committed = finish(&inner.conn, &mut inner.hot, txn, &after);
                     sync_and_answer(&after, committed);
                 }
                 // Alone jobs commit their own transactions and expect them
                 // to be as durable as the store is configured.
                 inner.sync.set(&inner.conn, true);
                 work(&mut inner.conn);
+                // It may have changed channel rows.
+                inner.hot.forget();
                 if let Some(checkpoints) = &after.checkpoints {
                     checkpoints.committed();
                 }
@@ -562,9 +707,15 @@ fn sync_and_answer(after: &AfterCommit, tasks: Vec<Box<dyn GroupTask>>) {
 /// the commit synced (or durability is normal); else they are returned, for
 /// [`sync_and_answer`] once the connection is released.
 #[must_use]
-fn finish(conn: &Connection, txn: Open, after: &AfterCommit) -> Vec<Box<dyn GroupTask>> {
-    let committed = conn
-        .prepare_cached("COMMIT")
+fn finish(
+    conn: &Connection,
+    hot: &mut HotChannels,
+    txn: Open,
+    after: &AfterCommit,
+) -> Vec<Box<dyn GroupTask>> {
+    let committed = hot
+        .flush(conn)
+        .and_then(|()| conn.prepare_cached("COMMIT"))
         .and_then(|mut s| s.execute([]))
         .map(|_| ())
         .map_err(|e| e.to_string());
@@ -583,6 +734,7 @@ fn finish(conn: &Connection, txn: Open, after: &AfterCommit) -> Vec<Box<dyn Grou
         if !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
+        hot.rolled_back();
     }
     if after.wal_sync.is_some() && committed.is_ok() {
         return txn.after_commit;
@@ -601,7 +753,7 @@ mod tests {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")
             .unwrap();
-        Writer::start(conn, Durability::Full, None).unwrap()
+        Writer::start(conn, Durability::Full, None, "test".into()).unwrap()
     }
 
     /// A database file in WAL mode with `schema`, in a directory removed
@@ -677,7 +829,7 @@ mod tests {
     #[tokio::test]
     async fn a_hold_runs_inline_in_the_open_transaction_and_commits_with_its_group() {
         let (_dir, path, conn) = wal_db("CREATE TABLE t (n INTEGER PRIMARY KEY)");
-        let writer = Writer::start(conn, Durability::Full, Some(&path)).unwrap();
+        let writer = Writer::start(conn, Durability::Full, Some(&path), "test".into()).unwrap();
         let caller = std::thread::current().id();
         let ran_on = writer
             .grouped(false, move |c| {
@@ -723,7 +875,7 @@ mod tests {
     #[tokio::test]
     async fn a_hold_is_queued_while_another_process_holds_the_write_lock() {
         let (_dir, path, conn) = wal_db("CREATE TABLE t (n INTEGER PRIMARY KEY)");
-        let writer = Writer::start(conn, Durability::Full, Some(&path)).unwrap();
+        let writer = Writer::start(conn, Durability::Full, Some(&path), "test".into()).unwrap();
         let other = Connection::open(&path).unwrap();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
         let caller = std::thread::current().id();
@@ -751,8 +903,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn under_steady_load_the_wal_starts_over_instead_of_growing() {
         let (dir, path, conn) = wal_db("CREATE TABLE t (n INTEGER PRIMARY KEY, pad BLOB)");
-        let writer =
-            std::sync::Arc::new(Writer::start(conn, Durability::Full, Some(&path)).unwrap());
+        let writer = std::sync::Arc::new(
+            Writer::start(conn, Durability::Full, Some(&path), "test".into()).unwrap(),
+        );
         let written = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
         let until = Instant::now() + Duration::from_millis(2_500);
         let tasks: Vec<_> = (0..8)
@@ -818,7 +971,7 @@ mod tests {
     async fn durable_jobs_answer_after_their_commit(wal_sync: bool) {
         let (_dir, path, conn) = wal_db("CREATE TABLE t (n INTEGER PRIMARY KEY)");
         let db = wal_sync.then_some(path.as_path());
-        let writer = Writer::start(conn, Durability::Full, db).unwrap();
+        let writer = Writer::start(conn, Durability::Full, db, "test".into()).unwrap();
         assert_eq!(
             writer.inner.lock().unwrap().commits_sync,
             !wal_sync,

@@ -18,6 +18,7 @@ on_every_backend!(
     concurrent_reservations_never_exceed_the_balance,
     concurrent_reservations_on_three_instances_never_exceed_the_balance,
     vouchers_accepted_on_one_instance_count_on_all,
+    holds_and_charges_of_one_instance_bound_the_next_on_another,
     closing_and_on_chain_close_requests_stop_service,
     settlement_in_flight_survives_a_restart,
     idempotency_replays_and_refuses_a_different_body,
@@ -319,6 +320,44 @@ async fn vouchers_accepted_on_one_instance_count_on_all(store: Store) {
         a.accept_voucher(CHANNEL, &voucher(200), 0).await.unwrap(),
         VoucherOutcome::Refused(VoucherRefusal::Decreasing { accepted: 300 })
     );
+}
+
+/// Each instance sees what the other held and charged since its own last
+/// look (SQLite keeps a process's holds in memory and must read the row
+/// again after another process wrote it).
+async fn holds_and_charges_of_one_instance_bound_the_next_on_another(store: Store) {
+    let (a, b) = (store.open().await, store.open().await);
+    opened(&*a, 10_000, 1_000).await;
+    let held = |outcome: ReserveOutcome| match outcome {
+        ReserveOutcome::Reserved { reservation, .. } => reservation,
+        other => panic!("not reserved: {other:?}"),
+    };
+    let first = held(a.reserve(CHANNEL, 600).await.unwrap());
+    assert!(matches!(
+        b.reserve(CHANNEL, 500).await.unwrap(),
+        ReserveOutcome::Insufficient { ref channel } if channel.reserved == 600
+    ));
+    let c = a.commit(first, 100, 1).await.unwrap();
+    assert_eq!((c.spent, c.reserved), (100, 0));
+    let other = held(b.reserve(CHANNEL, 800).await.unwrap());
+    // `a` last saw 900 available; `b` holds 800 of it now.
+    assert!(matches!(
+        a.reserve(CHANNEL, 200).await.unwrap(),
+        ReserveOutcome::Insufficient { ref channel }
+            if (channel.spent, channel.reserved) == (100, 800)
+    ));
+    let small = held(a.reserve(CHANNEL, 100).await.unwrap());
+    let c = b.commit(other, 800, 1).await.unwrap();
+    assert_eq!((c.spent, c.reserved), (900, 100));
+    let c = a.commit(small, 100, 1).await.unwrap();
+    assert_eq!(
+        (c.spent, c.reserved, c.available(), c.units),
+        (1_000, 0, 0, 3)
+    );
+    assert!(matches!(
+        b.reserve(CHANNEL, 1).await.unwrap(),
+        ReserveOutcome::Insufficient { .. }
+    ));
 }
 
 async fn amounts_beyond_u64_are_exact(store: Store) {
