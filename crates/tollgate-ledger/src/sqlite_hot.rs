@@ -224,10 +224,10 @@ impl HotChannels {
                 channel: channel_id,
                 now: now_ms(),
             };
-            if release_holds(conn, &expired).map_err(broken)?.reservations > 0 {
-                if let Some(channel) = self.channels.get_mut(channel_id) {
-                    channel.record = None;
-                }
+            if release_holds(conn, &expired).map_err(broken)?.reservations > 0
+                && let Some(channel) = self.channels.get_mut(channel_id)
+            {
+                channel.record = None;
             }
         }
         if reservation.is_some_and(|id| !self.holds.contains_key(&id)) {
