@@ -34,6 +34,11 @@
 //! file's write lock, it is queued like any other job; a caller never
 //! waits for the lock.
 //!
+//! Session holds and charges on SQLite are kept in memory beside the
+//! connection (`sqlite_hot`), under the same mutex: their changes are
+//! written once per channel just before the group commits, and before any
+//! other job's SQL runs, so every statement sees them.
+//!
 //! Detached jobs (the payment path's batched usage records) have nobody
 //! waiting: they commit with their group, and a failure is logged.
 //!
@@ -301,8 +306,10 @@ impl Writer {
     /// free right now: the hand-off to the writer thread and back is saved.
     /// Gives `work` back when the writer is busy or another process holds
     /// the database's write lock: the queue then waits for it, not a tokio
-    /// worker. (Durable jobs stay queued: run inline they measured more
-    /// context switches, not fewer.)
+    /// worker. (Durable SQL jobs stay queued: run inline they measured more
+    /// context switches, not fewer. A durable job on the in-memory holds is
+    /// a few field updates, and runs inline, its answer parked for the
+    /// group's commit.)
     fn inline<T, W>(
         &self,
         work: W,
