@@ -146,37 +146,37 @@ impl HotChannels {
                 };
             channel.record = Some(record);
             if !backed {
-                self.lose(conn, channel_id, in_store)?;
+                self.lose(conn, channel_id)?;
             }
         }
         Ok(self.channels.get_mut(channel_id))
     }
 
     /// The store does not back this process's holds on the channel: they
-    /// are dropped, and what its row still holds is released.
-    fn lose(
-        &mut self,
-        conn: &Connection,
-        channel_id: &str,
-        in_store: Option<i64>,
-    ) -> Result<(), Broken> {
+    /// are dropped, and whatever rows of this instance the store still has
+    /// on it are released (after a rollback their ids may be unknown: a
+    /// row deleted in the rolled-back transaction is back).
+    fn lose(&mut self, conn: &Connection, channel_id: &str) -> Result<(), Broken> {
         self.holds.retain(|_, hold| hold.channel_id != channel_id);
-        let Some(channel) = self.channels.get_mut(channel_id) else {
-            return Ok(());
-        };
-        if let (Some(row), Some(amount)) = (channel.row, in_store) {
-            conn.prepare_cached(
-                "UPDATE session_channels SET reserved = MAX(reserved - ?2, 0)
-                 WHERE channel_id = ?1",
-            )?
-            .execute(params![channel_id, amount])?;
-            conn.prepare_cached("DELETE FROM session_reservations WHERE id = ?1")?
-                .execute(params![row])?;
-        }
-        *channel = HotChannel {
-            record: load(conn, channel_id).map_err(broken)?,
-            ..HotChannel::default()
-        };
+        conn.prepare_cached(
+            "UPDATE session_channels SET reserved = MAX(reserved - (
+                 SELECT COALESCE(SUM(amount), 0) FROM session_reservations
+                 WHERE channel_id = ?1 AND owner = ?2), 0)
+             WHERE channel_id = ?1",
+        )?
+        .execute(params![channel_id, self.owner])?;
+        conn.prepare_cached(
+            "DELETE FROM session_reservations WHERE channel_id = ?1 AND owner = ?2",
+        )?
+        .execute(params![channel_id, self.owner])?;
+        let record = load(conn, channel_id).map_err(broken)?;
+        self.channels.insert(
+            channel_id.to_owned(),
+            HotChannel {
+                record,
+                ..HotChannel::default()
+            },
+        );
         Ok(())
     }
 
@@ -459,5 +459,152 @@ fn broken(e: LedgerError) -> Broken {
     match e {
         LedgerError::Database(e) => e,
         other => rusqlite::Error::ToSqlConversionFailure(other.to_string().into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channels::{ChannelBook, ChannelStatus, StoredVoucher};
+    use crate::{Durability, SqliteLedger};
+
+    const CHANNEL: &str = "0x00000000000000000000000000000000000000000000000000000000000000bb";
+
+    /// A file with one open channel whose accepted voucher is 1 000.
+    async fn store() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hot.db");
+        let ledger = SqliteLedger::open(&path, Durability::Normal).unwrap();
+        let channel = ChannelRecord {
+            channel_id: CHANNEL.into(),
+            protocol: "v1".into(),
+            escrow: "0xe5c0".into(),
+            chain_id: 42431,
+            payer: "0xpayer".into(),
+            payee: "0xpayee".into(),
+            token: "0x20c0".into(),
+            authorized_signer: "0xsigner".into(),
+            descriptor: None,
+            deposit: 10_000,
+            accepted: 0,
+            spent: 0,
+            reserved: 0,
+            settled: 0,
+            units: 0,
+            close_requested_at: 0,
+            status: ChannelStatus::Open,
+            opened_at: 0,
+            updated_at: 0,
+            last_settled_at: None,
+            inflight: None,
+        };
+        let voucher = StoredVoucher {
+            cumulative: 1_000,
+            signature: "0xsig".into(),
+        };
+        ledger.open_channel(&channel, Some(&voucher)).await.unwrap();
+        drop(ledger);
+        let conn = Connection::open(&path).unwrap();
+        // The holds' owner, with a lease that runs (holds of dead instances
+        // are released by a reservation that comes up short).
+        conn.execute(
+            "INSERT INTO instances (id, lease_until, started_at) VALUES ('me', ?1, 0)",
+            [i64::MAX],
+        )
+        .unwrap();
+        (dir, conn)
+    }
+
+    fn stored(conn: &Connection) -> (i64, i64, i64) {
+        conn.query_row(
+            "SELECT reserved, spent, (SELECT COUNT(*) FROM session_reservations)
+             FROM session_channels WHERE channel_id = ?1",
+            [CHANNEL],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap()
+    }
+
+    fn reserved(outcome: ReserveOutcome) -> i64 {
+        match outcome {
+            ReserveOutcome::Reserved { reservation, .. } => reservation,
+            other => panic!("not reserved: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn changes_reach_sql_once_per_flush_and_match_the_copy() {
+        let (_dir, conn) = store().await;
+        let mut hot = HotChannels::new("me".into());
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let a = reserved(hot.reserve(&conn, CHANNEL, 300).unwrap());
+        let b = reserved(hot.reserve(&conn, CHANNEL, 200).unwrap());
+        assert_eq!(stored(&conn), (0, 0, 0), "nothing written before the flush");
+        assert!(matches!(
+            hot.reserve(&conn, CHANNEL, 501).unwrap(),
+            ReserveOutcome::Insufficient { ref channel } if channel.reserved == 500
+        ));
+        let c = hot.commit(&conn, a, 120, 3).unwrap().unwrap();
+        assert_eq!((c.spent, c.reserved, c.units), (120, 200, 3));
+        hot.flush(&conn).unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+        assert_eq!(
+            stored(&conn),
+            (200, 120, 1),
+            "one hold row for the instance"
+        );
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        hot.release(&conn, b).unwrap();
+        hot.flush(&conn).unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+        assert_eq!(
+            stored(&conn),
+            (0, 120, 0),
+            "the row goes with the last hold"
+        );
+        assert!(matches!(
+            hot.commit(&conn, a, 1, 1).unwrap(),
+            Err(LedgerError::HoldLost)
+        ));
+    }
+
+    #[tokio::test]
+    async fn after_a_rollback_holds_are_dropped_and_what_the_store_kept_released() {
+        let (_dir, conn) = store().await;
+        let mut hot = HotChannels::new("me".into());
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let a = reserved(hot.reserve(&conn, CHANNEL, 100).unwrap());
+        hot.flush(&conn).unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+        assert_eq!(stored(&conn), (100, 0, 1));
+
+        // The commit deletes the hold row, then the transaction rolls back:
+        // the row is back, under an id the copy no longer has.
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        hot.commit(&conn, a, 60, 1).unwrap().unwrap();
+        hot.flush(&conn).unwrap();
+        conn.execute_batch("ROLLBACK").unwrap();
+        hot.rolled_back();
+        assert_eq!(stored(&conn), (100, 0, 1));
+
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let b = reserved(hot.reserve(&conn, CHANNEL, 50).unwrap());
+        hot.flush(&conn).unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+        assert_eq!(
+            stored(&conn),
+            (50, 0, 1),
+            "the rolled-back charge is not counted and the old row is released"
+        );
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        assert!(matches!(
+            hot.commit(&conn, a, 60, 1).unwrap(),
+            Err(LedgerError::HoldLost)
+        ));
+        let c = hot.commit(&conn, b, 50, 1).unwrap().unwrap();
+        assert_eq!((c.spent, c.reserved), (50, 0));
+        hot.flush(&conn).unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+        assert_eq!(stored(&conn), (0, 50, 0));
     }
 }
