@@ -162,7 +162,7 @@ impl HotChannels {
             "UPDATE session_channels SET reserved = MAX(reserved - (
                  SELECT COALESCE(SUM(amount), 0) FROM session_reservations
                  WHERE channel_id = ?1 AND owner = ?2), 0)
-             WHERE channel_id = ?1",
+         WHERE channel_id = ?1",
         )?
         .execute(params![channel_id, self.owner])?;
         conn.prepare_cached(
@@ -378,14 +378,9 @@ impl HotChannels {
     /// Writes every channel's changes: one statement for its counters and
     /// one for this process's hold row.
     pub(crate) fn flush(&mut self, conn: &Connection) -> Result<(), Broken> {
-        let dirty: Vec<String> = self
-            .channels
-            .iter()
-            .filter(|(_, c)| c.dirty)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for channel_id in &dirty {
-            self.flush_channel(conn, channel_id)?;
+        let owner = &self.owner;
+        for (channel_id, channel) in self.channels.iter_mut().filter(|(_, c)| c.dirty) {
+            write_changes(conn, owner, channel_id, channel)?;
         }
         if self.channels.len() > KEEP_IDLE {
             self.channels
@@ -395,49 +390,55 @@ impl HotChannels {
     }
 
     fn flush_channel(&mut self, conn: &Connection, channel_id: &str) -> Result<(), Broken> {
-        let Some(channel) = self.channels.get_mut(channel_id) else {
-            return Ok(());
-        };
-        if !channel.dirty {
-            return Ok(());
+        match self.channels.get_mut(channel_id) {
+            Some(channel) if channel.dirty => write_changes(conn, &self.owner, channel_id, channel),
+            _ => Ok(()),
         }
-        let change = signed(channel.held) - signed(channel.stored);
-        conn.prepare_cached(
-            "UPDATE session_channels SET reserved = MAX(reserved + ?2, 0),
-               spent = MAX(spent + ?3, 0), units = units + ?4, updated_at = ?5
-             WHERE channel_id = ?1",
-        )?
-        .execute(params![
-            channel_id,
-            clamp(change),
-            clamp(channel.spent),
-            i64::try_from(channel.units).unwrap_or(i64::MAX),
-            now_unix()
-        ])?;
-        match (channel.row, channel.held) {
-            (Some(row), 0) => {
-                conn.prepare_cached("DELETE FROM session_reservations WHERE id = ?1")?
-                    .execute(params![row])?;
-                channel.row = None;
-            }
-            (Some(row), held) => {
-                conn.prepare_cached("UPDATE session_reservations SET amount = ?2 WHERE id = ?1")?
-                    .execute(params![row, to_db(held)])?;
-            }
-            (None, 0) => {}
-            (None, held) => {
-                channel.row = Some(
-                    insert_reservation(conn, channel_id, held, &self.owner, now_unix())
-                        .map_err(broken)?,
-                );
-            }
-        }
-        channel.stored = channel.held;
-        channel.spent = 0;
-        channel.units = 0;
-        channel.dirty = false;
-        Ok(())
     }
+}
+
+/// Writes one channel's changes: its counters, and `owner`'s hold row.
+fn write_changes(
+    conn: &Connection,
+    owner: &str,
+    channel_id: &str,
+    channel: &mut HotChannel,
+) -> Result<(), Broken> {
+    let change = signed(channel.held) - signed(channel.stored);
+    conn.prepare_cached(
+        "UPDATE session_channels SET reserved = MAX(reserved + ?2, 0),
+           spent = MAX(spent + ?3, 0), units = units + ?4, updated_at = ?5
+         WHERE channel_id = ?1",
+    )?
+    .execute(params![
+        channel_id,
+        clamp(change),
+        clamp(channel.spent),
+        i64::try_from(channel.units).unwrap_or(i64::MAX),
+        now_unix()
+    ])?;
+    match (channel.row, channel.held) {
+        (Some(row), 0) => {
+            conn.prepare_cached("DELETE FROM session_reservations WHERE id = ?1")?
+                .execute(params![row])?;
+            channel.row = None;
+        }
+        (Some(row), held) => {
+            conn.prepare_cached("UPDATE session_reservations SET amount = ?2 WHERE id = ?1")?
+                .execute(params![row, to_db(held)])?;
+        }
+        (None, 0) => {}
+        (None, held) => {
+            channel.row = Some(
+                insert_reservation(conn, channel_id, held, owner, now_unix()).map_err(broken)?,
+            );
+        }
+    }
+    channel.stored = channel.held;
+    channel.spent = 0;
+    channel.units = 0;
+    channel.dirty = false;
+    Ok(())
 }
 
 /// Amounts are below 2^127 (SQL keeps them below 2^63).

@@ -102,16 +102,23 @@ where
     }
 
     fn answer(self: Box<Self>, committed: Result<(), &str>) {
-        let outcome = match committed {
-            Ok(()) => self
-                .outcome
-                .unwrap_or_else(|| Err(LedgerError::Worker("job did not run".into()))),
-            Err(message) => Err(LedgerError::Worker(format!(
-                "the group's transaction failed: {message}"
-            ))),
-        };
-        let _ = self.reply.send(outcome);
+        reply(self.reply, self.outcome, committed);
     }
+}
+
+/// Sends a job's caller what it ran to, once its group `committed`.
+fn reply<T>(
+    to: oneshot::Sender<Result<T, LedgerError>>,
+    outcome: Option<Result<T, LedgerError>>,
+    committed: Result<(), &str>,
+) {
+    let outcome = match committed {
+        Ok(()) => outcome.unwrap_or_else(|| Err(LedgerError::Worker("job did not run".into()))),
+        Err(message) => Err(LedgerError::Worker(format!(
+            "the group's transaction failed: {message}"
+        ))),
+    };
+    let _ = to.send(outcome);
 }
 
 /// Runs a job's SQL: the in-memory holds' changes are written first, so it
@@ -157,15 +164,7 @@ where
     }
 
     fn answer(self: Box<Self>, committed: Result<(), &str>) {
-        let outcome = match committed {
-            Ok(()) => self
-                .outcome
-                .unwrap_or_else(|| Err(LedgerError::Worker("job did not run".into()))),
-            Err(message) => Err(LedgerError::Worker(format!(
-                "the group's transaction failed: {message}"
-            ))),
-        };
-        let _ = self.reply.send(outcome);
+        reply(self.reply, self.outcome, committed);
     }
 }
 
