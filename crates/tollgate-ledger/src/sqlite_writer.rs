@@ -3,9 +3,10 @@
 //!
 //! Callers queue jobs. The thread runs each in a savepoint of its own (a job
 //! that fails rolls back alone) inside one open `IMMEDIATE` transaction,
-//! which gathers jobs for up to [`GATHER`] (or [`MAX_GROUP`] jobs) and then
-//! commits once: one commit, one WAL append and one fsync for many
-//! requests' writes.
+//! takes every job queued (up to [`MAX_GROUP`]) and then commits once: one
+//! commit, one WAL append and one fsync for many requests' writes. The
+//! jobs queued while a group syncs form the next one, so groups grow with
+//! the load without a fixed window delaying a lone request.
 //!
 //! Jobs say whether they are durable. A durable job (a voucher, a charge, a
 //! checkpoint, a claim, a usage record, a release) is answered only once
@@ -49,7 +50,7 @@ use std::fs::File;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError, mpsc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -68,7 +69,8 @@ enum Job {
         task: Box<dyn GroupTask>,
     },
     Alone(Box<dyn FnOnce(&mut Connection) + Send>),
-    /// A caller opened the group's transaction inline: start its window.
+    /// A caller opened the group's transaction inline: the writer commits
+    /// it.
     Opened,
 }
 
@@ -507,15 +509,8 @@ impl WalSync {
     }
 }
 
-/// How long an open transaction gathers jobs before it commits: several
-/// requests' writes then share one commit and one WAL append. Short,
-/// because the sync batches too (the jobs queued while it runs form the
-/// next group).
-const GATHER: Duration = Duration::from_micros(100);
-
 /// The transaction the writer has open, and the durable jobs in it.
 struct Open {
-    since: Instant,
     jobs: usize,
     after_commit: Vec<Box<dyn GroupTask>>,
 }
@@ -582,7 +577,6 @@ impl Inner {
             self.hot.forget();
         }
         self.open = Some(Open {
-            since: Instant::now(),
             jobs: 0,
             after_commit: Vec::new(),
         });
@@ -640,26 +634,18 @@ fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
 
 fn run(inner: &Mutex<Inner>, queue: &mpsc::Receiver<Job>, after: AfterCommit) {
     loop {
-        let open = lock(inner).open.as_ref().map(|txn| (txn.since, txn.jobs));
+        let open = lock(inner).open.as_ref().map(|txn| txn.jobs);
         let next = match open {
             None => match queue.recv() {
                 Ok(job) => Some(job),
                 Err(_) => return,
             },
-            Some((since, jobs)) => {
-                let wait = (since + GATHER).saturating_duration_since(Instant::now());
-                if jobs >= MAX_GROUP {
-                    None
-                } else if wait.is_zero() {
-                    queue.try_recv().ok()
-                } else {
-                    // Sleep out the window, then take what queued: blocked
-                    // in `recv`, every job sent would wake this thread (and
-                    // often preempt its sender) for a few µs of SQL.
-                    std::thread::sleep(wait);
-                    continue;
-                }
-            }
+            // Take what queued, then commit: no window is waited out. Under
+            // load the jobs queued during the last group's sync form this
+            // one, so groups grow with the load and a lone request is not
+            // delayed.
+            Some(jobs) if jobs < MAX_GROUP => queue.try_recv().ok(),
+            Some(_) => None,
         };
         let mut guard = lock(inner);
         let inner = &mut *guard;
@@ -668,7 +654,8 @@ fn run(inner: &Mutex<Inner>, queue: &mpsc::Receiver<Job>, after: AfterCommit) {
                 Some(txn) => finish(&inner.conn, &mut inner.hot, txn, &after),
                 None => Vec::new(),
             },
-            // A caller opened the transaction: its window runs from then.
+            // A caller opened the transaction: it commits once the queue is
+            // drained.
             Some(Job::Opened) => Vec::new(),
             Some(Job::Alone(work)) => {
                 if let Some(txn) = inner.open.take() {
@@ -754,6 +741,7 @@ fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     fn writer() -> Writer {
         let conn = Connection::open_in_memory().unwrap();
@@ -863,7 +851,7 @@ mod tests {
             .unwrap();
         assert_eq!(rows, 2);
         // A hold alone, with nothing queued after it, is committed too:
-        // the writer is told its window began.
+        // the writer is told to commit it.
         writer.grouped(false, |c| insert(c, 3)).await.unwrap();
         let mut seen = 0;
         for _ in 0..200 {
