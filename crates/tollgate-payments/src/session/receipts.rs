@@ -4,7 +4,9 @@
 
 use base64::Engine;
 use mpp::protocol::methods::tempo::session_receipt::SessionReceipt;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
 use tollgate_ledger::ChannelRecord;
 
 use super::problems::store_failure;
@@ -83,22 +85,27 @@ impl SessionGate {
         Ok(snapshot_json(channel, required_cumulative, highest))
     }
 
-    /// The snapshot without a ledger read (what a paid answer carries):
-    /// the highest voucher is included when `known` — the voucher the
-    /// request's credential carried — is the channel's highest.
-    pub fn snapshot_with(
+    /// The snapshot without a ledger read (what a paid answer carries),
+    /// as its `Payment-Session-Snapshot` value: the highest voucher is
+    /// included when `known` — the voucher the request's credential
+    /// carried — is the channel's highest. Serialized once, straight from
+    /// the record (no JSON tree is built on the paid path).
+    pub fn snapshot_header_with(
         &self,
         channel: &ChannelRecord,
         required_cumulative: u128,
         known: Option<&SignedVoucher>,
-    ) -> Option<Value> {
+    ) -> Option<String> {
+        channel.descriptor.as_ref()?;
         let highest = known
             .filter(|v| {
                 v.cumulative == channel.accepted
                     && format!("{:#x}", v.channel_id) == channel.channel_id
             })
             .map(|v| hex_signature(&v.signature));
-        snapshot_json(channel, required_cumulative, highest)
+        let json = Snapshot::of(channel, required_cumulative, highest.as_deref())
+            .and_then(|snapshot| serde_json::to_vec(&snapshot).ok())?;
+        Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json))
     }
 
     /// The snapshot a refusal's fresh challenge carries for the payer's
@@ -110,12 +117,6 @@ impl SessionGate {
         let required = channel.spent + channel.reserved + amount;
         self.snapshot(&channel, required).await.ok()?
     }
-
-    /// The `Payment-Session-Snapshot` header value: the snapshot as
-    /// unpadded base64url JSON.
-    pub fn snapshot_header(snapshot: &Value) -> String {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(snapshot.to_string())
-    }
 }
 
 /// The snapshot of a v2 channel (`None` without a descriptor: v1), with
@@ -125,31 +126,75 @@ fn snapshot_json(
     required_cumulative: u128,
     highest: Option<String>,
 ) -> Option<Value> {
-    let descriptor = channel
-        .descriptor
-        .as_deref()
-        .and_then(|d| serde_json::from_str::<Value>(d).ok())?;
-    let mut snapshot = json!({
-        "acceptedCumulative": channel.accepted.to_string(),
-        "chainId": channel.chain_id,
-        "channelId": channel.channel_id,
-        "deposit": channel.deposit.to_string(),
-        "descriptor": descriptor,
-        "escrow": channel.escrow,
-        "requiredCumulative": required_cumulative.max(channel.accepted).to_string(),
-        "settled": channel.settled.to_string(),
-        "spent": channel.spent.to_string(),
-        "units": channel.units,
-    });
-    if channel.close_requested_at != 0 {
-        snapshot["closeRequestedAt"] = json!(channel.close_requested_at.to_string());
+    let snapshot = Snapshot::of(channel, required_cumulative, highest.as_deref())?;
+    serde_json::to_value(snapshot).ok()
+}
+
+/// The draft's session snapshot, borrowed from the channel's record.
+/// Amounts are decimal strings; the descriptor is the stored JSON as is.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Snapshot<'a> {
+    accepted_cumulative: Decimal,
+    chain_id: u64,
+    channel_id: &'a str,
+    deposit: Decimal,
+    descriptor: &'a RawValue,
+    escrow: &'a str,
+    required_cumulative: Decimal,
+    settled: Decimal,
+    spent: Decimal,
+    units: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    close_requested_at: Option<Decimal>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    highest_voucher: Option<HighestVoucher<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HighestVoucher<'a> {
+    channel_id: &'a str,
+    cumulative_amount: Decimal,
+    signature: &'a str,
+}
+
+impl<'a> Snapshot<'a> {
+    /// `None` without a (valid JSON) descriptor: a v1 channel.
+    fn of(
+        channel: &'a ChannelRecord,
+        required_cumulative: u128,
+        highest: Option<&'a str>,
+    ) -> Option<Self> {
+        let descriptor = serde_json::from_str::<&RawValue>(channel.descriptor.as_deref()?).ok()?;
+        Some(Self {
+            accepted_cumulative: Decimal(channel.accepted),
+            chain_id: channel.chain_id,
+            channel_id: &channel.channel_id,
+            deposit: Decimal(channel.deposit),
+            descriptor,
+            escrow: &channel.escrow,
+            required_cumulative: Decimal(required_cumulative.max(channel.accepted)),
+            settled: Decimal(channel.settled),
+            spent: Decimal(channel.spent),
+            units: channel.units,
+            close_requested_at: (channel.close_requested_at != 0)
+                .then_some(Decimal(u128::from(channel.close_requested_at))),
+            highest_voucher: highest.map(|signature| HighestVoucher {
+                channel_id: &channel.channel_id,
+                cumulative_amount: Decimal(channel.accepted),
+                signature,
+            }),
+        })
     }
-    if let Some(signature) = highest {
-        snapshot["highestVoucher"] = json!({
-            "channelId": channel.channel_id,
-            "cumulativeAmount": channel.accepted.to_string(),
-            "signature": signature,
-        });
+}
+
+/// An amount serialized as its decimal string (JSON numbers lose
+/// precision past 2^53).
+struct Decimal(u128);
+
+impl Serialize for Decimal {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
     }
-    Some(snapshot)
 }

@@ -13,6 +13,7 @@ use alloy::primitives::{Address, B256, Bytes, TxKind, U256};
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolCall;
+use base64::Engine;
 use mpp::protocol::methods::tempo::precompile_voucher::precompile_voucher_signing_hash_with_escrow;
 use serde_json::json;
 use tempo_alloy::contracts::precompiles::ITIP20ChannelReserve;
@@ -744,15 +745,48 @@ async fn both_protocols_side_by_side() {
 async fn snapshot_names_the_channel_and_its_highest_voucher() {
     let w = world();
     let c = opened(&w, 1_000).await;
-    let channel = w.gate.apply(&v2_voucher(&c, 250), 0).await.unwrap().channel;
+    let voucher = v2_voucher(&c, 250);
+    let channel = w.gate.apply(&voucher, 0).await.unwrap().channel;
     let snapshot = w.gate.snapshot(&channel, 300).await.unwrap().unwrap();
     assert_eq!(snapshot["channelId"], format!("{:#x}", c.id));
     assert_eq!(snapshot["acceptedCumulative"], "250");
     assert_eq!(snapshot["requiredCumulative"], "300");
     assert_eq!(snapshot["highestVoucher"]["cumulativeAmount"], "250");
     assert_eq!(snapshot["descriptor"], descriptor_json(&c.descriptor));
-    let header = SessionGate::snapshot_header(&snapshot);
+    // A paid answer's header, built without a ledger read from the voucher
+    // the request carried, says the same.
+    let Action::Voucher(signed) = &voucher else {
+        panic!("a voucher action")
+    };
+    let header = w
+        .gate
+        .snapshot_header_with(&channel, 300, Some(signed))
+        .unwrap();
     assert!(!header.contains('='));
+    let decoded: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&header)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(decoded, snapshot);
+    // Without the highest voucher in hand, the header leaves it out.
+    let older = v2_voucher(&c, 200);
+    let Action::Voucher(older) = &older else {
+        panic!("a voucher action")
+    };
+    let header = w
+        .gate
+        .snapshot_header_with(&channel, 300, Some(older))
+        .unwrap();
+    let decoded: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&header)
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(decoded.get("highestVoucher").is_none());
+    assert_eq!(decoded["spent"], snapshot["spent"]);
 }
 
 #[tokio::test]

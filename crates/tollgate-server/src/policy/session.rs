@@ -107,11 +107,11 @@ pub fn paid_headers(
 ) -> PaidHeaders {
     let receipt = sessions.receipt(challenge_id, channel, units, tx_hash);
     let session = (channel.status != ChannelStatus::Finalized)
-        .then(|| sessions.snapshot_with(channel, 0, voucher))
+        .then(|| sessions.snapshot_header_with(channel, 0, voucher))
         .flatten()
         .map(|snapshot| receipts::SessionState {
             channel_id: channel.channel_id.clone(),
-            snapshot: SessionGate::snapshot_header(&snapshot),
+            snapshot,
         });
     PaidHeaders { receipt, session }
 }
