@@ -260,10 +260,7 @@ impl ChannelRow {
 fn latency(samples: &[Latency]) -> Value {
     let mut by_route: BTreeMap<&str, Vec<&Latency>> = BTreeMap::new();
     for sample in samples {
-        by_route
-            .entry(sample.route.as_str())
-            .or_default()
-            .push(sample);
+        by_route.entry(&*sample.route).or_default().push(sample);
     }
     let all: Vec<&Latency> = samples.iter().collect();
     let mut routes: Vec<Value> = by_route

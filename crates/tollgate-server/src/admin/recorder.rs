@@ -7,9 +7,9 @@
 //! ids), stable problem codes and fixed words. Never from headers, bodies or
 //! anything a client chose freely.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use metrics::{counter, histogram};
+use metrics::{Counter, Histogram, counter, histogram};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
@@ -30,6 +30,9 @@ use crate::observe::RequestOutcome;
 const LATENCY_WINDOW: usize = 4096;
 /// How many recent refusals the dashboard lists.
 const REFUSAL_WINDOW: usize = 200;
+/// The phases of `tollgate_phase_seconds`, in the order of
+/// [`RouteMetrics::phases`].
+const PHASES: [&str; 4] = ["payment", "upstream", "deliver", "overhead"];
 /// Histogram buckets, seconds: 1 ms … 2 min.
 const BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
@@ -41,6 +44,45 @@ pub struct Observer {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     recent: Mutex<Recent>,
+    routes: RwLock<HashMap<String, Arc<RouteMetrics>>>,
+    outcomes: RwLock<HashMap<(&'static str, String), Counter>>,
+}
+
+/// A route's metric handles, registered on its first request: a labelled
+/// key built per request (its labels allocated and hashed, then looked up)
+/// cost more than the recording itself.
+struct RouteMetrics {
+    route: Arc<str>,
+    /// `tollgate_phase_seconds` by phase ([`PHASES`]), registered when
+    /// first timed (a free route never shows a payment phase).
+    phases: [OnceLock<Histogram>; 4],
+    ttfb: Histogram,
+    duration: Histogram,
+    by_status: RwLock<HashMap<u16, Counter>>,
+    problems: RwLock<HashMap<String, Counter>>,
+}
+
+/// The handle `map` holds for `key`, registered by `register` the first
+/// time (the registry's key space is bounded: see the module's labels).
+fn handle<K, Q, H>(
+    map: &RwLock<HashMap<K, H>>,
+    key: &Q,
+    owned: impl FnOnce() -> K,
+    register: impl FnOnce() -> H,
+) -> H
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: std::hash::Hash + Eq + ?Sized,
+    H: Clone,
+{
+    if let Some(found) = map.read().unwrap_or_else(PoisonError::into_inner).get(key) {
+        return found.clone();
+    }
+    map.write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(owned())
+        .or_insert_with(register)
+        .clone()
 }
 
 #[derive(Default)]
@@ -53,7 +95,7 @@ struct Recent {
 /// A completed request's timings.
 #[derive(Debug, Clone)]
 pub struct Latency {
-    pub route: String,
+    pub route: Arc<str>,
     pub ttfb: Duration,
     pub total: Duration,
     pub upstream: Option<Duration>,
@@ -65,7 +107,7 @@ pub struct Latency {
 pub struct Refusal {
     /// Unix seconds.
     pub at: i64,
-    pub route: String,
+    pub route: Arc<str>,
     pub status: u16,
     pub code: String,
     pub intent: Option<&'static str>,
@@ -84,6 +126,8 @@ impl Observer {
             recorder,
             handle,
             recent: Mutex::new(Recent::default()),
+            routes: RwLock::default(),
+            outcomes: RwLock::default(),
         });
         spawn_upkeep(&observer);
         observer
@@ -117,48 +161,92 @@ impl Observer {
         self.recent.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The handles of `route`'s metrics.
+    fn route(&self, route: &str) -> Arc<RouteMetrics> {
+        handle(
+            &self.routes,
+            route,
+            || route.to_owned(),
+            || {
+                self.with(|| {
+                    Arc::new(RouteMetrics {
+                        route: route.into(),
+                        phases: Default::default(),
+                        ttfb: histogram!("tollgate_time_to_first_byte_seconds", "route" => route.to_owned()),
+                        duration: histogram!("tollgate_request_duration_seconds", "route" => route.to_owned()),
+                        by_status: RwLock::default(),
+                        problems: RwLock::default(),
+                    })
+                })
+            },
+        )
+    }
+
     fn on_response(
         &self,
-        route: &str,
+        metrics: &RouteMetrics,
         status: u16,
         outcome: &RequestOutcome,
         to_headers: Duration,
     ) {
+        let route = &metrics.route;
         let intent = outcome.intent.map(|i| i.as_str());
-        self.with(|| {
-            counter!("tollgate_requests_total", "route" => route.to_owned(), "status" => status.to_string())
-                .increment(1);
-            if let Some(problem) = &outcome.problem {
-                counter!("tollgate_problems_total", "route" => route.to_owned(), "code" => problem.code.clone())
-                    .increment(1);
+        handle(&metrics.by_status, &status, || status, || {
+            self.with(|| {
+                counter!("tollgate_requests_total", "route" => route.to_string(), "status" => status.to_string())
+            })
+        })
+        .increment(1);
+        if let Some(problem) = &outcome.problem {
+            handle(&metrics.problems, problem.code.as_str(), || problem.code.clone(), || {
+                self.with(|| {
+                    counter!("tollgate_problems_total", "route" => route.to_string(), "code" => problem.code.clone())
+                })
+            })
+            .increment(1);
+        }
+        let payment_outcome = match (&outcome.problem, outcome.paid) {
+            (_, true) => Some("paid"),
+            (Some(problem), false) if problem.payment => Some(problem.code.as_str()),
+            _ => None,
+        };
+        if let Some(result) = payment_outcome {
+            let intent = intent.unwrap_or("none");
+            let key = (intent, result.to_owned());
+            let counter = handle(
+                &self.outcomes,
+                &key,
+                || key.clone(),
+                || {
+                    self.with(|| {
+                        counter!(
+                            "tollgate_payment_outcomes_total",
+                            "intent" => intent,
+                            "outcome" => result.to_owned()
+                        )
+                    })
+                },
+            );
+            counter.increment(1);
+        }
+        let timings = outcome.timings;
+        let durations = [
+            timings.payment,
+            timings.upstream,
+            timings.deliver,
+            overhead(outcome, to_headers),
+        ];
+        for ((histogram, phase), duration) in metrics.phases.iter().zip(PHASES).zip(durations) {
+            if let Some(duration) = duration {
+                histogram
+                    .get_or_init(|| {
+                        self.with(|| {
+                            histogram!("tollgate_phase_seconds", "route" => route.to_string(), "phase" => phase)
+                        })
+                    })
+                    .record(duration.as_secs_f64());
             }
-            let payment_outcome = match (&outcome.problem, outcome.paid) {
-                (_, true) => Some("paid".to_owned()),
-                (Some(problem), false) if problem.payment => Some(problem.code.clone()),
-                _ => None,
-            };
-            if let Some(result) = payment_outcome {
-                counter!(
-                    "tollgate_payment_outcomes_total",
-                    "intent" => intent.unwrap_or("none"),
-                    "outcome" => result
-                )
-                .increment(1);
-            }
-            let timings = outcome.timings;
-            let phases = [
-                ("payment", timings.payment),
-                ("upstream", timings.upstream),
-                ("deliver", timings.deliver),
-                ("overhead", overhead(outcome, to_headers)),
-            ];
-            for (phase, duration) in phases {
-                if let Some(duration) = duration {
-                    histogram!("tollgate_phase_seconds", "route" => route.to_owned(), "phase" => phase)
-                        .record(duration.as_secs_f64());
-                }
-            }
-        });
+        }
         if let Some(problem) = outcome.problem.as_ref().filter(|_| status >= 400) {
             let mut recent = self.lock();
             *recent
@@ -170,7 +258,7 @@ impl Observer {
             }
             recent.refusals.push_back(Refusal {
                 at: time::OffsetDateTime::now_utc().unix_timestamp(),
-                route: route.to_owned(),
+                route: Arc::clone(route),
                 status,
                 code: problem.code.clone(),
                 intent,
@@ -178,13 +266,9 @@ impl Observer {
         }
     }
 
-    fn on_body_end(&self, latency: Latency) {
-        self.with(|| {
-            histogram!("tollgate_time_to_first_byte_seconds", "route" => latency.route.clone())
-                .record(latency.ttfb.as_secs_f64());
-            histogram!("tollgate_request_duration_seconds", "route" => latency.route.clone())
-                .record(latency.total.as_secs_f64());
-        });
+    fn on_body_end(&self, metrics: &RouteMetrics, latency: Latency) {
+        metrics.ttfb.record(latency.ttfb.as_secs_f64());
+        metrics.duration.record(latency.total.as_secs_f64());
         let mut recent = self.lock();
         if recent.latencies.len() == LATENCY_WINDOW {
             recent.latencies.pop_front();
@@ -230,10 +314,8 @@ pub async fn record(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let matched = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|path| format!("{} {}", request.method(), path.as_str()));
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let method = request.method().clone();
     let mut response = next.run(request).await;
     let to_headers = started.elapsed();
     let outcome = response
@@ -241,21 +323,21 @@ pub async fn record(
         .remove::<RequestOutcome>()
         .unwrap_or_default();
     // Unknown paths share one label: clients must not mint label values.
-    let route = outcome
-        .route
-        .clone()
-        .or(matched)
-        .unwrap_or_else(|| "unmatched".to_owned());
-    observer.on_response(&route, response.status().as_u16(), &outcome, to_headers);
+    let metrics = match (&outcome.route, matched) {
+        (Some(route), _) => observer.route(route),
+        (None, Some(path)) => observer.route(&format!("{method} {}", path.as_str())),
+        (None, None) => observer.route("unmatched"),
+    };
+    observer.on_response(&metrics, response.status().as_u16(), &outcome, to_headers);
     let upstream = outcome.timings.upstream;
     let overhead = overhead(&outcome, to_headers);
     response.map(|inner| {
         Body::new(ObservedBody {
             inner,
             observer,
+            metrics,
             started,
             first_byte: None,
-            route,
             upstream,
             overhead,
         })
@@ -267,9 +349,9 @@ pub async fn record(
 struct ObservedBody {
     inner: Body,
     observer: Arc<Observer>,
+    metrics: Arc<RouteMetrics>,
     started: Instant,
     first_byte: Option<Duration>,
-    route: String,
     upstream: Option<Duration>,
     overhead: Option<Duration>,
 }
@@ -304,12 +386,15 @@ impl http_body::Body for ObservedBody {
 impl Drop for ObservedBody {
     fn drop(&mut self) {
         let total = self.started.elapsed();
-        self.observer.on_body_end(Latency {
-            route: std::mem::take(&mut self.route),
-            ttfb: self.first_byte.unwrap_or(total),
-            total,
-            upstream: self.upstream,
-            overhead: self.overhead,
-        });
+        self.observer.on_body_end(
+            &self.metrics,
+            Latency {
+                route: Arc::clone(&self.metrics.route),
+                ttfb: self.first_byte.unwrap_or(total),
+                total,
+                upstream: self.upstream,
+                overhead: self.overhead,
+            },
+        );
     }
 }
