@@ -91,6 +91,56 @@ impl ChannelRecord {
     pub fn unsettled(&self) -> u128 {
         self.spent.saturating_sub(self.settled)
     }
+
+    /// Becomes `newer` in place: its strings are copied into this record's
+    /// (a channel's id and parties never change, so refreshing a cached
+    /// record allocates nothing, where a clone allocates every string).
+    pub fn refresh_from(&mut self, newer: &Self) {
+        let Self {
+            channel_id,
+            protocol,
+            escrow,
+            chain_id,
+            payer,
+            payee,
+            token,
+            authorized_signer,
+            descriptor,
+            deposit,
+            accepted,
+            spent,
+            reserved,
+            settled,
+            units,
+            close_requested_at,
+            status,
+            opened_at,
+            updated_at,
+            last_settled_at,
+            inflight,
+        } = newer;
+        self.channel_id.clone_from(channel_id);
+        self.protocol.clone_from(protocol);
+        self.escrow.clone_from(escrow);
+        self.chain_id = *chain_id;
+        self.payer.clone_from(payer);
+        self.payee.clone_from(payee);
+        self.token.clone_from(token);
+        self.authorized_signer.clone_from(authorized_signer);
+        self.descriptor.clone_from(descriptor);
+        self.deposit = *deposit;
+        self.accepted = *accepted;
+        self.spent = *spent;
+        self.reserved = *reserved;
+        self.settled = *settled;
+        self.units = *units;
+        self.close_requested_at = *close_requested_at;
+        self.status = *status;
+        self.opened_at = *opened_at;
+        self.updated_at = *updated_at;
+        self.last_settled_at = *last_settled_at;
+        self.inflight.clone_from(inflight);
+    }
 }
 
 /// A signed cumulative voucher.

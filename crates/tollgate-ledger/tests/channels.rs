@@ -379,3 +379,33 @@ async fn amounts_beyond_u64_are_exact(store: Store) {
     let c = ledger.commit(reservation, big - 4, 1).await.unwrap();
     assert_eq!((c.spent, c.reserved, c.available()), (big - 4, 0, 3));
 }
+
+/// A cached record refreshed in place is exactly the newer one, strings,
+/// options and amounts alike, whichever way they changed.
+#[test]
+fn a_record_refreshed_in_place_is_the_newer_one() {
+    let mut cached = common::channel(1_000);
+    cached.inflight = Some(InFlight {
+        kind: "settle".into(),
+        tx_hash: "0xaa".into(),
+        amount: 5,
+        since: 1,
+    });
+    let mut newer = common::channel(2_000);
+    newer.channel_id = "0xother".into();
+    newer.descriptor = Some("{\"salt\":\"0x01\"}".into());
+    newer.accepted = 900;
+    newer.spent = 700;
+    newer.reserved = 100;
+    newer.units = 12;
+    newer.close_requested_at = 77;
+    newer.status = ChannelStatus::Closing;
+    newer.updated_at = 9;
+    newer.last_settled_at = Some(8);
+    cached.refresh_from(&newer);
+    assert_eq!(cached, newer);
+    // And back: fields the newer record lacks are cleared, not kept.
+    let older = common::channel(1_000);
+    cached.refresh_from(&older);
+    assert_eq!(cached, older);
+}

@@ -116,10 +116,8 @@ impl SeenChannels {
         if let Some(entry) = seen.get_mut(&id)
             && not_older(record, &entry.record)
         {
-            *entry = Arc::new(Known {
-                record: record.clone(),
-                ..(**entry).clone()
-            });
+            // In place unless a request still holds the entry.
+            Arc::make_mut(entry).record.refresh_from(record);
         }
     }
 }
