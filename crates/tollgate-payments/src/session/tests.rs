@@ -743,6 +743,25 @@ async fn both_protocols_side_by_side() {
 
 #[tokio::test]
 async fn snapshot_names_the_channel_and_its_highest_voucher() {
+    /// The snapshot header `gate` builds for `channel` with `voucher` in
+    /// hand, decoded.
+    fn header_for(
+        gate: &SessionGate,
+        channel: &ChannelRecord,
+        voucher: &Action,
+    ) -> serde_json::Value {
+        let Action::Voucher(signed) = voucher else {
+            panic!("a voucher action")
+        };
+        let header = gate
+            .snapshot_header_with(channel, 300, Some(signed))
+            .unwrap();
+        assert!(!header.contains('='));
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .unwrap();
+        serde_json::from_slice(&json).unwrap()
+    }
     let w = world();
     let c = opened(&w, 1_000).await;
     let voucher = v2_voucher(&c, 250);
@@ -755,36 +774,9 @@ async fn snapshot_names_the_channel_and_its_highest_voucher() {
     assert_eq!(snapshot["descriptor"], descriptor_json(&c.descriptor));
     // A paid answer's header, built without a ledger read from the voucher
     // the request carried, says the same.
-    let Action::Voucher(signed) = &voucher else {
-        panic!("a voucher action")
-    };
-    let header = w
-        .gate
-        .snapshot_header_with(&channel, 300, Some(signed))
-        .unwrap();
-    assert!(!header.contains('='));
-    let decoded: serde_json::Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(&header)
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(decoded, snapshot);
+    assert_eq!(header_for(&w.gate, &channel, &voucher), snapshot);
     // Without the highest voucher in hand, the header leaves it out.
-    let older = v2_voucher(&c, 200);
-    let Action::Voucher(older) = &older else {
-        panic!("a voucher action")
-    };
-    let header = w
-        .gate
-        .snapshot_header_with(&channel, 300, Some(older))
-        .unwrap();
-    let decoded: serde_json::Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(&header)
-            .unwrap(),
-    )
-    .unwrap();
+    let decoded = header_for(&w.gate, &channel, &v2_voucher(&c, 200));
     assert!(decoded.get("highestVoucher").is_none());
     assert_eq!(decoded["spent"], snapshot["spent"]);
 }
