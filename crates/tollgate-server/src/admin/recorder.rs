@@ -45,7 +45,8 @@ pub struct Observer {
     handle: PrometheusHandle,
     recent: Mutex<Recent>,
     routes: RwLock<HashMap<String, Arc<RouteMetrics>>>,
-    outcomes: RwLock<HashMap<(&'static str, String), Counter>>,
+    /// Payment outcome counters by intent, then outcome.
+    outcomes: RwLock<HashMap<&'static str, HashMap<String, Counter>>>,
 }
 
 /// A route's metric handles, registered on its first request: a labelled
@@ -182,6 +183,37 @@ impl Observer {
         )
     }
 
+    /// The `tollgate_payment_outcomes_total` counter of `intent` and
+    /// `outcome`.
+    fn outcome(&self, intent: &'static str, outcome: &str) -> Counter {
+        let known = self
+            .outcomes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(intent)
+            .and_then(|by_outcome| by_outcome.get(outcome))
+            .cloned();
+        if let Some(counter) = known {
+            return counter;
+        }
+        self.outcomes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(intent)
+            .or_default()
+            .entry(outcome.to_owned())
+            .or_insert_with(|| {
+                self.with(|| {
+                    counter!(
+                        "tollgate_payment_outcomes_total",
+                        "intent" => intent,
+                        "outcome" => outcome.to_owned()
+                    )
+                })
+            })
+            .clone()
+    }
+
     fn on_response(
         &self,
         metrics: &RouteMetrics,
@@ -211,23 +243,7 @@ impl Observer {
             _ => None,
         };
         if let Some(result) = payment_outcome {
-            let intent = intent.unwrap_or("none");
-            let key = (intent, result.to_owned());
-            let counter = handle(
-                &self.outcomes,
-                &key,
-                || key.clone(),
-                || {
-                    self.with(|| {
-                        counter!(
-                            "tollgate_payment_outcomes_total",
-                            "intent" => intent,
-                            "outcome" => result.to_owned()
-                        )
-                    })
-                },
-            );
-            counter.increment(1);
+            self.outcome(intent.unwrap_or("none"), result).increment(1);
         }
         let timings = outcome.timings;
         let durations = [
