@@ -46,8 +46,11 @@ pub struct Observer {
     recent: Mutex<Recent>,
     routes: RwLock<HashMap<String, Arc<RouteMetrics>>>,
     /// Payment outcome counters by intent, then outcome.
-    outcomes: RwLock<HashMap<&'static str, HashMap<String, Counter>>>,
+    outcomes: RwLock<HashMap<&'static str, Arc<Handles<String, Counter>>>>,
 }
+
+/// Metric handles by label value, registered on first use.
+type Handles<K, H> = RwLock<HashMap<K, H>>;
 
 /// A route's metric handles, registered on its first request: a labelled
 /// key built per request (its labels allocated and hashed, then looked up)
@@ -186,23 +189,12 @@ impl Observer {
     /// The `tollgate_payment_outcomes_total` counter of `intent` and
     /// `outcome`.
     fn outcome(&self, intent: &'static str, outcome: &str) -> Counter {
-        let known = self
-            .outcomes
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(intent)
-            .and_then(|by_outcome| by_outcome.get(outcome))
-            .cloned();
-        if let Some(counter) = known {
-            return counter;
-        }
-        self.outcomes
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(intent)
-            .or_default()
-            .entry(outcome.to_owned())
-            .or_insert_with(|| {
+        let by_outcome = handle(&self.outcomes, intent, || intent, Arc::default);
+        handle(
+            &by_outcome,
+            outcome,
+            || outcome.to_owned(),
+            || {
                 self.with(|| {
                     counter!(
                         "tollgate_payment_outcomes_total",
@@ -210,8 +202,8 @@ impl Observer {
                         "outcome" => outcome.to_owned()
                     )
                 })
-            })
-            .clone()
+            },
+        )
     }
 
     fn on_response(
