@@ -92,7 +92,10 @@ enum Transport {
 }
 
 struct HttpTransport {
-    client: HttpClient,
+    /// One pool per serving thread (see [`crate::pool_affinity`]): a pooled
+    /// connection is driven by the thread that opened it, so sharing one
+    /// pool across threads wakes another thread twice per request.
+    clients: Box<[HttpClient]>,
     base: BaseUrl,
     idle: Duration,
 }
@@ -177,7 +180,10 @@ impl std::fmt::Debug for Upstream {
 
 /// Certificates are checked against the platform's roots, as a browser
 /// would; upstreams are reached over HTTP/1.1, plain or TLS.
-fn http_client(timeouts: UpstreamTimeouts) -> Result<HttpClient, ForwardError> {
+fn http_clients(
+    timeouts: UpstreamTimeouts,
+    pools: usize,
+) -> Result<Box<[HttpClient]>, ForwardError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -193,10 +199,14 @@ fn http_client(timeouts: UpstreamTimeouts) -> Result<HttpClient, ForwardError> {
         .https_or_http()
         .enable_http1()
         .wrap_connector(tcp);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(connector))
+    Ok((0..pools.max(1))
+        .map(|_| {
+            Client::builder(TokioExecutor::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .build(connector.clone())
+        })
+        .collect())
 }
 
 impl Upstream {
@@ -207,6 +217,18 @@ impl Upstream {
         base_url: &str,
         api_key: Option<&str>,
         timeouts: UpstreamTimeouts,
+    ) -> Result<Self, ForwardError> {
+        // One pool per core, as a server runs one serving thread per core.
+        let pools = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self::http_with_pools(kind, base_url, api_key, timeouts, pools)
+    }
+
+    fn http_with_pools(
+        kind: UpstreamKind,
+        base_url: &str,
+        api_key: Option<&str>,
+        timeouts: UpstreamTimeouts,
+        pools: usize,
     ) -> Result<Self, ForwardError> {
         let api_key = api_key
             .map(|key| {
@@ -230,7 +252,7 @@ impl Upstream {
             },
             api_key,
             transport: Transport::Http(Arc::new(HttpTransport {
-                client: http_client(timeouts)?,
+                clients: http_clients(timeouts, pools)?,
                 base,
                 idle: timeouts.idle,
             })),
@@ -309,7 +331,12 @@ impl Upstream {
                 Ok(response)
             }
             Transport::Http(http) => {
-                let HttpTransport { client, base, idle } = &**http;
+                let HttpTransport {
+                    clients,
+                    base,
+                    idle,
+                } = &**http;
+                let client = &clients[crate::pool_affinity::current() % clients.len()];
                 let mut request = http::Request::builder()
                     .method(method)
                     .uri(base.join(path_and_query)?)
@@ -569,5 +596,73 @@ mod tests {
         }
         assert_eq!(headers["x-request-id"], "req-1");
         assert_eq!(headers["content-type"], "application/json");
+    }
+
+    #[tokio::test]
+    async fn each_pool_keeps_its_own_upstream_connections() {
+        use std::net::SocketAddr;
+        // The upstream answers with the client port of the connection a
+        // request came on.
+        let router = axum::Router::new().route(
+            "/v1/embeddings",
+            axum::routing::post(
+                |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>| async move {
+                    peer.port().to_string()
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+        });
+        let upstream = Upstream::http_with_pools(
+            UpstreamKind::OpenAiCompatible,
+            &url,
+            None,
+            UpstreamTimeouts::default(),
+            2,
+        )
+        .unwrap();
+        let port_of = |pool: usize| {
+            let upstream = upstream.clone();
+            async move {
+                crate::pool_affinity::use_pool(pool);
+                let response = upstream
+                    .forward(
+                        Method::POST,
+                        "/v1/embeddings",
+                        &HeaderMap::new(),
+                        Bytes::from_static(b"{}"),
+                    )
+                    .await
+                    .unwrap();
+                let body = axum::body::to_bytes(response.into_body(), 64)
+                    .await
+                    .unwrap();
+                String::from_utf8(body.to_vec()).unwrap()
+            }
+        };
+        let first = port_of(0).await;
+        assert_eq!(
+            port_of(0).await,
+            first,
+            "pool 0 did not keep its connection"
+        );
+        let other = port_of(1).await;
+        assert_ne!(other, first, "pool 1 used pool 0's connection");
+        assert_eq!(
+            port_of(1).await,
+            other,
+            "pool 1 did not keep its connection"
+        );
+        assert_eq!(port_of(0).await, first);
+        // Beyond the pool count, indexes wrap around.
+        assert_eq!(port_of(2).await, first);
+        crate::pool_affinity::use_pool(0);
     }
 }

@@ -9,6 +9,7 @@ pub mod anthropic;
 mod forward;
 mod headers;
 pub mod multipart;
+pub mod pool_affinity;
 
 pub use forward::{
     DEFAULT_ANTHROPIC_VERSION, ForwardError, Protocol, Upstream, UpstreamKind, UpstreamTimeouts,

@@ -31,6 +31,15 @@ fn router() -> Router {
     Router::new()
         .route("/echo", axum::routing::post(echo_length))
         .route(
+            "/thread",
+            axum::routing::get(|| async {
+                std::thread::current()
+                    .name()
+                    .unwrap_or("unnamed")
+                    .to_owned()
+            }),
+        )
+        .route(
             "/slow",
             axum::routing::get(|| async {
                 tokio::time::sleep(Duration::from_secs(3)).await;
@@ -293,4 +302,97 @@ async fn shutdown_lets_a_request_in_flight_finish() {
         TcpStream::connect(server.addr).await.is_err(),
         "still accepting"
     );
+}
+
+/// The thread that served each of `count` requests sent one after another on
+/// one kept-alive connection.
+async fn threads_of(addr: std::net::SocketAddr, count: usize) -> Vec<String> {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut names = Vec::new();
+    for _ in 0..count {
+        stream
+            .write_all(b"GET /thread HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        // The answer is small: read until its body (after the blank line)
+        // is as long as its content-length says.
+        let name = loop {
+            let n = tokio::time::timeout(PATIENCE, stream.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "closed mid-answer");
+            head.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&head).into_owned();
+            if let Some((headers, body)) = text.split_once("\r\n\r\n") {
+                let length: usize = headers
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                if body.len() >= length {
+                    break body.to_owned();
+                }
+            }
+        };
+        names.push(name);
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_dealt_to_serving_threads_and_stay_on_theirs() {
+    let server = start(ConnectionLimits {
+        serving_threads: 2,
+        ..ConnectionLimits::default()
+    })
+    .await;
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let names = threads_of(server.addr, 3).await;
+        assert!(
+            names.iter().all(|n| n == &names[0]),
+            "one connection moved threads: {names:?}"
+        );
+        seen.insert(names[0].clone());
+    }
+    let expected: std::collections::BTreeSet<String> =
+        ["tollgate-serve-0".to_owned(), "tollgate-serve-1".to_owned()].into();
+    assert_eq!(seen, expected, "connections were not dealt round-robin");
+
+    // In-flight requests on both threads finish through a shutdown.
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        stream
+            .write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = server.stop.send(());
+    for mut stream in slow {
+        let answer =
+            String::from_utf8(read_to_close(&mut stream).await.expect("finished")).unwrap();
+        assert!(answer.ends_with("done"), "{answer}");
+    }
+    server.task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_serving_threads_serves_on_the_callers_runtime() {
+    let server = start(ConnectionLimits {
+        serving_threads: 0,
+        ..ConnectionLimits::default()
+    })
+    .await;
+    for name in threads_of(server.addr, 2).await {
+        assert!(!name.starts_with("tollgate-serve"), "{name}");
+    }
+    let _ = server.stop.send(());
+    server.task.await.unwrap().unwrap();
 }

@@ -239,9 +239,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             let address = admin_listener.local_addr()?;
             eprintln!("tollgate admin (metrics, dashboard) on http://{address}");
             let mut stopped = stopped.clone();
-            Some(tokio::spawn(tollgate_server::serve(
+            // Scrapes and the dashboard need no threads of their own.
+            let limits = tollgate_server::ConnectionLimits {
+                serving_threads: 0,
+                ..Default::default()
+            };
+            Some(tokio::spawn(tollgate_server::serve_with(
                 admin_listener,
                 router,
+                limits,
                 async move {
                     let _ = stopped.wait_for(|s| *s).await;
                 },

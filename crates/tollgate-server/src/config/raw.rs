@@ -57,6 +57,7 @@ struct RawServer {
     body_read_timeout_secs: u64,
     idle_timeout_secs: u64,
     max_connections: u64,
+    serving_threads: u64,
 }
 
 impl Default for RawServer {
@@ -71,6 +72,7 @@ impl Default for RawServer {
             body_read_timeout_secs: limits.body_read_timeout.as_secs(),
             idle_timeout_secs: limits.idle_timeout.as_secs(),
             max_connections: limits.max_connections as u64,
+            serving_threads: limits.serving_threads as u64,
         }
     }
 }
@@ -97,6 +99,7 @@ impl RawServer {
             .unwrap_or(usize::MAX),
             max_header_bytes: (max_credential_bytes + 16 * 1024)
                 .max(crate::ConnectionLimits::default().max_header_bytes),
+            serving_threads: usize::try_from(self.serving_threads).unwrap_or(usize::MAX),
         })
     }
 }

@@ -26,7 +26,6 @@ use super::ConnectionLimits;
 use super::body_deadline::DeadlineBody;
 
 pub(super) struct Connection {
-    pub stream: TcpStream,
     pub router: axum::Router,
     pub limits: Arc<ConnectionLimits>,
     /// Closed when the server shuts down.
@@ -36,7 +35,7 @@ pub(super) struct Connection {
 }
 
 impl Connection {
-    pub async fn run(self) {
+    pub async fn run(self, stream: TcpStream) {
         let shared = Arc::new(Mutex::new(Shared {
             // The first request is expected promptly: a client connects to
             // send one.
@@ -46,7 +45,7 @@ impl Connection {
             reader: None,
         }));
         let io = TokioIo::new(DeadlineIo::new(
-            self.stream,
+            stream,
             Arc::clone(&shared),
             self.limits.header_read_timeout,
         ));

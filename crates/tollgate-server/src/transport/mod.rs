@@ -21,6 +21,7 @@
 
 mod body_deadline;
 mod connection;
+mod lanes;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -41,6 +42,10 @@ pub struct ConnectionLimits {
     /// Largest request head (request line and headers) accepted; larger
     /// ones get 431.
     pub max_header_bytes: usize,
+    /// Threads that serve connections, each with its own single-threaded
+    /// runtime (one per core by default); 0 serves them on the caller's
+    /// runtime.
+    pub serving_threads: usize,
 }
 
 impl Default for ConnectionLimits {
@@ -51,6 +56,7 @@ impl Default for ConnectionLimits {
             idle_timeout: Duration::from_secs(60),
             max_connections: 4096,
             max_header_bytes: 64 * 1024,
+            serving_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
@@ -64,6 +70,10 @@ pub async fn serve_with(
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let mut lanes = match limits.serving_threads {
+        0 => None,
+        count => Some(lanes::Lanes::start(count)?),
+    };
     let limits = Arc::new(limits);
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     // Dropping the receiver tells every connection to shut down gracefully.
@@ -99,19 +109,30 @@ pub async fn serve_with(
         };
         let _ = stream.set_nodelay(true);
         let connection = connection::Connection {
-            stream,
             router: router.clone(),
             limits: Arc::clone(&limits),
             stop: stop_tx.clone(),
             open: open_rx.clone(),
         };
-        tokio::spawn(async move {
-            connection.run().await;
-            drop(permit);
-        });
+        match &mut lanes {
+            Some(lanes) => {
+                if let Err(error) = lanes.hand(stream, connection, permit) {
+                    tracing::warn!(%error, "could not hand a connection over");
+                }
+            }
+            None => {
+                tokio::spawn(async move {
+                    connection.run(stream).await;
+                    drop(permit);
+                });
+            }
+        }
     }
     drop(listener);
     drop(open_rx);
     open_tx.closed().await;
+    if let Some(lanes) = lanes {
+        lanes.finish().await;
+    }
     Ok(())
 }
