@@ -10,7 +10,6 @@
 //! as they are accepted; keep-alive makes that a rare event.
 
 use std::io;
-use std::thread::JoinHandle;
 
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
@@ -29,7 +28,6 @@ pub(super) struct Lanes {
     lanes: Vec<mpsc::UnboundedSender<Handoff>>,
     /// Each thread says here when it has finished.
     finished: Vec<oneshot::Receiver<()>>,
-    threads: Vec<JoinHandle<()>>,
     next: usize,
 }
 
@@ -39,7 +37,6 @@ impl Lanes {
         let mut lanes = Self {
             lanes: Vec::with_capacity(count),
             finished: Vec::with_capacity(count),
-            threads: Vec::with_capacity(count),
             next: 0,
         };
         for index in 0..count {
@@ -48,16 +45,19 @@ impl Lanes {
                 .build()?;
             let (sender, receiver) = mpsc::unbounded_channel();
             let (done, finished) = oneshot::channel();
-            let thread = std::thread::Builder::new()
+            std::thread::Builder::new()
                 .name(format!("tollgate-serve-{index}"))
                 .spawn(move || {
                     tollgate_providers::pool_affinity::use_pool(index);
                     runtime.block_on(serve_lane(receiver));
+                    // What else runs here (idle upstream connections, a
+                    // task a request spawned) ends with the runtime, as it
+                    // would at the process's exit.
+                    drop(runtime);
                     let _ = done.send(());
                 })?;
             lanes.lanes.push(sender);
             lanes.finished.push(finished);
-            lanes.threads.push(thread);
         }
         Ok(lanes)
     }
@@ -89,10 +89,6 @@ impl Lanes {
         drop(self.lanes);
         for finished in self.finished {
             let _ = finished.await;
-        }
-        for thread in self.threads {
-            // Each has sent `finished`; joining returns at once.
-            let _ = thread.join();
         }
     }
 }
