@@ -52,7 +52,24 @@ impl ChallengeIssuer {
         scope: &str,
         body: &[u8],
     ) -> Result<IssuedChallenge, PaymentProblem> {
-        self.issue_with_opaque(offer, &route_opaque(scope), body)
+        self.issue_all([offer], scope, body)
+            .map(|mut all| all.remove(0))
+    }
+
+    /// The challenges for `offers` on the route named by `scope`, in their
+    /// order: what they share (the route's `opaque`, the expiry, the body's
+    /// digest) is computed once.
+    pub fn issue_all<'a>(
+        &self,
+        offers: impl IntoIterator<Item = &'a Offer>,
+        scope: &str,
+        body: &[u8],
+    ) -> Result<Vec<IssuedChallenge>, PaymentProblem> {
+        let shared = Shared::new(self, encoded_route_opaque(scope)?, body);
+        offers
+            .into_iter()
+            .map(|offer| self.issue_shared(offer, &shared))
+            .collect()
     }
 
     /// Like [`issue`](Self::issue) with a caller-built `opaque` object (it
@@ -64,29 +81,132 @@ impl ChallengeIssuer {
         opaque: &serde_json::Value,
         body: &[u8],
     ) -> Result<IssuedChallenge, PaymentProblem> {
-        let description = offer.description();
-        let request = Base64UrlJson::from_value(&offer.request_json()).map_err(internal)?;
         let opaque = Base64UrlJson::from_value(opaque).map_err(internal)?;
-        let expires = mpp::expires::seconds(self.ttl.as_secs());
-        let digest = body_digest(body);
+        self.issue_shared(offer, &Shared::new(self, opaque, body))
+    }
+
+    fn issue_shared(
+        &self,
+        offer: &Offer,
+        shared: &Shared,
+    ) -> Result<IssuedChallenge, PaymentProblem> {
+        let request = Base64UrlJson::from_value(&offer.request_json()).map_err(internal)?;
         let challenge = PaymentChallenge::with_secret_key_full(
             self.keys.signing(),
             self.realm.as_str(),
             offer.method(),
             offer.intent(),
             request,
-            Some(&expires),
-            digest.as_deref(),
-            description,
-            Some(opaque),
+            Some(&shared.expires),
+            shared.digest.as_deref(),
+            offer.description(),
+            Some(shared.opaque.clone()),
             None,
         );
-        let header = mpp::format_www_authenticate(&challenge).map_err(internal)?;
+        let header = www_authenticate(&challenge)?;
         Ok(IssuedChallenge {
             id: challenge.id,
             header,
         })
     }
+}
+
+/// What the challenges of one answer share.
+struct Shared {
+    opaque: Base64UrlJson,
+    expires: String,
+    digest: Option<String>,
+}
+
+impl Shared {
+    fn new(issuer: &ChallengeIssuer, opaque: Base64UrlJson, body: &[u8]) -> Self {
+        Self {
+            opaque,
+            expires: mpp::expires::seconds(issuer.ttl.as_secs()),
+            digest: body_digest(body),
+        }
+    }
+}
+
+/// [`route_opaque`] encoded. An object with one string member prints the
+/// same with serde_json as canonicalized (RFC 8785), without building and
+/// sorting a tree for it.
+fn encoded_route_opaque(scope: &str) -> Result<Base64UrlJson, PaymentProblem> {
+    #[derive(serde::Serialize)]
+    struct RouteOpaque<'a> {
+        route: &'a str,
+    }
+    let json = serde_json::to_vec(&RouteOpaque { route: scope }).map_err(internal)?;
+    Ok(Base64UrlJson::from_raw(
+        mpp::protocol::core::base64url_encode(&json),
+    ))
+}
+
+/// The `WWW-Authenticate` value for `challenge`, as
+/// `mpp::format_www_authenticate` writes it, without that function's
+/// checks of what was just built here (it decodes `request` and `opaque`
+/// again, about a sixth of a 402's CPU). A challenge naming a credential
+/// header, which this issuer never sets, is left to the SDK.
+fn www_authenticate(challenge: &PaymentChallenge) -> Result<String, PaymentProblem> {
+    if challenge.header.is_some() {
+        return mpp::format_www_authenticate(challenge).map_err(internal);
+    }
+    let mut out = String::with_capacity(
+        256 + challenge.request.raw().len()
+            + challenge.opaque.as_ref().map_or(0, |o| o.raw().len()),
+    );
+    out.push_str("Payment ");
+    let mut first = true;
+    let mut param = |name: &str, value: &str| -> Result<(), PaymentProblem> {
+        if !first {
+            out.push_str(", ");
+        }
+        first = false;
+        out.push_str(name);
+        out.push_str("=\"");
+        push_quoted(&mut out, value)?;
+        out.push('"');
+        Ok(())
+    };
+    param("id", &challenge.id)?;
+    param("realm", &challenge.realm)?;
+    param("method", challenge.method.as_str())?;
+    param("intent", challenge.intent.as_str())?;
+    param("request", challenge.request.raw())?;
+    if let Some(expires) = &challenge.expires {
+        param("expires", expires)?;
+    }
+    if let Some(description) = &challenge.description {
+        param("description", description)?;
+    }
+    if let Some(digest) = &challenge.digest {
+        param("digest", digest)?;
+    }
+    if let Some(opaque) = &challenge.opaque {
+        param("opaque", opaque.raw())?;
+    }
+    Ok(out)
+}
+
+/// Appends `value` as the inside of a quoted string: `\` and `"` escaped,
+/// tab and printable ASCII as they are, every other UTF-16 unit as
+/// `\uXXXX`. A line break could end the header: refused.
+fn push_quoted(out: &mut String, value: &str) -> Result<(), PaymentProblem> {
+    use std::fmt::Write as _;
+    if value.contains(['\r', '\n']) {
+        return Err(internal("a challenge field holds a line break"));
+    }
+    for unit in value.encode_utf16() {
+        match unit {
+            0x5c => out.push_str("\\\\"),
+            0x22 => out.push_str("\\\""),
+            0x09 | 0x20..=0x7e => out.push(char::from(unit as u8)),
+            _ => {
+                let _ = write!(out, "\\u{unit:04x}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The `opaque` object that pins a challenge to one route.
@@ -112,4 +232,123 @@ fn internal(error: impl std::fmt::Display) -> PaymentProblem {
         ProblemKind::Internal,
         format!("could not build challenge: {error}"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+    use super::*;
+    use crate::offer::{ChargeOffer, SubmissionModes};
+
+    /// Values that exercise every escaping rule: quotes, backslashes, a tab,
+    /// DEL and other controls, non-ASCII and a character beyond the BMP.
+    const AWKWARD: [&str; 5] = [
+        "POST /v1/chat/completions",
+        "say \"hi\" \\ then\ttab",
+        "caf\u{e9} \u{1F600} \u{7f}\u{1}",
+        "",
+        "/v1/mpp/chat/completions?plan=a&b=\"c\"",
+    ];
+
+    fn charge(description: Option<&str>) -> Offer {
+        Offer::TempoCharge(ChargeOffer {
+            amount: 1234,
+            currency: alloy::primitives::Address::repeat_byte(0x20),
+            recipient: alloy::primitives::Address::repeat_byte(0x70),
+            chain_id: 42431,
+            fee_payer: false,
+            modes: SubmissionModes::default(),
+            description: description.map(str::to_owned),
+        })
+    }
+
+    #[test]
+    fn the_route_opaque_is_encoded_as_canonical_json() {
+        for scope in AWKWARD {
+            assert_eq!(
+                encoded_route_opaque(scope).unwrap(),
+                Base64UrlJson::from_value(&route_opaque(scope)).unwrap(),
+                "{scope:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn headers_are_written_as_the_sdk_writes_them() {
+        let keys = ChallengeKeys::new(vec!["a-test-secret-that-is-at-least-32-bytes-long".into()])
+            .unwrap();
+        for text in AWKWARD {
+            let issuer = ChallengeIssuer::new(text, keys.clone(), Duration::from_secs(60));
+            for description in [None, Some(text)] {
+                for body in [&b""[..], b"{\"model\":\"gpt-4o-mini\"}"] {
+                    let offer = charge(description);
+                    let shared = Shared::new(&issuer, encoded_route_opaque(text).unwrap(), body);
+                    let challenge = PaymentChallenge::with_secret_key_full(
+                        issuer.keys.signing(),
+                        issuer.realm.as_str(),
+                        offer.method(),
+                        offer.intent(),
+                        Base64UrlJson::from_value(&offer.request_json()).unwrap(),
+                        Some(&shared.expires),
+                        shared.digest.as_deref(),
+                        offer.description(),
+                        Some(shared.opaque.clone()),
+                        None,
+                    );
+                    assert_eq!(
+                        www_authenticate(&challenge).unwrap(),
+                        mpp::format_www_authenticate(&challenge).unwrap(),
+                        "{text:?} {description:?}"
+                    );
+                    // And what is issued parses back to the same challenge.
+                    let issued = issuer.issue(&offer, text, body).unwrap();
+                    let parsed = mpp::parse_www_authenticate(&issued.header).unwrap();
+                    assert_eq!(parsed.id, issued.id);
+                    assert_eq!(parsed.realm, text);
+                    assert_eq!(parsed.description.as_deref(), description);
+                    assert_eq!(parsed.opaque, Some(encoded_route_opaque(text).unwrap()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_line_break_in_a_field_is_refused_like_the_sdk_does() {
+        let keys = ChallengeKeys::new(vec!["a-test-secret-that-is-at-least-32-bytes-long".into()])
+            .unwrap();
+        let issuer = ChallengeIssuer::new("api\r\nx: y", keys, Duration::from_secs(60));
+        assert!(issuer.issue(&charge(None), "POST /x", b"").is_err());
+        let issuer = ChallengeIssuer::new(
+            "api",
+            ChallengeKeys::new(vec!["a-test-secret-that-is-at-least-32-bytes-long".into()])
+                .unwrap(),
+            Duration::from_secs(60),
+        );
+        assert!(
+            issuer
+                .issue(&charge(Some("two\nlines")), "POST /x", b"")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn every_offer_of_one_answer_gets_its_own_challenge() {
+        let keys = ChallengeKeys::new(vec!["a-test-secret-that-is-at-least-32-bytes-long".into()])
+            .unwrap();
+        let issuer = ChallengeIssuer::new("api", keys, Duration::from_secs(60));
+        let mut cheaper = charge(Some("another"));
+        if let Offer::TempoCharge(offer) = &mut cheaper {
+            offer.amount = 99;
+        }
+        let offers = [charge(None), cheaper];
+        let issued = issuer.issue_all(&offers, "POST /x", b"{}").unwrap();
+        assert_eq!(issued.len(), 2);
+        assert_ne!(issued[0].id, issued[1].id);
+        for (one, offer) in issued.iter().zip(&offers) {
+            let parsed = mpp::parse_www_authenticate(&one.header).unwrap();
+            assert_eq!(parsed.digest, body_digest(b"{}"));
+            assert_eq!(parsed.request.decode_value().unwrap(), offer.request_json());
+        }
+    }
 }

@@ -253,10 +253,8 @@ impl PaymentGate {
         body: &[u8],
         accept_payment: Option<&str>,
     ) -> Result<Vec<IssuedChallenge>, PaymentProblem> {
-        rank_offers(offers, accept_payment)
-            .into_iter()
-            .map(|offer| self.issuer.issue(offer, scope, body))
-            .collect()
+        self.issuer
+            .issue_all(rank_offers(offers, accept_payment), scope, body)
     }
 
     /// Settles the payment carried by `authorization` for this route and
