@@ -90,7 +90,7 @@ impl ChallengeIssuer {
         offer: &Offer,
         shared: &Shared,
     ) -> Result<IssuedChallenge, PaymentProblem> {
-        let request = Base64UrlJson::from_value(&offer.request_json()).map_err(internal)?;
+        let request = encode_request(&offer.request_json())?;
         let challenge = PaymentChallenge::with_secret_key_full(
             self.keys.signing(),
             self.realm.as_str(),
@@ -124,6 +124,47 @@ impl Shared {
             opaque,
             expires: mpp::expires::seconds(issuer.ttl.as_secs()),
             digest: body_digest(body),
+        }
+    }
+}
+
+/// An offer's `request`, base64url-encoded canonical JSON (RFC 8785). The
+/// offers build theirs with members in order and only strings, booleans
+/// and small integers, which serde_json prints exactly as canonicalized;
+/// anything else (a snapshot's members in another order, say) goes
+/// through the canonicalizer.
+fn encode_request(request: &serde_json::Value) -> Result<Base64UrlJson, PaymentProblem> {
+    if !prints_canonically(request) {
+        return Base64UrlJson::from_value(request).map_err(internal);
+    }
+    let json = serde_json::to_vec(request).map_err(internal)?;
+    Ok(Base64UrlJson::from_raw(
+        mpp::protocol::core::base64url_encode(&json),
+    ))
+}
+
+/// Whether serde_json prints `value` as RFC 8785 would: every object's
+/// members in ascending order of ASCII names (UTF-16 order is byte order
+/// there), and every number an integer that ECMAScript prints in full.
+fn prints_canonically(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    /// 2^53: ECMAScript's integers print exactly below this.
+    const EXACT: u64 = 1 << 53;
+    match value {
+        Value::Null | Value::Bool(_) | Value::String(_) => true,
+        Value::Number(n) => n
+            .as_u64()
+            .map(|n| n < EXACT)
+            .or_else(|| n.as_i64().map(|n| n.unsigned_abs() < EXACT))
+            .unwrap_or(false),
+        Value::Array(items) => items.iter().all(prints_canonically),
+        Value::Object(members) => {
+            let mut previous: Option<&str> = None;
+            members.iter().all(|(name, member)| {
+                let in_order = name.is_ascii() && previous.is_none_or(|p| p < name.as_str());
+                previous = Some(name);
+                in_order && prints_canonically(member)
+            })
         }
     }
 }
@@ -310,6 +351,85 @@ mod tests {
                     assert_eq!(parsed.opaque, Some(encoded_route_opaque(text).unwrap()));
                 }
             }
+        }
+    }
+
+    #[test]
+    fn offer_requests_are_encoded_as_canonical_json() {
+        use crate::session::{Protocol, SessionOffer};
+        let canonical = |value: &serde_json::Value| {
+            assert_eq!(
+                encode_request(value).unwrap(),
+                Base64UrlJson::from_value(value).unwrap(),
+                "{value}"
+            );
+        };
+        let mut requests = Vec::new();
+        for (fee_payer, pull, push) in [
+            (false, true, true),
+            (true, true, false),
+            (true, false, true),
+        ] {
+            if let Offer::TempoCharge(mut offer) = charge(None) {
+                offer.fee_payer = fee_payer;
+                offer.modes = SubmissionModes { pull, push };
+                requests.push(offer.request_json());
+                offer.amount = 0;
+                requests.push(offer.request_json());
+            }
+        }
+        for request in &requests {
+            assert!(prints_canonically(request), "{request}");
+        }
+        let session = SessionOffer {
+            amount: 1_234,
+            suggested_deposit: 5_000_000,
+            currency: alloy::primitives::Address::repeat_byte(0x20),
+            recipient: alloy::primitives::Address::repeat_byte(0x11),
+            chain_id: 42431,
+            escrow: alloy::primitives::Address::repeat_byte(0xe5),
+            min_voucher_delta: 0,
+            protocol: Protocol::V1,
+            description: None,
+            snapshot: None,
+        };
+        requests.push(session.request_json());
+        let with_delta = SessionOffer {
+            min_voucher_delta: 10,
+            ..session.clone()
+        };
+        requests.push(with_delta.request_json());
+        let v2 = SessionOffer {
+            protocol: Protocol::V2,
+            ..with_delta.clone()
+        };
+        assert!(prints_canonically(&v2.request_json()));
+        requests.push(v2.request_json());
+        // A snapshot whose members are not in order, with numbers the
+        // fast path does not print.
+        let snapshot = SessionOffer {
+            snapshot: Some(serde_json::json!({
+                "channelId": "0xab",
+                "acceptedCumulative": "5",
+                "descriptor": {"payee": "0x70", "expiry": 9007199254740993_u64, "nonce": 1.5}
+            })),
+            ..v2
+        };
+        requests.push(snapshot.request_json());
+        for request in &requests {
+            canonical(request);
+        }
+        // Members out of order, a float, a large integer, a non-ASCII name:
+        // the canonicalizer's, and the same bytes.
+        for odd in [
+            serde_json::json!({"b": 1, "a": 2}),
+            serde_json::json!({"a": 1.5}),
+            serde_json::json!({"a": 9007199254740993_u64}),
+            serde_json::json!({"\u{e9}": 1, "z": 2}),
+            serde_json::json!({"a": [{"d": 1, "c": 2}]}),
+        ] {
+            assert!(!prints_canonically(&odd), "{odd}");
+            canonical(&odd);
         }
     }
 

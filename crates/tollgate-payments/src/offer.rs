@@ -80,11 +80,13 @@ impl ChargeOffer {
                 .collect();
             details.insert("supportedModes".into(), json!(modes));
         }
+        // Members in sorted order, so the challenge can print it as
+        // canonical JSON without sorting (`challenge::encode_request`).
         json!({
             "amount": self.amount.to_string(),
             "currency": checksummed(&self.currency),
-            "recipient": checksummed(&self.recipient),
             "methodDetails": Value::Object(details),
+            "recipient": checksummed(&self.recipient),
         })
     }
 }

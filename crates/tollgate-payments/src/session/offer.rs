@@ -47,9 +47,17 @@ impl SessionOffer {
 
     /// The challenge's `request` object.
     pub fn request_json(&self) -> Value {
+        // Members in sorted order, so the challenge can print it as
+        // canonical JSON without sorting (`challenge::encode_request`).
         let mut details = Map::new();
-        details.insert("escrowContract".into(), json!(checksummed(&self.escrow)));
         details.insert("chainId".into(), json!(self.chain_id));
+        details.insert("escrowContract".into(), json!(checksummed(&self.escrow)));
+        if self.min_voucher_delta > 0 {
+            details.insert(
+                "minVoucherDelta".into(),
+                json!(self.min_voucher_delta.to_string()),
+            );
+        }
         if self.protocol == Protocol::V2 {
             details.insert("sessionProtocol".into(), json!(Protocol::V2.as_str()));
         }
@@ -60,19 +68,13 @@ impl SessionOffer {
         {
             details.insert("sessionSnapshot".into(), snapshot.clone());
         }
-        if self.min_voucher_delta > 0 {
-            details.insert(
-                "minVoucherDelta".into(),
-                json!(self.min_voucher_delta.to_string()),
-            );
-        }
         json!({
             "amount": self.amount.to_string(),
-            "unitType": "request",
-            "suggestedDeposit": self.suggested_deposit.to_string(),
             "currency": checksummed(&self.currency),
-            "recipient": checksummed(&self.recipient),
             "methodDetails": Value::Object(details),
+            "recipient": checksummed(&self.recipient),
+            "suggestedDeposit": self.suggested_deposit.to_string(),
+            "unitType": "request",
         })
     }
 
