@@ -162,6 +162,17 @@ fn short_secrets_unknown_keys_and_bad_sections_are_refused() {
     let bad_listen = error_for(&format!("{}\n[server]\nlisten = \"localhost\"\n", base()));
     assert!(bad_listen.contains("`server.listen`"), "{bad_listen}");
 
+    let threads = error_for(&format!("{}\n[server]\nserving_threads = 100000\n", base()));
+    assert!(threads.contains("`server.serving_threads`"), "{threads}");
+    for ok in [0, 3] {
+        let config = load(
+            &format!("{}\n[server]\nserving_threads = {ok}\n", base()),
+            env(),
+        )
+        .unwrap();
+        assert_eq!(config.connections.serving_threads, ok);
+    }
+
     let bad_store = error_for(&format!("{}\n[store]\nkind = \"mysql\"\n", base()));
     assert!(bad_store.contains("`store.kind`"), "{bad_store}");
 

@@ -99,7 +99,15 @@ impl RawServer {
             .unwrap_or(usize::MAX),
             max_header_bytes: (max_credential_bytes + 16 * 1024)
                 .max(crate::ConnectionLimits::default().max_header_bytes),
-            serving_threads: usize::try_from(self.serving_threads).unwrap_or(usize::MAX),
+            serving_threads: match self.serving_threads {
+                n @ 0..=MAX_SERVING_THREADS => n as usize,
+                _ => {
+                    return Err(ConfigError::invalid(
+                        "server.serving_threads",
+                        format!("at most {MAX_SERVING_THREADS} (0 serves on the shared runtime)"),
+                    ));
+                }
+            },
         })
     }
 }
@@ -348,6 +356,9 @@ fn validate_pricing(raw: RawPricing, base_dir: &Path) -> Result<PricingConfig, C
     }
     Ok(PricingConfig { table })
 }
+
+/// More serving threads than this is a typo, not a machine.
+const MAX_SERVING_THREADS: u64 = 1024;
 
 fn positive(key: &str, value: u64) -> Result<u64, ConfigError> {
     if value == 0 {
