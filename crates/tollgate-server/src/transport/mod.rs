@@ -18,6 +18,9 @@
 //!
 //! While a response is being produced or sent nothing is timed here: a long
 //! stream is the product, and the upstream has its own idle timeout.
+//!
+//! Accepted connections are dealt to serving threads, one single-threaded
+//! runtime each (`lanes`), unless `serving_threads` is 0.
 
 mod body_deadline;
 mod connection;
