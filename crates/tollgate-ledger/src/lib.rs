@@ -18,6 +18,7 @@ mod reservation_ids;
 mod sqlite;
 mod sqlite_channels;
 mod sqlite_checkpoint;
+mod sqlite_close;
 mod sqlite_holds;
 mod sqlite_hot;
 mod sqlite_refunds;

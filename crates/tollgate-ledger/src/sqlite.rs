@@ -94,6 +94,14 @@ fn insert_usage(conn: &Connection, r: &UsageRecord) -> Result<(), LedgerError> {
     Ok(())
 }
 
+impl Drop for SqliteLedger {
+    fn drop(&mut self) {
+        if let Some(reader) = self.reader.take() {
+            crate::sqlite_close::close_shared_in_turn(reader);
+        }
+    }
+}
+
 impl SqliteLedger {
     /// Opens (creating if needed) the database file and applies migrations,
     /// as a new instance with a generated id.
@@ -115,17 +123,22 @@ impl SqliteLedger {
                 source: rusqlite::Error::InvalidPath(format!("{}: {e}", dir.display()).into()),
             })?;
         }
-        let conn = Connection::open(path).map_err(|source| LedgerError::Open {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let conn =
+            crate::sqlite_close::open_in_turn(|| Connection::open(path)).map_err(|source| {
+                LedgerError::Open {
+                    path: path.display().to_string(),
+                    source,
+                }
+            })?;
         let mut ledger = Self::init(conn, durability, instance, Some(path))?;
         let read_only = || -> Result<Arc<Mutex<Connection>>, LedgerError> {
-            let reader = Connection::open_with_flags(
-                path,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
-                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?;
+            let reader = crate::sqlite_close::open_in_turn(|| {
+                Connection::open_with_flags(
+                    path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+            })?;
             reader.busy_timeout(crate::sqlite_writer::BUSY_TIMEOUT)?;
             Ok(Arc::new(Mutex::new(reader)))
         };

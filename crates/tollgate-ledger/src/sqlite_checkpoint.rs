@@ -74,7 +74,10 @@ impl Checkpoints {
         let long = Arc::clone(&restart);
         let started = std::thread::Builder::new()
             .name("tollgate-ledger-checkpoint".into())
-            .spawn(move || run(&conn, &seen, &long, &stopped));
+            .spawn(move || {
+                run(&conn, &seen, &long, &stopped);
+                crate::sqlite_close::close_in_turn(conn);
+            });
         if let Err(e) = started {
             tracing::warn!(error = %e, "cannot start the checkpoint thread; the writer checkpoints");
             return None;
@@ -102,7 +105,7 @@ impl Checkpoints {
 }
 
 fn open(db: &Path, durability: Durability) -> Result<Connection, LedgerError> {
-    let conn = Connection::open(db)?;
+    let conn = crate::sqlite_close::open_in_turn(|| Connection::open(db))?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "synchronous", durability.synchronous())?;
     Ok(conn)

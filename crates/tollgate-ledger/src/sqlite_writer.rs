@@ -218,8 +218,10 @@ where
 /// The handle callers queue jobs on; the thread stops when the last handle
 /// is dropped (after the jobs already queued).
 pub(crate) struct Writer {
-    jobs: mpsc::Sender<Job>,
+    // Dropped before `jobs`: the thread, woken by the queue's end, then
+    // holds the connection's last handle and closes it in turn.
     inner: Arc<Mutex<Inner>>,
+    jobs: mpsc::Sender<Job>,
 }
 
 fn stopped() -> LedgerError {
@@ -266,7 +268,10 @@ impl Writer {
         let thread_inner = Arc::clone(&inner);
         std::thread::Builder::new()
             .name("tollgate-ledger-writer".into())
-            .spawn(move || run(&thread_inner, &queue, after))
+            .spawn(move || {
+                run(&thread_inner, &queue, after);
+                crate::sqlite_close::close_shared_in_turn(thread_inner);
+            })
             .map_err(|e| LedgerError::Worker(format!("cannot start the ledger writer: {e}")))?;
         Ok(Self { jobs, inner })
     }
