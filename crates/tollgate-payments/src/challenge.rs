@@ -52,8 +52,8 @@ impl ChallengeIssuer {
         scope: &str,
         body: &[u8],
     ) -> Result<IssuedChallenge, PaymentProblem> {
-        self.issue_all([offer], scope, body)
-            .map(|mut all| all.remove(0))
+        let shared = Shared::new(self, encoded_route_opaque(scope)?, body);
+        self.issue_shared(offer, &shared)
     }
 
     /// The challenges for `offers` on the route named by `scope`, in their
@@ -90,7 +90,7 @@ impl ChallengeIssuer {
         offer: &Offer,
         shared: &Shared,
     ) -> Result<IssuedChallenge, PaymentProblem> {
-        let request = encode_request(&offer.request_json())?;
+        let request = encode_canonical(&offer.request_json())?;
         let challenge = PaymentChallenge::with_secret_key_full(
             self.keys.signing(),
             self.realm.as_str(),
@@ -128,16 +128,16 @@ impl Shared {
     }
 }
 
-/// An offer's `request`, base64url-encoded canonical JSON (RFC 8785). The
-/// offers build theirs with members in order and only strings, booleans
+/// `value` as base64url-encoded canonical JSON (RFC 8785). The offers
+/// build their `request` with members in order and only strings, booleans
 /// and small integers, which serde_json prints exactly as canonicalized;
 /// anything else (a snapshot's members in another order, say) goes
 /// through the canonicalizer.
-fn encode_request(request: &serde_json::Value) -> Result<Base64UrlJson, PaymentProblem> {
-    if !prints_canonically(request) {
-        return Base64UrlJson::from_value(request).map_err(internal);
+fn encode_canonical(value: &serde_json::Value) -> Result<Base64UrlJson, PaymentProblem> {
+    if !prints_canonically(value) {
+        return Base64UrlJson::from_value(value).map_err(internal);
     }
-    let json = serde_json::to_vec(request).map_err(internal)?;
+    let json = serde_json::to_vec(value).map_err(internal)?;
     Ok(Base64UrlJson::from_raw(
         mpp::protocol::core::base64url_encode(&json),
     ))
@@ -169,18 +169,9 @@ fn prints_canonically(value: &serde_json::Value) -> bool {
     }
 }
 
-/// [`route_opaque`] encoded. An object with one string member prints the
-/// same with serde_json as canonicalized (RFC 8785), without building and
-/// sorting a tree for it.
+/// [`route_opaque`] encoded.
 fn encoded_route_opaque(scope: &str) -> Result<Base64UrlJson, PaymentProblem> {
-    #[derive(serde::Serialize)]
-    struct RouteOpaque<'a> {
-        route: &'a str,
-    }
-    let json = serde_json::to_vec(&RouteOpaque { route: scope }).map_err(internal)?;
-    Ok(Base64UrlJson::from_raw(
-        mpp::protocol::core::base64url_encode(&json),
-    ))
+    encode_canonical(&route_opaque(scope))
 }
 
 /// The `WWW-Authenticate` value for `challenge`, as
@@ -359,7 +350,7 @@ mod tests {
         use crate::session::{Protocol, SessionOffer};
         let canonical = |value: &serde_json::Value| {
             assert_eq!(
-                encode_request(value).unwrap(),
+                encode_canonical(value).unwrap(),
                 Base64UrlJson::from_value(value).unwrap(),
                 "{value}"
             );

@@ -81,7 +81,7 @@ impl ChargeOffer {
             details.insert("supportedModes".into(), json!(modes));
         }
         // Members in sorted order, so the challenge can print it as
-        // canonical JSON without sorting (`challenge::encode_request`).
+        // canonical JSON without sorting (`challenge::encode_canonical`).
         json!({
             "amount": self.amount.to_string(),
             "currency": checksummed(&self.currency),

@@ -223,7 +223,9 @@ impl Upstream {
         Self::http_with_pools(kind, base_url, api_key, timeouts, pools)
     }
 
-    fn http_with_pools(
+    /// [`http`](Self::http) with `pools` connection pools, one per serving
+    /// thread (see [`crate::pool_affinity`]).
+    pub fn http_with_pools(
         kind: UpstreamKind,
         base_url: &str,
         api_key: Option<&str>,

@@ -457,7 +457,7 @@ fn build_upstreams(
                     api_key,
                     connect_timeout,
                     idle_timeout,
-                } => Upstream::http(
+                } => Upstream::http_with_pools(
                     *kind,
                     base_url,
                     api_key.as_ref().map(|k| k.expose()),
@@ -465,6 +465,8 @@ fn build_upstreams(
                         connect: *connect_timeout,
                         idle: *idle_timeout,
                     },
+                    // A pool per serving thread, however many are configured.
+                    config.connections.serving_threads.max(1),
                 )
                 .map_err(|e| BuildError::Upstream {
                     name: name.clone(),

@@ -78,6 +78,14 @@ async fn start(limits: ConnectionLimits) -> Server {
     Server { addr, stop, task }
 }
 
+async fn start_with_threads(serving_threads: usize) -> Server {
+    start(ConnectionLimits {
+        serving_threads,
+        ..ConnectionLimits::default()
+    })
+    .await
+}
+
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
@@ -345,11 +353,7 @@ async fn threads_of(addr: std::net::SocketAddr, count: usize) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_are_dealt_to_serving_threads_and_stay_on_theirs() {
-    let server = start(ConnectionLimits {
-        serving_threads: 2,
-        ..ConnectionLimits::default()
-    })
-    .await;
+    let server = start_with_threads(2).await;
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..4 {
         let names = threads_of(server.addr, 3).await;
@@ -385,11 +389,7 @@ async fn connections_are_dealt_to_serving_threads_and_stay_on_theirs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_serving_threads_serves_on_the_callers_runtime() {
-    let server = start(ConnectionLimits {
-        serving_threads: 0,
-        ..ConnectionLimits::default()
-    })
-    .await;
+    let server = start_with_threads(0).await;
     for name in threads_of(server.addr, 2).await {
         assert!(!name.starts_with("tollgate-serve"), "{name}");
     }

@@ -48,7 +48,7 @@ impl SessionOffer {
     /// The challenge's `request` object.
     pub fn request_json(&self) -> Value {
         // Members in sorted order, so the challenge can print it as
-        // canonical JSON without sorting (`challenge::encode_request`).
+        // canonical JSON without sorting (`challenge::encode_canonical`).
         let mut details = Map::new();
         details.insert("chainId".into(), json!(self.chain_id));
         details.insert("escrowContract".into(), json!(checksummed(&self.escrow)));
